@@ -1,0 +1,32 @@
+"""electrode-qc: measurements of battery-electrode micrographs and height maps.
+
+The public API is imported lazily so that ``import pipeline`` (and the command line's
+``--help``) stay fast: ``pipeline.read``, ``pipeline.surface_texture``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "read": ("pipeline.ingest.registry", "read"),
+    "surface_texture": ("pipeline.metrology.texture", "surface_texture"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'pipeline' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,178 @@
+"""The command line: parse, call the library, map the outcome to an exit code. No science here.
+
+Machine output (``--json``) goes to stdout; messages and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from pipeline.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ElectrodeQCError
+
+app = typer.Typer(
+    name="electrode-qc",
+    help="Measure battery-electrode micrographs and height maps; decide claim 15.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+log = logging.getLogger("pipeline")
+
+
+def _err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def _guard(fn: Callable[[], int]) -> None:
+    """Run a command body; map our errors to their exit codes and anything else to 70."""
+    try:
+        code = fn()
+    except ElectrodeQCError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as exc:  # the contract: an internal error is exit 70, with a message
+        _err(f"internal error: {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    raise typer.Exit(code)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.captureWarnings(True)
+
+
+@app.command()
+def formats(json_out: bool = typer.Option(False, "--json", help="Machine output on stdout.")):
+    """List the file formats that can be read."""
+
+    def body() -> int:
+        from pipeline.ingest.registry import readers
+
+        rows = [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "suffixes": list(r.suffixes),
+                "description": r.description,
+                "available": bool(getattr(r, "available", True)),
+            }
+            for r in readers()
+        ]
+        if json_out:
+            _emit_json(rows)
+        else:
+            from pipeline.report_text import formats_table
+
+            typer.echo(formats_table(rows))
+        return EXIT_OK
+
+    _guard(body)
+
+
+@app.command()
+def inspect(
+    file: Path = typer.Argument(..., help="An instrument file."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """Show what the reader sees: format, shape, pixel size and its source, invalid points."""
+
+    def body() -> int:
+        from pipeline.ingest.registry import read
+        from pipeline.report_text import inspect_record, inspect_text
+
+        da = read(file)
+        rec = inspect_record(da)
+        if json_out:
+            _emit_json(rec)
+        else:
+            typer.echo(inspect_text(rec))
+        return EXIT_OK
+
+    _guard(body)
+
+
+def _parse_level(level: str) -> str:
+    return level
+
+
+@app.command()
+def surface(
+    files: list[Path] = typer.Argument(..., help="Height-map files."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
+    level: Optional[str] = typer.Option(None, "--level", help="none | plane | poly:N (default: the recipe's)."),
+    lambda_s: Optional[float] = typer.Option(None, "--lambda-s", help="S-filter nesting index, um."),
+    lambda_c: Optional[float] = typer.Option(None, "--lambda-c", help="L-filter nesting index, um."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """ISO 25178 surface texture (Sa, Sz, ...) of height maps, one result per file."""
+
+    def body() -> int:
+        from pipeline.errors import EXIT_UNREADABLE
+        from pipeline.ingest.registry import read
+        from pipeline.metrology.recipe import load_recipe
+        from pipeline.metrology.texture import surface_texture
+        from pipeline.report_text import surface_text
+
+        rec = load_recipe(recipe)
+        results, worst = [], EXIT_OK
+        for f in files:
+            try:
+                da = read(f, kind="height")
+                res = surface_texture(
+                    da, level=level, lambda_s=lambda_s, lambda_c=lambda_c, recipe=rec
+                )
+                results.append({"path": str(f), **res})
+            except ElectrodeQCError as exc:
+                if exc.exit_code == EXIT_USAGE:
+                    raise
+                _err(f"error: {exc}")
+                results.append({"path": str(f), "error": exc.problem})
+                worst = max(worst, exc.exit_code)
+        if json_out:
+            _emit_json(results)
+        else:
+            typer.echo(surface_text(results))
+        return worst
+
+    _guard(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

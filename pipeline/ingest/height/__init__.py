@@ -1,0 +1,1 @@
+"""Height-map readers, one module per format (confocal, interferometric, focus-variation, AFM)."""

@@ -1,0 +1,135 @@
+"""Defensive limits for parsing untrusted instrument files.
+
+Every reader goes through these helpers so that one place bounds what a hostile or broken
+file can make us allocate: image dimensions, zip members and their uncompressed size, and
+byte slices that run past the end of the data.
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from pathlib import Path
+
+from pipeline.errors import UnreadableInput
+
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "MAX_ZIP_MEMBERS",
+    "MAX_ZIP_TOTAL_BYTES",
+    "MAX_ZIP_RATIO",
+    "check_shape",
+    "check_pixel_size",
+    "open_zip",
+    "read_zip_member",
+    "need",
+    "unpack_from",
+]
+
+MAX_SIDE = 65_536
+MAX_PIXELS = 200_000_000
+MAX_ZIP_MEMBERS = 10_000
+MAX_ZIP_TOTAL_BYTES = 4 * 1024**3
+MAX_ZIP_RATIO = 1_000
+
+
+def check_shape(path: str | Path, rows: int, cols: int, *, what: str = "image") -> tuple[int, int]:
+    """Refuse dimensions that are not positive or that exceed the bounds above."""
+    rows, cols = int(rows), int(cols)
+    if rows <= 0 or cols <= 0:
+        raise UnreadableInput(path, f"{what} dimensions {rows} x {cols} are not positive")
+    if rows > MAX_SIDE or cols > MAX_SIDE or rows * cols > MAX_PIXELS:
+        raise UnreadableInput(
+            path,
+            f"{what} dimensions {rows} x {cols} exceed the limit "
+            f"({MAX_SIDE} per side, {MAX_PIXELS} pixels)",
+        )
+    return rows, cols
+
+
+def check_pixel_size(path: str | Path, dx_um: float, dy_um: float) -> tuple[float, float]:
+    """Refuse zero, negative or non-finite lateral pixel sizes (micrometres)."""
+    out = []
+    for axis, v in (("x", dx_um), ("y", dy_um)):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise UnreadableInput(path, f"pixel size {axis} is not a number: {v!r}") from None
+        if not (f == f) or f in (float("inf"), float("-inf")) or f <= 0.0:
+            raise UnreadableInput(
+                path, f"pixel size {axis} is {f!r} um; it must be a finite positive length"
+            )
+        out.append(f)
+    return out[0], out[1]
+
+
+def open_zip(path: str | Path, source=None) -> zipfile.ZipFile:
+    """Open a zip archive with member-count and uncompressed-size bounds checked up front.
+
+    `source` may be a path or a file-like object; defaults to `path`.
+    """
+    try:
+        zf = zipfile.ZipFile(path if source is None else source)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UnreadableInput(path, f"not a readable zip archive ({exc})") from None
+    infos = zf.infolist()
+    if len(infos) > MAX_ZIP_MEMBERS:
+        zf.close()
+        raise UnreadableInput(
+            path, f"zip archive has {len(infos)} members; the limit is {MAX_ZIP_MEMBERS}"
+        )
+    total = sum(i.file_size for i in infos)
+    if total > MAX_ZIP_TOTAL_BYTES:
+        zf.close()
+        raise UnreadableInput(
+            path,
+            f"zip archive declares {total} uncompressed bytes; the limit is {MAX_ZIP_TOTAL_BYTES}",
+        )
+    return zf
+
+
+def read_zip_member(path: str | Path, zf: zipfile.ZipFile, name: str) -> bytes:
+    """Read one member, refusing members whose size or compression ratio is implausible.
+
+    The declared size is checked before decompressing, and the read is capped at the declared
+    size so that a member that lies about its size cannot inflate further.
+    """
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise UnreadableInput(path, f"zip archive has no member {name!r}") from None
+    if info.file_size > MAX_ZIP_TOTAL_BYTES:
+        raise UnreadableInput(path, f"zip member {name!r} declares {info.file_size} bytes")
+    if info.compress_size > 0 and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+        raise UnreadableInput(
+            path,
+            f"zip member {name!r} expands {info.file_size / info.compress_size:.0f}-fold "
+            f"(limit {MAX_ZIP_RATIO}); refusing a likely zip bomb",
+        )
+    try:
+        with zf.open(info) as fh:
+            data = fh.read(info.file_size + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+        raise UnreadableInput(path, f"zip member {name!r} is corrupt ({exc})") from None
+    if len(data) != info.file_size:
+        raise UnreadableInput(
+            path, f"zip member {name!r} holds {len(data)} bytes, its header says {info.file_size}"
+        )
+    return data
+
+
+def need(path: str | Path, buf: bytes | memoryview, offset: int, size: int, what: str) -> None:
+    """Raise UnreadableInput when `buf[offset:offset+size]` runs past the end (truncated file)."""
+    if offset < 0 or size < 0 or offset + size > len(buf):
+        raise UnreadableInput(
+            path,
+            f"file is truncated: {what} needs bytes {offset}..{offset + size} "
+            f"but the file has {len(buf)}",
+        )
+
+
+def unpack_from(path: str | Path, fmt: str, buf: bytes | memoryview, offset: int, what: str):
+    """struct.unpack_from with a truncation check that names the field."""
+    need(path, buf, offset, struct.calcsize(fmt), what)
+    return struct.unpack_from(fmt, buf, offset)

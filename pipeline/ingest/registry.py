@@ -1,0 +1,185 @@
+"""The reader registry: which reader opens which file, decided by content.
+
+A reader is one small object (compare xarray's ``BackendEntrypoint``)::
+
+    class Reader(Protocol):
+        name: str              # short id, e.g. "x3p"
+        kind: str              # "height" or "sem"
+        suffixes: tuple        # usual suffixes, for `formats` and as a tie-break only
+        description: str       # one line for `electrode-qc formats`
+        expects: str           # what `can_open` looks for, quoted when a file is declined
+        priority: int          # lower is tried first; fallbacks use a high number
+        def can_open(self, head: bytes, path: Path) -> bool: ...
+        def open(self, path: Path) -> xarray.DataArray: ...
+
+`can_open` sees the first `HEAD_BYTES` bytes of the file; it sniffs magic bytes or zip
+members, never the suffix alone. Built-in readers are listed below; third-party readers
+register through the ``electrode_qc.readers`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import struct
+import zipfile
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from pipeline.errors import ElectrodeQCError, UnreadableInput
+
+__all__ = ["Reader", "HEAD_BYTES", "readers", "read", "find_reader", "sha256_file"]
+
+log = logging.getLogger(__name__)
+
+HEAD_BYTES = 4096
+ENTRY_POINT_GROUP = "electrode_qc.readers"
+
+BUILTIN_READERS: tuple[str, ...] = (
+    "pipeline.ingest.height.x3p:X3PReader",
+    "pipeline.ingest.height.gwy:GwyReader",
+    "pipeline.ingest.height.sur:SurReader",
+    "pipeline.ingest.height.plu:PluReader",
+    "pipeline.ingest.height.zygo:ZygoDatReader",
+    "pipeline.ingest.height.al3d:Al3dReader",
+    "pipeline.ingest.height.zon:ZonReader",
+    "pipeline.ingest.height.keyence_vk:VK4Reader",
+    "pipeline.ingest.height.keyence_vk:VK6Reader",
+    "pipeline.ingest.height.keyence_csv:KeyenceCsvReader",
+    "pipeline.ingest.height.tiff:FloatTiffReader",
+    "pipeline.ingest.height.surftopo:SurfaceTopographyReader",
+)
+
+# Exceptions that a parser of a broken file can raise; they become UnreadableInput.
+_PARSE_ERRORS = (
+    struct.error,
+    ValueError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OSError,
+    zipfile.BadZipFile,
+    UnicodeDecodeError,
+    OverflowError,
+    TypeError,
+    AttributeError,
+    MemoryError,
+)
+
+
+@runtime_checkable
+class Reader(Protocol):
+    name: str
+    kind: str
+    suffixes: tuple[str, ...]
+    description: str
+    expects: str
+    priority: int
+
+    def can_open(self, head: bytes, path: Path) -> bool: ...
+
+    def open(self, path: Path) -> Any: ...
+
+
+def _load(spec: str) -> Reader:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
+def readers() -> list[Reader]:
+    """All registered readers, built-in first, in the order they are tried."""
+    found: list[Reader] = []
+    for spec in BUILTIN_READERS:
+        try:
+            found.append(_load(spec))
+        except ModuleNotFoundError as exc:
+            if exc.name != spec.partition(":")[0]:
+                raise
+            log.warning("built-in reader %s is missing from this installation", spec)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+            found.append(obj() if isinstance(obj, type) else obj)
+        except Exception as exc:  # a broken plug-in must not break the built-ins
+            log.warning("reader plug-in %s could not be loaded: %s", ep.name, exc)
+    return sorted(found, key=lambda r: getattr(r, "priority", 50))
+
+
+def _head(path: Path) -> bytes:
+    if not path.exists():
+        raise UnreadableInput(path, "file does not exist")
+    if not path.is_file():
+        raise UnreadableInput(path, "not a regular file")
+    try:
+        with path.open("rb") as fh:
+            return fh.read(HEAD_BYTES)
+    except OSError as exc:
+        raise UnreadableInput(path, f"cannot be opened ({exc.strerror or exc})") from None
+
+
+def find_reader(path: str | Path, *, kind: str | None = None) -> Reader:
+    """The first reader whose `can_open` accepts the file; UnreadableInput listing all otherwise."""
+    path = Path(path)
+    head = _head(path)
+    if not head:
+        raise UnreadableInput(path, "file is empty")
+    declined = []
+    for r in readers():
+        if kind is not None and r.kind != kind:
+            continue
+        try:
+            ok = r.can_open(head, path)
+        except Exception as exc:  # sniffing must never crash the run
+            ok = False
+            declined.append(f"{r.name}: sniffing failed ({exc})")
+            continue
+        if ok:
+            return r
+        declined.append(f"{r.name}: expects {r.expects}")
+    shown = head[:16].hex(" ")
+    raise UnreadableInput(
+        path,
+        "no reader recognises this file (first bytes: " + shown + "). Readers tried:\n  "
+        + "\n  ".join(declined),
+    )
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read(path: str | Path, *, kind: str | None = None):
+    """Read an instrument file into an `xarray.DataArray` (see DESIGN.md, Data model).
+
+    Parameters
+    ----------
+    path : str or Path
+        The file. Its content, not its suffix, decides the reader.
+    kind : {"height", "sem"}, optional
+        Restrict the readers tried to one kind.
+
+    Raises
+    ------
+    UnreadableInput
+        The file is missing, of no known format, truncated, corrupt or unsafe to parse.
+    """
+    path = Path(path)
+    reader = find_reader(path, kind=kind)
+    try:
+        da = reader.open(path)
+    except ElectrodeQCError:
+        raise
+    except _PARSE_ERRORS as exc:
+        raise UnreadableInput(
+            path, f"{reader.name} reader could not parse the file: {type(exc).__name__}: {exc}"
+        ) from exc
+    da.attrs["reader"] = reader.name
+    da.attrs["source_path"] = str(path)
+    da.attrs["source_sha256"] = sha256_file(path)
+    return da

@@ -1,0 +1,119 @@
+"""Plain-text and JSON-ready views of what the command line shows. No science here."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["inspect_record", "inspect_text", "surface_text", "formats_table"]
+
+_SURFACE_COLUMNS = (
+    ("Sa_um", "Sa um"),
+    ("Sq_um", "Sq um"),
+    ("Sp_um", "Sp um"),
+    ("Sv_um", "Sv um"),
+    ("Sz_um", "Sz um"),
+    ("Ssk", "Ssk"),
+    ("Sku", "Sku"),
+    ("Sdq", "Sdq"),
+    ("Sdr_pct", "Sdr %"),
+    ("Sal_um", "Sal um"),
+    ("Str", "Str"),
+    ("Spd_per_mm2", "Spd /mm2"),
+    ("invalid_fraction", "invalid"),
+    ("sz_without_outliers_um", "Sz w/o outliers um"),
+)
+
+
+def _plain(v: Any) -> Any:
+    """JSON-safe scalars: numpy scalars to Python, NaN/inf to None."""
+    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def inspect_record(da) -> dict[str, Any]:
+    """What `electrode-qc inspect --json` prints for one DataArray."""
+    a = da.attrs
+    ps = a.get("pixel_size_um")
+    rec = {
+        "path": a.get("source_path"),
+        "format": a.get("format"),
+        "kind": a.get("kind"),
+        "reader": a.get("reader"),
+        "shape": [int(da.sizes["y"]), int(da.sizes["x"])],
+        "dtype": str(da.dtype),
+        "units": a.get("units"),
+        "pixel_size_um": None if ps is None else {"x": ps["x"], "y": ps["y"]},
+        "pixel_size_source": a.get("pixel_size_source"),
+        "invalid_fraction": a.get("invalid_fraction"),
+        "vendor": a.get("vendor"),
+        "instrument": a.get("instrument"),
+        "source_sha256": a.get("source_sha256"),
+        "header": a.get("header", {}),
+    }
+    if a.get("kind") == "height":
+        import numpy as np
+
+        z = da.values
+        valid = z[np.isfinite(z)]
+        rec["z_range_um"] = [float(valid.min()), float(valid.max())] if valid.size else None
+    return _plain(rec)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return str(v)
+
+
+def inspect_text(rec: dict[str, Any]) -> str:
+    lines = []
+    for k, v in rec.items():
+        if k == "header":
+            continue
+        if k == "pixel_size_um" and v:
+            v = f"x {_fmt(v['x'])}, y {_fmt(v['y'])}"
+        elif k == "shape":
+            v = f"{v[0]} rows x {v[1]} cols"
+        elif k == "z_range_um" and v:
+            v = f"{_fmt(v[0])} .. {_fmt(v[1])}"
+        lines.append(f"{k:20s} {_fmt(v)}")
+    header = rec.get("header") or {}
+    if header:
+        lines.append("header:")
+        for k, v in header.items():
+            lines.append(f"  {k:30s} {_fmt(v)}")
+    return "\n".join(lines)
+
+
+def surface_text(results: list[dict[str, Any]]) -> str:
+    out = []
+    for r in results:
+        out.append(r["path"])
+        if "error" in r:
+            out.append(f"  error: {r['error']}")
+            continue
+        for key, label in _SURFACE_COLUMNS:
+            out.append(f"  {label:22s} {_fmt(r.get(key))}")
+        out.append(f"  {'recipe':22s} {r.get('recipe', {}).get('id', '-')}")
+        for flag in r.get("flags", []):
+            out.append(f"  flag: {flag}")
+    return "\n".join(out)
+
+
+def formats_table(rows: list[dict[str, Any]]) -> str:
+    out = [f"{'reader':14s} {'kind':7s} {'suffixes':24s} description"]
+    for r in rows:
+        suf = " ".join(r["suffixes"])
+        note = "" if r["available"] else "  (not installed)"
+        out.append(f"{r['name']:14s} {r['kind']:7s} {suf:24s} {r['description']}{note}")
+    return "\n".join(out)

@@ -1,0 +1,52 @@
+"""Shared assertions for tests."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import UnreadableInput
+
+ROOT = Path(__file__).resolve().parents[1]
+REALDATA = ROOT.parent / "shared" / "realdata"
+
+
+def realfile(*parts: str) -> Path:
+    """Path of one real file; the calling test skips when it is absent."""
+    p = REALDATA.joinpath(*parts)
+    if not p.is_file():
+        pytest.skip(f"real instrument file {'/'.join(parts)} not present")
+    return p
+
+
+def assert_unreadable(path: Path, match: str) -> UnreadableInput:
+    """`pipeline.read(path)` raises UnreadableInput naming the file and matching `match`;
+    `electrode-qc inspect path` exits 4 with that message and no traceback."""
+    from typer.testing import CliRunner
+
+    import pipeline
+    from pipeline.cli import app
+
+    with pytest.raises(UnreadableInput, match=match) as info:
+        pipeline.read(path)
+    assert str(path) in str(info.value)
+    result = CliRunner().invoke(app, ["inspect", str(path)])
+    assert result.exit_code == 4, result.output
+    assert "Traceback" not in result.output
+    assert re.search(match, result.output.replace("\n", " ")) or re.search(
+        match, str(info.value)
+    )
+    return info.value
+
+
+def cli_json(args: list[str]) -> object:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
