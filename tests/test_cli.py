@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.helpers import cli_json
+
+
+def test_help_does_not_import_the_science_stack():
+    code = (
+        "import sys, pipeline.cli; "
+        "heavy = [m for m in ('numpy', 'xarray', 'scipy', 'cv2', 'pandas') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_help_lists_commands():
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("inspect", "surface", "formats"):
+        assert cmd in result.output
+
+
+def test_formats_json_lists_height_readers():
+    rows = cli_json(["formats", "--json"])
+    names = {r["name"] for r in rows}
+    assert {"x3p", "sur", "plu", "zygo-dat", "al3d", "zon", "gwy"} <= names or len(names) >= 7
+    assert all(set(r) >= {"name", "kind", "suffixes", "description", "available"} for r in rows)
+
+
+def _tiff_height(path, z, px_um=0.5):
+    import tifffile
+
+    tifffile.imwrite(path, z.astype(np.float32), metadata={"pixel_size_um": {"x": px_um, "y": px_um}, "z_unit": "um"})
+
+
+def test_surface_json_keeps_going_after_a_bad_file(tmp_path):
+    good = tmp_path / "good.tif"
+    z = np.sin(np.linspace(0, 20 * np.pi, 200))[None, :] * np.ones((50, 1)) * 0.2
+    _tiff_height(good, z)
+    bad = tmp_path / "bad.x3p"
+    bad.write_bytes(b"PK\x03\x04 this is not a zip")
+    result = CliRunner().invoke(app, ["surface", str(good), str(bad), "--json"])
+    assert result.exit_code == 4, result.output
+    out = json.loads(result.stdout)
+    assert [r["path"] for r in out] == [str(good), str(bad)]
+    assert 0.1 < out[0]["Sa_um"] < 0.14
+    for key in ("Sa_um", "Sq_um", "Sp_um", "Sv_um", "Sz_um", "Ssk", "Sku", "Sdq", "Sdr_pct",
+                "Sal_um", "Str", "Spd_per_mm2", "invalid_fraction", "sz_without_outliers_um",
+                "recipe"):
+        assert key in out[0], key
+    assert "error" in out[1]
+    assert "Traceback" not in result.output
+
+
+def test_surface_text_and_options(tmp_path):
+    good = tmp_path / "good.tif"
+    _tiff_height(good, np.random.default_rng(0).normal(size=(64, 64)))
+    result = CliRunner().invoke(app, ["surface", str(good), "--level", "poly:2", "--lambda-c", "8"])
+    assert result.exit_code == 0, result.output
+    assert "Sa um" in result.stdout
+    bad = CliRunner().invoke(app, ["surface", str(good), "--level", "sphere"])
+    assert bad.exit_code == 2
+    assert "level" in bad.output
+
+
+def test_inspect_missing_file_exit_4(tmp_path):
+    result = CliRunner().invoke(app, ["inspect", str(tmp_path / "nope.x3p")])
+    assert result.exit_code == 4
+    assert "does not exist" in result.output
+
+
+def test_unknown_format_lists_readers_tried(tmp_path):
+    p = tmp_path / "mystery.dat"
+    p.write_bytes(b"\x00\x01garbage" * 100)
+    result = CliRunner().invoke(app, ["inspect", str(p)])
+    assert result.exit_code == 4
+    assert "Readers tried" in result.output and "x3p" in result.output
