@@ -70,8 +70,9 @@ def height_dataarray(
         # +/-inf is as unmeasured as NaN: one marker for "nothing measured".
         if n_valid == 0:
             raise UnreadableInput(path, "height map has no valid (finite) point")
-        if not finite.all():
-            z = np.where(finite, z, np.nan)
+        inf = np.isinf(z)
+        if inf.any():
+            z = np.where(inf, np.nan, z)
     ny, nx = z.shape
     coords = {
         "y": ("y", (np.arange(ny) + 0.5) * dy, {"units": "um"}),
