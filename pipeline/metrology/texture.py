@@ -98,7 +98,8 @@ def surface_texture(
     from pipeline.metrology.features import spd
     from pipeline.metrology.height import height_parameters
     from pipeline.metrology.outliers import outlier_mask
-    from pipeline.metrology.spatial import sal_str, sdq, sdr
+    from pipeline.metrology.acf import acf_decay
+    from pipeline.metrology.spatial import sdq, sdr
 
     recipe, level, ls, lc = _resolve(recipe, level, lambda_s, lambda_c)
     src = height.attrs.get("source_path")
@@ -146,7 +147,12 @@ def surface_texture(
             f"sz_spike_sensitive: Sz {sz_all:.4g} um with {n_out} outlier points, "
             f"{sz_clean:.4g} um without ({recipe.outlier_policy})"
         )
-    sal, str_ = sal_str(surf, dx, dy, s=recipe.acf_threshold)
+    acf = acf_decay(surf, dx, dy, s=recipe.acf_threshold)
+    if acf["str_upper_bound"]:
+        flags.append(
+            f"str_upper_bound: the ACF stays above {recipe.acf_threshold} to half the field in "
+            f"{acf['n_censored']} of {acf['n_directions']} directions; Str is at most the value given"
+        )
     peaks = spd(surf, dx, dy, pruning_pct_sz=recipe.spd_pruning_pct_sz)
     return {
         "Sa_um": hp["Sa_um"],
@@ -158,8 +164,8 @@ def surface_texture(
         "Sku": hp["Sku"],
         "Sdq": sdq(surf, dx, dy),
         "Sdr_pct": sdr(surf, dx, dy),
-        "Sal_um": sal,
-        "Str": str_,
+        "Sal_um": acf["Sal_um"],
+        "Str": acf["Str"],
         "Spd_per_mm2": peaks["Spd_per_mm2"],
         "invalid_fraction": invalid_fraction,
         "sz_without_outliers_um": sz_clean,
