@@ -23,7 +23,15 @@ signal is reduced k times by the 5-tap binomial filter, convolved with the remai
 Gaussian of variance ``sigma**2 - 2 * (4**k - 1) / 3`` pixels (the reduction and the
 expansion each contribute ``(4**k - 1) / 3``), and expanded back. Composite variance is
 exactly sigma**2; the shape differs from a Gaussian by less than 1e-6 in transmission, and
-the tests compare it with an exact FFT convolution.
+the tests compare it with an exact FFT convolution. Numerator and weights always go
+through the same (separable) operator, so a constant is reproduced exactly.
+
+Precision
+---------
+The mean of the valid points is taken out before filtering and put back after, and the
+convolutions run in float32 on what remains: their rounding is about 1e-7 of the
+surface's height range (sub-picometre on a micrometre-scale surface), far below any
+instrument's resolution, and halves the memory traffic. The output is float64.
 """
 
 from __future__ import annotations
@@ -54,16 +62,19 @@ def sigma_um(nesting_index_um: float) -> float:
 def _kernel(sigma_px: float) -> np.ndarray:
     r = max(1, int(math.ceil(_TRUNCATE * sigma_px)))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_px) ** 2)
-    return (k / k.sum()).reshape(-1, 1)
+    return (k / k.sum()).astype(np.float32).reshape(-1, 1)
+
+
+_IDENTITY = np.ones((1, 1), dtype=np.float32)
 
 
 def _sep(a: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Separable Gaussian with zero padding beyond the array (sigmas in pixels)."""
+    """Separable Gaussian with zero padding beyond the array (sigmas in pixels), float32."""
     import cv2
 
-    kx = _kernel(sx) if sx > 0 else np.ones((1, 1))
-    ky = _kernel(sy) if sy > 0 else np.ones((1, 1))
-    return cv2.sepFilter2D(a, cv2.CV_64F, kx, ky, borderType=cv2.BORDER_CONSTANT)
+    kx = _kernel(sx) if sx > 0 else _IDENTITY
+    ky = _kernel(sy) if sy > 0 else _IDENTITY
+    return cv2.sepFilter2D(a, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_CONSTANT)
 
 
 def _levels(sx: float, sy: float) -> int:
@@ -88,7 +99,7 @@ def _pyramid_blur(a: np.ndarray, sx: float, sy: float, k: int) -> np.ndarray:
     m = 4 * f
     py = (-(ny + 2 * m)) % f
     px = (-(nx + 2 * m)) % f
-    big = np.zeros((ny + 2 * m + py, nx + 2 * m + px))
+    big = np.zeros((ny + 2 * m + py, nx + 2 * m + px), dtype=np.float32)
     big[m : m + ny, m : m + nx] = a
     sizes = []
     for _ in range(k):
@@ -104,18 +115,38 @@ def _pyramid_blur(a: np.ndarray, sx: float, sy: float, k: int) -> np.ndarray:
 
 
 def _blur(a: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """The one blur operator (direct or pyramid, chosen by the sigmas alone), float32."""
+    a = np.asarray(a, dtype=np.float32)
     k = _levels(sx, sy)
     if k == 0:
         return _sep(a, sx, sy)
     return _pyramid_blur(a, sx, sy, k)
 
 
-def _ones_blur(shape: tuple[int, int], sx: float, sy: float) -> np.ndarray:
-    """The blurred weight of a field with no invalid point: separable, so cheap."""
+def _ones_blur(shape: tuple[int, int], sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
+    """The blurred weight of a field with no invalid point, as the factors of an outer product.
+
+    The operator is separable (zero padding, binomial reductions and expansions and the
+    Gaussian all act on each axis alone), so its response to ones is the outer product of
+    its responses to a column and to a row of ones, divided by its response to one point.
+
+    Returns
+    -------
+    col : (M,) ndarray and row : (N,) ndarray
+        ``np.outer(col, row)`` is the blurred weight.
+    """
     ny, nx = shape
-    bx = _blur(np.ones((1, nx)), sx, 0.0) if nx > 1 else np.ones((1, 1))
-    by = _blur(np.ones((ny, 1)), 0.0, sy) if ny > 1 else np.ones((1, 1))
-    return by * bx
+    row = _blur(np.ones((1, nx)), sx, sy)[0].astype(np.float64)
+    col = _blur(np.ones((ny, 1)), sx, sy)[:, 0].astype(np.float64)
+    one = float(_blur(np.ones((1, 1)), sx, sy)[0, 0])
+    return col / one, row
+
+
+def _to_float32(a: np.ndarray, ref: float) -> np.ndarray:
+    """``a - ref`` computed in float64 and stored as float32, in one pass."""
+    out = np.empty(a.shape, dtype=np.float32)
+    np.subtract(a, ref, out=out, casting="same_kind")
+    return out
 
 
 def gaussian_lowpass(
@@ -139,16 +170,21 @@ def gaussian_lowpass(
     """
     s = sigma_um(nesting_index_um)
     sx, sy = s / dx_um, s / dy_um
+    ref = float(z.mean())
+    if math.isfinite(ref):  # a finite mean: every point is valid
+        num = _blur(_to_float32(z, ref), sx, sy)
+        col, row = _ones_blur(z.shape, sx, sy)
+        out = np.multiply(num, (1.0 / col)[:, None], dtype=np.float64)
+        out *= (1.0 / row)[None, :]
+        out += ref
+        return out
     valid = np.isfinite(z)
-    if valid.all():
-        num = _blur(z, sx, sy)
-        den = _ones_blur(z.shape, sx, sy)
-        return num / den
-    w = valid.astype(np.float64)
-    num = _blur(np.where(valid, z, 0.0), sx, sy)
-    den = _blur(w, sx, sy)
+    ref = float(z[valid].mean())
+    num = _blur(np.where(valid, z - ref, 0.0), sx, sy)
+    den = _blur(valid.astype(np.float32), sx, sy)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = num / den
+        out = num.astype(np.float64) / den
+    out += ref
     out[~valid] = np.nan
     return out
 

@@ -90,12 +90,23 @@ def test_matches_exact_normalised_convolution(cutoff_px):
     assert err < 1e-3 * np.nanstd(ref) + 1e-12, err
 
 
-def test_plane_survives_lowpass_in_interior_and_constant_everywhere():
-    z = np.full((120, 150), 3.25)
-    z[40:50, 60:70] = np.nan
-    out = gaussian_lowpass(z, 1.0, 1.0, 30.0)
-    np.testing.assert_allclose(out[np.isfinite(out)], 3.25, rtol=1e-12)
-    assert np.isnan(out[45, 65])
+@pytest.mark.parametrize("cutoff_px", [30.0, 600.0])  # direct and pyramid engines
+@pytest.mark.parametrize("holes", [False, True])
+def test_constant_is_reproduced_everywhere(cutoff_px, holes):
+    z = np.full((220, 260), 76000.25)  # absolute heights, as al3d files store them
+    if holes:
+        z[40:50, 60:70] = np.nan
+    out = gaussian_lowpass(z, 1.0, 1.0, cutoff_px)
+    np.testing.assert_allclose(out[np.isfinite(out)], 76000.25, rtol=0, atol=1e-9)
+    assert np.array_equal(np.isnan(out), np.isnan(z))
+
+
+def test_large_offset_does_not_cost_precision():
+    rng = np.random.default_rng(4)
+    rough = rng.normal(scale=0.01, size=(300, 300))
+    a = gaussian_lowpass(rough + 76000.0, 1.0, 1.0, 200.0) - 76000.0
+    b = gaussian_lowpass(rough, 1.0, 1.0, 200.0)
+    assert np.abs(a - b).max() < 1e-6 * 0.01
 
 
 def test_band_pass_order_and_validation():
