@@ -29,7 +29,10 @@ def test_help_lists_commands():
 def test_formats_json_lists_height_readers():
     rows = cli_json(["formats", "--json"])
     names = {r["name"] for r in rows}
-    assert {"x3p", "sur", "plu", "zygo-dat", "al3d", "zon", "gwy"} <= names or len(names) >= 7
+    assert {
+        "x3p", "gwy", "sur", "plu", "zygo_dat", "al3d", "keyence_zon", "keyence_vk4",
+        "keyence_vk6", "keyence_csv", "float_tiff", "surftopo",
+    } <= names
     assert all(set(r) >= {"name", "kind", "suffixes", "description", "available"} for r in rows)
 
 
@@ -81,3 +84,29 @@ def test_unknown_format_lists_readers_tried(tmp_path):
     result = CliRunner().invoke(app, ["inspect", str(p)])
     assert result.exit_code == 4
     assert "Readers tried" in result.output and "x3p" in result.output
+
+
+def test_inspect_json_contract(tmp_path):
+    p = tmp_path / "map.tif"
+    z = np.zeros((30, 40))
+    z[0, :5] = np.nan
+    _tiff_height(p, z, px_um=0.25)
+    rec = cli_json(["inspect", str(p), "--json"])
+    assert rec["format"] == "tiff"
+    assert rec["kind"] == "height"
+    assert rec["shape"] == [30, 40]
+    assert rec["pixel_size_um"] == {"x": 0.25, "y": 0.25}
+    assert rec["pixel_size_source"]
+    assert abs(rec["invalid_fraction"] - 5 / 1200) < 1e-12
+    assert "vendor" in rec and "instrument" in rec
+    assert len(rec["source_sha256"]) == 64
+
+
+def test_inspect_real_x3p_text_shows_header():
+    from tests.helpers import realfile
+
+    p = realfile("heightmaps", "surftopo_x3p-2.x3p")
+    result = CliRunner().invoke(app, ["inspect", str(p)])
+    assert result.exit_code == 0
+    assert "650 rows x 650 cols" in result.stdout
+    assert "header:" in result.stdout

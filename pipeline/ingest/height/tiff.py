@@ -104,7 +104,7 @@ def _bytes_at(head: bytes, path: Path, offset: int, size: int) -> bytes:
 class FloatTiffReader:
     """Reader for float32/float64 single-channel TIFF height maps with ImageJ or JSON scale."""
 
-    name = "float-tiff"
+    name = "float_tiff"
     kind = "height"
     suffixes = (".tif", ".tiff")
     description = "float32/64 single-channel TIFF height map (ImageJ or tifffile JSON scale)"

@@ -139,7 +139,7 @@ def test_registry_picks_float_tiff_reader(tmp_path):
     import pipeline
 
     path = write_json(tmp_path / "r.tif", pixel_size_um={"x": 1, "y": 1}, z_unit="um")
-    assert pipeline.read(path).attrs["reader"] == "float-tiff"
+    assert pipeline.read(path).attrs["reader"] == "float_tiff"
 
 
 # --------------------------------------------------------------------------- can_open
