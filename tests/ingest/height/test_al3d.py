@@ -3,7 +3,6 @@ synthetic files written tag by tag here (row padding, invalid pixels), and every
 
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -11,35 +10,14 @@ import pytest
 import pipeline
 from pipeline.ingest.height.al3d import Al3dReader
 from tests.helpers import assert_unreadable, realfile
+from tests.ingest.height.oracles import UM, raw_stats, st_heights_um, st_topography
 
 REAL = "surftopo_al3d-1.al3d"
 # SOURCES.md, raw (no levelling), surfalize 0.19.2; micrometres.
 SOURCES_RAW = {"Sa": 6.394, "Sq": 7.688, "Sz": 34.95, "Sp": 17.22, "Sv": 17.73}
 SOURCES_PIXEL, HALF_DIGIT = 0.438, 0.0005
-UM = {"m": 1e6, "mm": 1e3, "µm": 1.0}
 MAGIC = b"AliconaImaging\x00\r\n"
 INVALID = "3.000000028082e+15"
-
-
-def raw_stats(z: np.ndarray) -> dict[str, float]:
-    """Sa, Sq, Sp, Sv, Sz of the finite points, plain numpy, no levelling."""
-    v = z[np.isfinite(z)]
-    m = v.mean()
-    sp, sv = v.max() - m, m - v.min()
-    return {"Sa": np.abs(v - m).mean(), "Sq": np.sqrt(((v - m) ** 2).mean()), "Sp": sp, "Sv": sv, "Sz": sp + sv}
-
-
-def st_topography(path):
-    with warnings.catch_warnings():  # NuMPI warns that mpi4py is absent
-        warnings.simplefilter("ignore", ImportWarning)
-        from SurfaceTopography import open_topography
-    return open_topography(str(path)).topography()
-
-
-def st_heights_um(t) -> np.ndarray:
-    """SurfaceTopography heights as our (y, x) array in um: ST indexes [x, y], so transpose."""
-    h = np.ma.filled(np.ma.asarray(t.heights(), dtype=float), np.nan)
-    return h.T * UM[t.unit]
 
 
 def _record(key: str, value: str, crlf: bytes = b"\r\n") -> bytes:

@@ -4,7 +4,6 @@ files written field by field here, and every bad-input path."""
 from __future__ import annotations
 
 import struct
-import warnings
 
 import numpy as np
 import pytest
@@ -12,34 +11,13 @@ import pytest
 import pipeline
 from pipeline.ingest.height.plu import PluReader
 from tests.helpers import assert_unreadable, realfile
+from tests.ingest.height.oracles import UM, raw_stats, st_heights_um, st_topography
 
 REAL = "surfalize_test_1.plu"
 # SOURCES.md, raw (no levelling), surfalize 0.19.2; micrometres.
 SOURCES_RAW = {"Sa": 4.496, "Sq": 5.201, "Sz": 24.42, "Sp": 12.32, "Sv": 12.09}
 SOURCES_PIXEL, HALF_DIGIT = 0.332, 0.0005
-UM = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0}
 UNDEFINED = 1000001.0
-
-
-def raw_stats(z: np.ndarray) -> dict[str, float]:
-    """Sa, Sq, Sp, Sv, Sz of the finite points, plain numpy, no levelling."""
-    v = z[np.isfinite(z)]
-    m = v.mean()
-    sp, sv = v.max() - m, m - v.min()
-    return {"Sa": np.abs(v - m).mean(), "Sq": np.sqrt(((v - m) ** 2).mean()), "Sp": sp, "Sv": sv, "Sz": sp + sv}
-
-
-def st_topography(path):
-    with warnings.catch_warnings():  # NuMPI warns that mpi4py is absent
-        warnings.simplefilter("ignore", ImportWarning)
-        from SurfaceTopography import open_topography
-    return open_topography(str(path)).topography()
-
-
-def st_heights_um(t) -> np.ndarray:
-    """SurfaceTopography heights as our (y, x) array in um: ST indexes [x, y], so transpose."""
-    h = np.ma.filled(np.ma.asarray(t.heights(), dtype=float), np.nan)
-    return h.T * UM[t.unit]
 
 
 def plu_bytes(layers, *, date=b"Tue Mar  5 09:07:02 2024", mppx=0.5, mppy=0.25, mtype=3,

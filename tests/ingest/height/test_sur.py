@@ -5,7 +5,6 @@ field by field here, and every bad-input path."""
 from __future__ import annotations
 
 import struct
-import warnings
 import zlib
 
 import numpy as np
@@ -14,37 +13,16 @@ import pytest
 import pipeline
 from pipeline.ingest.height.sur import SurReader
 from tests.helpers import assert_unreadable, realfile
+from tests.ingest.height.oracles import UM, raw_stats, st_heights_um, st_topography
 
 REAL = "surfalize_test_uncompressed.sur"
 # SOURCES.md, raw (no levelling), surfalize 0.19.2; micrometres.
 SOURCES_RAW = {"Sa": 0.09733, "Sq": 0.1191, "Sz": 0.6265, "Sp": 0.3292, "Sv": 0.2973}
 SOURCES_PIXEL = {"x": (0.01957, 0.000005), "y": (0.01958, 0.000005)}  # value, half last digit
-UM = {"m": 1e6, "mm": 1e3, "µm": 1.0, "um": 1.0, "nm": 1e-3}
 
 _HEADER = (
     "<12sHHHH30s30sHHHHHf4xHiiiiIfff" + "16s" * 9 + "fffHHH12xHHHHHHHfI6xHH128sfffff13s13s"
 )
-
-
-def raw_stats(z: np.ndarray) -> dict[str, float]:
-    """Sa, Sq, Sp, Sv, Sz of the finite points, plain numpy, no levelling."""
-    v = z[np.isfinite(z)]
-    m = v.mean()
-    sp, sv = v.max() - m, m - v.min()
-    return {"Sa": np.abs(v - m).mean(), "Sq": np.sqrt(((v - m) ** 2).mean()), "Sp": sp, "Sv": sv, "Sz": sp + sv}
-
-
-def st_topography(path):
-    with warnings.catch_warnings():  # NuMPI warns that mpi4py is absent
-        warnings.simplefilter("ignore", ImportWarning)
-        from SurfaceTopography import open_topography
-    return open_topography(str(path)).topography()
-
-
-def st_heights_um(t) -> np.ndarray:
-    """SurfaceTopography heights as our (y, x) array in um: ST indexes [x, y], so transpose."""
-    h = np.ma.filled(np.ma.asarray(t.heights(), dtype=float), np.nan)
-    return h.T * UM[t.unit]
 
 
 def sur_object(raw, *, magic=b"DIGITAL SURF", bits=32, dx=1e-3, dy=2e-3, dz=1e-5, unit=b"mm",

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import struct
-import warnings
 import zipfile
 
 import numpy as np
@@ -16,35 +15,14 @@ import pipeline
 from pipeline.errors import MissingCalibration
 from pipeline.ingest.height.zon import MEMBERS, ZonReader
 from tests.helpers import assert_unreadable, realfile
+from tests.ingest.height.oracles import UM, raw_stats, st_heights_um, st_topography
 
 REAL = "surfalize_test_1.zon"
 # SOURCES.md, raw (no levelling), "valid points only" row; micrometres.
 SOURCES_RAW = {"Sa": 317.4, "Sq": 569.7, "Sz": 4356, "Sp": 1396, "Sv": 2959}
 SOURCES_PIXEL, HALF_DIGIT = 23.63, 0.005
 SOURCES_NAN, HALF_NAN = 0.0026, 0.00005  # "0.26 %"
-UM = {"m": 1e6, "mm": 1e3, "µm": 1.0}
 DATAMAP_GUID = "b28a927e-8895-4f6a-a2f0-9db220a9cc87"
-
-
-def raw_stats(z: np.ndarray) -> dict[str, float]:
-    """Sa, Sq, Sp, Sv, Sz of the finite points, plain numpy, no levelling."""
-    v = z[np.isfinite(z)]
-    m = v.mean()
-    sp, sv = v.max() - m, m - v.min()
-    return {"Sa": np.abs(v - m).mean(), "Sq": np.sqrt(((v - m) ** 2).mean()), "Sp": sp, "Sv": sv, "Sz": sp + sv}
-
-
-def st_topography(path):
-    with warnings.catch_warnings():  # NuMPI warns that mpi4py is absent
-        warnings.simplefilter("ignore", ImportWarning)
-        from SurfaceTopography import open_topography
-    return open_topography(str(path)).topography()
-
-
-def st_heights_um(t) -> np.ndarray:
-    """SurfaceTopography heights as our (y, x) array in um: ST indexes [x, y], so transpose."""
-    h = np.ma.filled(np.ma.asarray(t.heights(), dtype=float), np.nan)
-    return h.T * UM[t.unit]
 
 
 def array_member(values: np.ndarray, item: int, pad: int = 0, header=None) -> bytes:

@@ -11,7 +11,6 @@ SurfaceTopography."""
 from __future__ import annotations
 
 import struct
-import warnings
 
 import numpy as np
 import pytest
@@ -20,36 +19,15 @@ import pipeline
 from pipeline.errors import MissingCalibration
 from pipeline.ingest.height.zygo import ZygoDatReader
 from tests.helpers import assert_unreadable, realfile
+from tests.ingest.height.oracles import UM, raw_stats, st_heights_um, st_topography
 
 REAL = "surfalize_test_1.dat"
 # SOURCES.md, raw (no levelling), surfalize 0.19.2 (phase_res 1 read as R = 4096); micrometres.
 SOURCES_RAW = {"Sa": 0.5145, "Sq": 0.6023, "Sz": 10.90, "Sp": 5.847, "Sv": 5.057}
 SURFALIZE_FACTOR = 32768 / 4096
 SOURCES_PIXEL, HALF_DIGIT = 1.098, 0.0005
-UM = {"m": 1e6, "mm": 1e3, "µm": 1.0}
 MAGIC = {1: b"\x88\x1b\x03\x6f", 2: b"\x88\x1b\x03\x70", 3: b"\x88\x1b\x03\x71"}
 BAD_PHASE = 2147483640
-
-
-def raw_stats(z: np.ndarray) -> dict[str, float]:
-    """Sa, Sq, Sp, Sv, Sz of the finite points, plain numpy, no levelling."""
-    v = z[np.isfinite(z)]
-    m = v.mean()
-    sp, sv = v.max() - m, m - v.min()
-    return {"Sa": np.abs(v - m).mean(), "Sq": np.sqrt(((v - m) ** 2).mean()), "Sp": sp, "Sv": sv, "Sz": sp + sv}
-
-
-def st_topography(path):
-    with warnings.catch_warnings():  # NuMPI warns that mpi4py is absent
-        warnings.simplefilter("ignore", ImportWarning)
-        from SurfaceTopography import open_topography
-    return open_topography(str(path)).topography()
-
-
-def st_heights_um(t) -> np.ndarray:
-    """SurfaceTopography heights as our (y, x) array in um: ST indexes [x, y], so transpose."""
-    h = np.ma.filled(np.ma.asarray(t.heights(), dtype=float), np.nan)
-    return h.T * UM[t.unit]
 
 
 def dat_bytes(phase, *, fmt=1, buckets=1, intf=0.5, wl=632.8e-9, obliq=1.0, lateral=2e-6,
