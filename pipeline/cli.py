@@ -139,7 +139,6 @@ def surface(
     """ISO 25178 surface texture (Sa, Sz, ...) of height maps, one result per file."""
 
     def body() -> int:
-        from pipeline.errors import EXIT_UNREADABLE
         from pipeline.ingest.registry import read
         from pipeline.metrology.recipe import load_recipe
         from pipeline.metrology.texture import surface_texture

@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import struct
-import zipfile
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -51,23 +49,6 @@ BUILTIN_READERS: tuple[str, ...] = (
     "pipeline.ingest.height.tiff:FloatTiffReader",
     "pipeline.ingest.height.surftopo:SurfaceTopographyReader",
 )
-
-# Exceptions that a parser of a broken file can raise; they become UnreadableInput.
-_PARSE_ERRORS = (
-    struct.error,
-    ValueError,
-    KeyError,
-    IndexError,
-    EOFError,
-    OSError,
-    zipfile.BadZipFile,
-    UnicodeDecodeError,
-    OverflowError,
-    TypeError,
-    AttributeError,
-    MemoryError,
-)
-
 
 @runtime_checkable
 class Reader(Protocol):
@@ -175,7 +156,9 @@ def read(path: str | Path, *, kind: str | None = None):
         da = reader.open(path)
     except ElectrodeQCError:
         raise
-    except _PARSE_ERRORS as exc:
+    except Exception as exc:
+        # Whatever a parser raises on untrusted bytes (struct.error, ValueError, a codec's
+        # own error, ...) means this file cannot be read: say which reader and why.
         raise UnreadableInput(
             path, f"{reader.name} reader could not parse the file: {type(exc).__name__}: {exc}"
         ) from exc
