@@ -450,3 +450,19 @@ def test_registry_picks_x3p_reader(tmp_path):
     da = pipeline.read(surface(tmp_path, np.full((3, 2), 2e-6)))
     assert da.attrs["reader"] == "x3p" and da.attrs["format"] == "x3p"
     np.testing.assert_allclose(da.values, 2.0)
+
+
+def test_all_nan_map_is_unreadable(tmp_path):
+    p = surface(tmp_path, np.full((4, 5), np.nan))
+    assert_unreadable(p, "no valid")
+
+
+@pytest.mark.parametrize("inc, match", [("0", "pixel size x is 0.0"),
+                                        ("NaN", "CX Increment is 'NaN'; it must be finite"),
+                                        ("INF", "CX Increment is 'INF'; it must be finite"),
+                                        ("-1e-6", "pixel size x is -1.0")])
+def test_zero_or_non_finite_pixel_size(tmp_path, inc, match):
+    ny, nx = 3, 4
+    xml = main_xml(nx=nx, ny=ny, cx=axis("CX", inc=inc))
+    p = write_x3p(tmp_path / "px.x3p", xml, {"bindata/data.bin": np.zeros(ny * nx, "<f8").tobytes()})
+    assert_unreadable(p, match)
