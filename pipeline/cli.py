@@ -48,17 +48,10 @@ def _guard(fn: Callable[[], int]) -> None:
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n")
+    """Strict JSON on stdout: numpy scalars as numbers, NaN and infinities as null."""
+    from pipeline.report_text import json_safe
 
-
-def _json_default(o: Any):
-    import numpy as np
-
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
 @app.callback()

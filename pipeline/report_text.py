@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
-__all__ = ["inspect_record", "inspect_text", "surface_text", "formats_table"]
+__all__ = ["json_safe", "inspect_record", "inspect_text", "surface_text", "formats_table"]
 
 _SURFACE_COLUMNS = (
     ("Sa_um", "Sa um"),
@@ -25,16 +26,18 @@ _SURFACE_COLUMNS = (
 )
 
 
-def _plain(v: Any) -> Any:
-    """JSON-safe scalars: numpy scalars to Python, NaN/inf to None."""
+def json_safe(v: Any) -> Any:
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None, paths to strings."""
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
     if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
+        return {str(k): json_safe(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+        return [json_safe(x) for x in v]
+    if isinstance(v, Path):
+        return str(v)
     return v
 
 
@@ -64,7 +67,7 @@ def inspect_record(da) -> dict[str, Any]:
         z = da.values
         valid = z[np.isfinite(z)]
         rec["z_range_um"] = [float(valid.min()), float(valid.max())] if valid.size else None
-    return _plain(rec)
+    return json_safe(rec)
 
 
 def _fmt(v: Any) -> str:

@@ -110,3 +110,14 @@ def test_inspect_real_x3p_text_shows_header():
     assert result.exit_code == 0
     assert "650 rows x 650 cols" in result.stdout
     assert "header:" in result.stdout
+
+
+def test_surface_json_has_null_not_nan(tmp_path):
+    # a 4 x 4 ramp: the ACF cannot decay within half the field, so Sal and Str are undefined
+    p = tmp_path / "ramp.tif"
+    _tiff_height(p, np.add.outer(np.arange(4.0), np.arange(4.0)))
+    result = CliRunner().invoke(app, ["surface", str(p), "--json", "--level", "none"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)  # strict JSON: NaN would not parse as a number here
+    assert "NaN" not in result.stdout
+    assert out[0]["Sal_um"] is None and out[0]["Str"] is None
