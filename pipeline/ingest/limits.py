@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 from pipeline.errors import UnreadableInput
@@ -110,7 +111,7 @@ def read_zip_member(path: str | Path, zf: zipfile.ZipFile, name: str) -> bytes:
     try:
         with zf.open(info) as fh:
             data = fh.read(info.file_size + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, RuntimeError) as exc:
         raise UnreadableInput(path, f"zip member {name!r} is corrupt ({exc})") from None
     if len(data) != info.file_size:
         raise UnreadableInput(

@@ -100,3 +100,19 @@ def test_dataarray_refuses_bad_pixel_sizes_and_all_nan():
     da = height_dataarray(np.array([[1.0, np.inf]]), path="f", dx_um=1.0, dy_um=1.0,
                           pixel_size_source="t", vendor="v", fmt="t")
     assert np.isnan(da.values[0, 1]) and da.attrs["invalid_fraction"] == 0.5
+
+
+def test_corrupt_deflate_stream_in_zip_member(tmp_path):
+    import zipfile
+
+    from pipeline.ingest.limits import open_zip, read_zip_member
+
+    p = tmp_path / "m.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data.bin", bytes(range(256)) * 64)
+    raw = bytearray(p.read_bytes())
+    start = 30 + len("data.bin")  # local header, then the deflate stream
+    raw[start + 2 : start + 40] = b"\xff" * 38
+    p.write_bytes(bytes(raw))
+    with pytest.raises(UnreadableInput, match="zip member 'data.bin' is corrupt"):
+        read_zip_member(p, open_zip(p), "data.bin")
