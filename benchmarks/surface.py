@@ -15,7 +15,6 @@ The map has the pixel of a confocal 50x field (0.139 um, about 285 x 214 um).
 from __future__ import annotations
 
 import argparse
-import io
 import statistics
 import sys
 import tempfile

@@ -26,13 +26,18 @@ __all__ = [
     "read_zip_member",
     "need",
     "unpack_from",
+    "check_expansion",
+    "MAX_XML_BYTES",
+    "MAX_PIXEL_SIZE_UM",
 ]
 
 MAX_SIDE = 65_536
 MAX_PIXELS = 200_000_000
 MAX_ZIP_MEMBERS = 10_000
 MAX_ZIP_TOTAL_BYTES = 4 * 1024**3
-MAX_ZIP_RATIO = 1_000
+MAX_ZIP_RATIO = 250
+MAX_XML_BYTES = 32 * 1024**2
+MAX_PIXEL_SIZE_UM = 1e6  # one metre: no microscope field has larger pixels
 
 
 def check_shape(path: str | Path, rows: int, cols: int, *, what: str = "image") -> tuple[int, int]:
@@ -60,6 +65,10 @@ def check_pixel_size(path: str | Path, dx_um: float, dy_um: float) -> tuple[floa
         if not (f == f) or f in (float("inf"), float("-inf")) or f <= 0.0:
             raise UnreadableInput(
                 path, f"pixel size {axis} is {f!r} um; it must be a finite positive length"
+            )
+        if f > MAX_PIXEL_SIZE_UM:
+            raise UnreadableInput(
+                path, f"pixel size {axis} is {f:g} um; more than a metre is not a micrograph"
             )
         out.append(f)
     return out[0], out[1]
@@ -90,7 +99,9 @@ def open_zip(path: str | Path, source=None) -> zipfile.ZipFile:
     return zf
 
 
-def read_zip_member(path: str | Path, zf: zipfile.ZipFile, name: str) -> bytes:
+def read_zip_member(
+    path: str | Path, zf: zipfile.ZipFile, name: str, *, max_bytes: int = MAX_ZIP_TOTAL_BYTES
+) -> bytes:
     """Read one member, refusing members whose size or compression ratio is implausible.
 
     The declared size is checked before decompressing, and the read is capped at the declared
@@ -100,8 +111,10 @@ def read_zip_member(path: str | Path, zf: zipfile.ZipFile, name: str) -> bytes:
         info = zf.getinfo(name)
     except KeyError:
         raise UnreadableInput(path, f"zip archive has no member {name!r}") from None
-    if info.file_size > MAX_ZIP_TOTAL_BYTES:
-        raise UnreadableInput(path, f"zip member {name!r} declares {info.file_size} bytes")
+    if info.file_size > max_bytes:
+        raise UnreadableInput(
+            path, f"zip member {name!r} declares {info.file_size} bytes; the limit is {max_bytes}"
+        )
     if info.compress_size > 0 and info.file_size / info.compress_size > MAX_ZIP_RATIO:
         raise UnreadableInput(
             path,
@@ -118,6 +131,22 @@ def read_zip_member(path: str | Path, zf: zipfile.ZipFile, name: str) -> bytes:
             path, f"zip member {name!r} holds {len(data)} bytes, its header says {info.file_size}"
         )
     return data
+
+
+def check_expansion(path: str | Path, decoded_bytes: int, stored_bytes: int, what: str) -> None:
+    """Refuse compressed data that claims to expand more than MAX_ZIP_RATIO-fold.
+
+    Real height maps compress a few-fold; a small file that inflates to gigabytes is a
+    decompression bomb, refused before anything is allocated.
+    """
+    stored = max(int(stored_bytes), 1)
+    if int(decoded_bytes) > MAX_ZIP_RATIO * stored:
+        raise UnreadableInput(
+            path,
+            f"{what} would expand {int(decoded_bytes) / stored:.0f}-fold "
+            f"({decoded_bytes} bytes from {stored}; limit {MAX_ZIP_RATIO}); "
+            "refusing a likely decompression bomb",
+        )
 
 
 def need(path: str | Path, buf: bytes | memoryview, offset: int, size: int, what: str) -> None:

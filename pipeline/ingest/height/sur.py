@@ -41,7 +41,7 @@ from pipeline.ingest.height.binary import (
     length_unit_to_um,
     read_file_bytes,
 )
-from pipeline.ingest.limits import check_shape, need, unpack_from
+from pipeline.ingest.limits import check_expansion, check_shape, need, unpack_from
 
 __all__ = ["SurReader", "parse_sur", "HEADER_FIELDS", "HEADER_SIZE"]
 
@@ -170,6 +170,7 @@ def _compressed_data(path, buf: bytes, pos: int, h: dict, nbytes: int) -> bytes:
             f"SUR compressed streams hold {int(raw_lens.sum())} bytes; the header's "
             f"{h['n_x']} x {h['n_y']} points of {h['bits_per_point']} bits need {nbytes}",
         )
+    check_expansion(path, nbytes, int(zip_lens.sum()), "SUR compressed data")
     pos += 4 + 8 * n_streams
     parts = []
     for i, (raw_len, zip_len) in enumerate(zip(raw_lens.tolist(), zip_lens.tolist())):

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.errors import MissingCalibration, UnreadableInput
 from pipeline.ingest.dataarray import height_dataarray
 from pipeline.ingest.height.binary import length_unit_to_um
-from pipeline.ingest.limits import check_shape
+from pipeline.ingest.limits import check_expansion, check_shape
 
 __all__ = ["FloatTiffReader", "tiff_length_unit_to_um"]
 
@@ -136,6 +136,9 @@ class FloatTiffReader:
                 page = tif.pages.first
                 info = _page_info(path, page)
                 check_shape(path, *info["shape"], what="TIFF page")
+                stored = sum(page.databytecounts) if page.databytecounts else 0
+                decoded = info["shape"][0] * info["shape"][1] * page.dtype.itemsize
+                check_expansion(path, decoded, stored, "TIFF image data")
                 ij = tif.imagej_metadata if tif.is_imagej else None
                 n_pages = len(tif.pages)
                 raw = page.asarray()

@@ -33,7 +33,14 @@ import numpy as np
 from pipeline.errors import MissingCalibration, UnreadableInput
 from pipeline.ingest.dataarray import height_dataarray
 from pipeline.ingest.height.binary import array_from_buffer, finite_positive
-from pipeline.ingest.limits import MAX_PIXELS, check_shape, need, open_zip, read_zip_member
+from pipeline.ingest.limits import (
+    MAX_PIXELS,
+    MAX_ZIP_RATIO,
+    check_shape,
+    need,
+    open_zip,
+    read_zip_member,
+)
 
 __all__ = ["ZonReader", "MAGICS", "MEMBERS", "INVALID_BITS", "ZSTD_MAGIC"]
 
@@ -54,7 +61,8 @@ INVALID_BITS = 0x03
 INVALID_RULE = "validity mask & 0x03 != 0 (no measurement / excluded) -> NaN; 0x40/0x80 kept"
 
 
-def _member(path, zf: zipfile.ZipFile, guid: str, what: str, cap: int, *, required: bool):
+def _member(path, zf: zipfile.ZipFile, guid: str, what: str, cap: int, *, required: bool,
+            ratio_capped: bool = False):
     """A member's bytes, zstd-inflated when it is a zstd frame; None if absent and optional."""
     try:
         zf.getinfo(guid)
@@ -67,8 +75,10 @@ def _member(path, zf: zipfile.ZipFile, guid: str, what: str, cap: int, *, requir
         return data
     import imagecodecs
 
+    if ratio_capped:
+        # Height counts never compress far: cap a frame's output at the expansion limit too.
+        cap = min(cap, MAX_ZIP_RATIO * len(data))
     try:
-        # `out` caps the inflated size (the frames do not declare it); unused pages cost nothing.
         return bytes(imagecodecs.zstd_decode(data, out=cap))
     except Exception as exc:  # imagecodecs raises its own ZstdError
         too_big = "too small" in str(exc)
@@ -164,10 +174,14 @@ def read_zon(path: str | Path) -> tuple[np.ndarray, float, dict]:
         ) from None
     try:
         height_raw = _member(
-            path, zf, MEMBERS["height"], "height", ARRAY_HEADER + 4 * MAX_PIXELS, required=True
+            path, zf, MEMBERS["height"], "height", ARRAY_HEADER + 4 * MAX_PIXELS, required=True,
+            ratio_capped=True,
         )
+        counts = _array(path, height_raw, "height", "<i4")
+        # A mask of mostly zeros compresses ten-thousand-fold: its cap is the height block's
+        # size (one byte a point against four, row padding included).
         mask_raw = _member(
-            path, zf, MEMBERS["mask"], "validity mask", ARRAY_HEADER + MAX_PIXELS, required=False
+            path, zf, MEMBERS["mask"], "validity mask", len(height_raw), required=False
         )
         xml = {
             k: _xml(path, _member(path, zf, MEMBERS[k], k, XML_MAX_BYTES, required=False), k)
@@ -175,7 +189,6 @@ def read_zon(path: str | Path) -> tuple[np.ndarray, float, dict]:
         }
     finally:
         zf.close()
-    counts = _array(path, height_raw, "height", "<i4")
     pixel_m = _scale(path, xml["calibration"], "XYCalibration/MeterPerPixel", "pixel size")
     z_m_per_count = _scale(path, xml["calibration"], "ZCalibration/MeterPerUnit", "z scale")
     z_um = counts.astype(np.float64) * (z_m_per_count * 1e6)
