@@ -152,6 +152,11 @@ def surface(
                 _err(f"error: {exc}")
                 results.append({"path": str(f), "error": exc.problem})
                 worst = max(worst, exc.exit_code)
+            except Exception as exc:  # one file's failure must not lose the others' results
+                log.debug("internal error on %s", f, exc_info=True)
+                _err(f"internal error: {f}: {type(exc).__name__}: {exc}")
+                results.append({"path": str(f), "error": f"internal error: {type(exc).__name__}: {exc}"})
+                worst = EXIT_INTERNAL
         if json_out:
             _emit_json(results)
         else:

@@ -88,6 +88,7 @@ def height_dataarray(
         "instrument": instrument,
         "invalid_fraction": 1.0 - n_valid / z.size,
         "header": dict(header or {}),
+        "source_path": str(path),
     }
     a.update(attrs)
     return xr.DataArray(z, dims=("y", "x"), coords=coords, attrs=a, name="height")

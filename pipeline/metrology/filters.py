@@ -59,8 +59,9 @@ def sigma_um(nesting_index_um: float) -> float:
     return SIGMA_PER_LAMBDA * float(nesting_index_um)
 
 
-def _kernel(sigma_px: float) -> np.ndarray:
-    r = max(1, int(math.ceil(_TRUNCATE * sigma_px)))
+def _kernel(sigma_px: float, max_radius: int) -> np.ndarray:
+    # Taps further out than the array is long only ever meet the zero padding.
+    r = max(1, min(int(math.ceil(_TRUNCATE * sigma_px)), max_radius))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_px) ** 2)
     return (k / k.sum()).astype(np.float32).reshape(-1, 1)
 
@@ -68,28 +69,41 @@ def _kernel(sigma_px: float) -> np.ndarray:
 _IDENTITY = np.ones((1, 1), dtype=np.float32)
 
 
-def _sep(a: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """Separable Gaussian with zero padding beyond the array (sigmas in pixels), float32."""
+def _sep(a: np.ndarray, sx: float, sy: float, rx: int, ry: int) -> np.ndarray:
+    """Separable Gaussian with zero padding beyond the array (sigmas in pixels), float32.
+
+    `rx`, `ry` cap the kernel radii: the field's extent, as taps further out only ever
+    meet the zero padding. They depend on the field, never on the array blurred, so the
+    data and its weights (see `_ones_blur`) always meet the same kernel.
+    """
     import cv2
 
-    kx = _kernel(sx) if sx > 0 else _IDENTITY
-    ky = _kernel(sy) if sy > 0 else _IDENTITY
+    kx = _kernel(sx, rx) if sx > 0 else _IDENTITY
+    ky = _kernel(sy, ry) if sy > 0 else _IDENTITY
     return cv2.sepFilter2D(a, cv2.CV_32F, kx, ky, borderType=cv2.BORDER_CONSTANT)
 
 
-def _levels(sx: float, sy: float) -> int:
-    """How many pyramid reductions the smaller of the two sigmas allows."""
+def _levels(sx: float, sy: float, shape: tuple[int, int]) -> int:
+    """How many pyramid reductions the smaller of the two sigmas allows.
+
+    The reduction factor also stays below an eighth of the field's larger side, so that the
+    zero margin (four times the factor) never makes the work array more than twice as wide
+    as the field, however long the nesting index.
+    """
     s = min(sx, sy)
+    limit = max(shape) / 8.0
     k = 0
     while True:
         nxt = k + 1
         rest = s * s - 2.0 * (4.0**nxt - 1.0) / 3.0
-        if rest <= 0 or math.sqrt(rest) / 2.0**nxt < _MIN_COARSE_SIGMA:
+        if 2.0**nxt > limit or rest <= 0 or math.sqrt(rest) / 2.0**nxt < _MIN_COARSE_SIGMA:
             return k
         k = nxt
 
 
-def _pyramid_blur(a: np.ndarray, sx: float, sy: float, k: int) -> np.ndarray:
+def _pyramid_blur(
+    a: np.ndarray, sx: float, sy: float, k: int, field: tuple[int, int]
+) -> np.ndarray:
     """Gaussian blur (sigmas in pixels) with zero padding, through k pyramid levels."""
     import cv2
 
@@ -108,22 +122,23 @@ def _pyramid_blur(a: np.ndarray, sx: float, sy: float, k: int) -> np.ndarray:
     spent = 2.0 * (4.0**k - 1.0) / 3.0
     csx = math.sqrt(sx * sx - spent) / f
     csy = math.sqrt(sy * sy - spent) / f
-    big = _sep(big, csx, csy)
+    big = _sep(big, csx, csy, field[1] // f + 8, field[0] // f + 8)
     for shape in reversed(sizes):
         big = cv2.pyrUp(big, dstsize=(shape[1], shape[0]))
     return big[m : m + ny, m : m + nx]
 
 
-def _blur(a: np.ndarray, sx: float, sy: float) -> np.ndarray:
-    """The one blur operator (direct or pyramid, chosen by the sigmas alone), float32."""
+def _blur(a: np.ndarray, sx: float, sy: float, k: int, field: tuple[int, int]) -> np.ndarray:
+    """The blur operator of a field of shape `field`, with k pyramid levels (0: direct)."""
     a = np.asarray(a, dtype=np.float32)
-    k = _levels(sx, sy)
     if k == 0:
-        return _sep(a, sx, sy)
-    return _pyramid_blur(a, sx, sy, k)
+        return _sep(a, sx, sy, field[1], field[0])
+    return _pyramid_blur(a, sx, sy, k, field)
 
 
-def _ones_blur(shape: tuple[int, int], sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
+def _ones_blur(
+    shape: tuple[int, int], sx: float, sy: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The blurred weight of a field with no invalid point, as the factors of an outer product.
 
     The operator is separable (zero padding, binomial reductions and expansions and the
@@ -136,9 +151,9 @@ def _ones_blur(shape: tuple[int, int], sx: float, sy: float) -> tuple[np.ndarray
         ``np.outer(col, row)`` is the blurred weight.
     """
     ny, nx = shape
-    row = _blur(np.ones((1, nx)), sx, sy)[0].astype(np.float64)
-    col = _blur(np.ones((ny, 1)), sx, sy)[:, 0].astype(np.float64)
-    one = float(_blur(np.ones((1, 1)), sx, sy)[0, 0])
+    row = _blur(np.ones((1, nx)), sx, sy, k, shape)[0].astype(np.float64)
+    col = _blur(np.ones((ny, 1)), sx, sy, k, shape)[:, 0].astype(np.float64)
+    one = float(_blur(np.ones((1, 1)), sx, sy, k, shape)[0, 0])
     return col / one, row
 
 
@@ -170,18 +185,19 @@ def gaussian_lowpass(
     """
     s = sigma_um(nesting_index_um)
     sx, sy = s / dx_um, s / dy_um
+    k = _levels(sx, sy, z.shape)
     ref = float(z.mean())
     if math.isfinite(ref):  # a finite mean: every point is valid
-        num = _blur(_to_float32(z, ref), sx, sy)
-        col, row = _ones_blur(z.shape, sx, sy)
+        num = _blur(_to_float32(z, ref), sx, sy, k, z.shape)
+        col, row = _ones_blur(z.shape, sx, sy, k)
         out = np.multiply(num, (1.0 / col)[:, None], dtype=np.float64)
         out *= (1.0 / row)[None, :]
         out += ref
         return out
     valid = np.isfinite(z)
     ref = float(z[valid].mean())
-    num = _blur(np.where(valid, z - ref, 0.0), sx, sy)
-    den = _blur(valid.astype(np.float32), sx, sy)
+    num = _blur(np.where(valid, z - ref, 0.0), sx, sy, k, z.shape)
+    den = _blur(valid.astype(np.float32), sx, sy, k, z.shape)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = num.astype(np.float64) / den
     out += ref

@@ -61,6 +61,11 @@ def fit_plane(z: np.ndarray, dx_um: float = 1.0, dy_um: float = 1.0) -> tuple[fl
     sxz, syz = float(col @ x), float(row @ y)
     m = np.array([[n, sx, sy], [sx, sxx, sxy], [sy, sxy, syy]])
     rhs = np.array([sz, sxz, syz])
+    if np.linalg.matrix_rank(m, tol=1e-9 * np.abs(m).max()) < 3:
+        raise ValueError(
+            "the valid points lie on one line (a single row, column or diagonal): no plane "
+            "can be fitted; use level none"
+        )
     c, a, b = np.linalg.solve(m, rhs)
     return float(c), float(a), float(b)
 

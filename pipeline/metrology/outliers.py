@@ -11,6 +11,7 @@ import numpy as np
 __all__ = ["outlier_mask"]
 
 _MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal sample -> its sigma
+_MEAN_AD_TO_SIGMA = 1.2533141373155001  # sqrt(pi / 2): mean |x - mu| of a normal -> its sigma
 
 
 def outlier_mask(
@@ -29,8 +30,9 @@ def outlier_mask(
         Scale-limited surface, micrometres, NaN where invalid.
     policy : {"none", "n_sigma", "material_ratio"}
         ``n_sigma``: ``|z - centre| > n_sigma * s`` with centre and s the median and
-        1.4826 * MAD (``sigma="robust"``, not inflated by the spikes themselves) or the mean
-        and standard deviation (``sigma="std"``). ``material_ratio``: points above the
+        1.4826 * MAD (``sigma="robust"``, not inflated by the spikes themselves; where the
+        MAD is 0, 1.2533 * the mean absolute deviation) or the mean and standard deviation
+        (``sigma="std"``). ``material_ratio``: points above the
         height of areal material ratio `material_ratio_pct` % or below that of
         100 - `material_ratio_pct` % (the extreme tails of the Abbott curve).
 
@@ -46,7 +48,12 @@ def outlier_mask(
     if policy == "n_sigma":
         if sigma == "robust":
             centre = float(np.median(v))
-            s = _MAD_TO_SIGMA * float(np.median(np.abs(v - centre)))
+            dev = np.abs(v - centre)
+            s = _MAD_TO_SIGMA * float(np.median(dev))
+            if s == 0:
+                # More than half the points share one value (quantised counts, plateaus):
+                # the mean absolute deviation, scaled to a normal sigma, still sees the rest.
+                s = _MEAN_AD_TO_SIGMA * float(dev.mean())
         elif sigma == "std":
             centre, s = float(v.mean()), float(v.std())
         else:

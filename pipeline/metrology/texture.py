@@ -17,10 +17,26 @@ __all__ = ["surface_texture", "scale_limited_surface"]
 
 
 def _pixel_size(height) -> tuple[float, float]:
+    from pipeline.errors import UnreadableInput
+    from pipeline.ingest.limits import check_pixel_size
+
+    src = height.attrs.get("source_path")
     ps = height.attrs.get("pixel_size_um")
     if not ps:
-        raise MeasurementError(height.attrs.get("source_path"), "height map has no pixel size")
-    return float(ps["x"]), float(ps["y"])
+        raise MeasurementError(src, "height map has no pixel size")
+    try:
+        return check_pixel_size(src, ps.get("x"), ps.get("y"))
+    except UnreadableInput as exc:
+        raise MeasurementError(src, exc.problem) from None
+
+
+def _optional(flags: list[str], name: str, fn, *args, **kwargs):
+    """A parameter that some surfaces leave undefined: NaN and a flag, not a failed result."""
+    try:
+        return fn(*args, **kwargs)
+    except MeasurementError as exc:
+        flags.append(f"{name}_undefined: {exc.problem}")
+        return None
 
 
 def scale_limited_surface(
@@ -95,6 +111,18 @@ def surface_texture(
     ConfigError
         Invalid options or recipe.
     """
+    src = getattr(height, "attrs", {}).get("source_path")
+    try:
+        return _texture(height, level, lambda_s, lambda_c, recipe)
+    except MeasurementError as exc:
+        if exc.path is None:  # raised deep in a parameter: name the file
+            raise MeasurementError(src, exc.problem) from None
+        raise
+    except (ValueError, ArithmeticError, MemoryError) as exc:
+        raise MeasurementError(src, f"{type(exc).__name__}: {exc}") from None
+
+
+def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
     from pipeline.metrology.features import spd
     from pipeline.metrology.height import height_parameters
     from pipeline.metrology.outliers import outlier_mask
@@ -121,6 +149,14 @@ def surface_texture(
     if ls and ls < 2.0 * max(dx, dy):
         flags.append(f"lambda_s {ls} um is below two pixels ({max(dx, dy):.4g} um): S-filter undersampled")
     field = min(z.shape[0] * dy, z.shape[1] * dx)
+    widest = max(z.shape[0] * dy, z.shape[1] * dx)
+    for name, lam in (("lambda_s", ls), ("lambda_c", lc)):
+        if lam and lam > 10 * widest:
+            raise MeasurementError(
+                src,
+                f"{name} {lam:g} um is more than ten times the field ({widest:.4g} um); "
+                "such a filter does not separate anything on this map",
+            )
     if lc and lc > field:
         flags.append(f"lambda_c {lc} um exceeds the field ({field:.4g} um)")
 
@@ -147,13 +183,15 @@ def surface_texture(
             f"sz_spike_sensitive: Sz {sz_all:.4g} um with {n_out} outlier points, "
             f"{sz_clean:.4g} um without ({recipe.outlier_policy})"
         )
-    acf = acf_decay(surf, dx, dy, s=recipe.acf_threshold)
+    acf = _optional(flags, "Sal_Str", acf_decay, surf, dx, dy, s=recipe.acf_threshold) or {
+        "Sal_um": None, "Str": None, "str_upper_bound": False
+    }
     if acf["str_upper_bound"]:
         flags.append(
             f"str_upper_bound: the ACF stays above {recipe.acf_threshold} to half the field in "
             f"{acf['n_censored']} of {acf['n_directions']} directions; Str is at most the value given"
         )
-    peaks = spd(surf, dx, dy, pruning_pct_sz=recipe.spd_pruning_pct_sz)
+    peaks = _optional(flags, "Spd", spd, surf, dx, dy, pruning_pct_sz=recipe.spd_pruning_pct_sz)
     return {
         "Sa_um": hp["Sa_um"],
         "Sq_um": hp["Sq_um"],
@@ -162,11 +200,11 @@ def surface_texture(
         "Sz_um": hp["Sz_um"],
         "Ssk": hp["Ssk"],
         "Sku": hp["Sku"],
-        "Sdq": sdq(surf, dx, dy),
-        "Sdr_pct": sdr(surf, dx, dy),
+        "Sdq": _optional(flags, "Sdq", sdq, surf, dx, dy),
+        "Sdr_pct": _optional(flags, "Sdr", sdr, surf, dx, dy),
         "Sal_um": acf["Sal_um"],
         "Str": acf["Str"],
-        "Spd_per_mm2": peaks["Spd_per_mm2"],
+        "Spd_per_mm2": None if peaks is None else peaks["Spd_per_mm2"],
         "invalid_fraction": invalid_fraction,
         "sz_without_outliers_um": sz_clean,
         "sz_with_outliers_um": sz_all,

@@ -118,3 +118,17 @@ def test_band_pass_order_and_validation():
     assert band_pass(z, 1, 1, None, None) is z
     with pytest.raises(ValueError, match="must be shorter"):
         band_pass(z, 1, 1, 20.0, 2.0)
+
+
+@pytest.mark.parametrize("cutoff_px", [2000.0, 20000.0])
+def test_cutoff_far_beyond_the_field_stays_bounded_and_exact(cutoff_px):
+    # kernels longer than the field: the work arrays stay within twice the field and the
+    # result still equals the exact normalised convolution (and a constant stays constant)
+    rng = np.random.default_rng(9)
+    z = rng.normal(size=(120, 90))
+    out = gaussian_lowpass(z, 1.0, 1.0, cutoff_px)
+    s = SIGMA_PER_LAMBDA * cutoff_px
+    ref = _exact_lowpass(z, s, s)
+    assert np.abs(out - ref).max() < 1e-3 * np.abs(ref).max() + 1e-6
+    flat = gaussian_lowpass(np.full((120, 90), 5.0), 1.0, 1.0, cutoff_px)
+    np.testing.assert_allclose(flat, 5.0, rtol=1e-9)

@@ -103,3 +103,30 @@ def test_bad_options():
         pipeline.surface_texture(da, lambda_s=10.0, lambda_c=5.0)
     with pytest.raises(ConfigError, match="positive"):
         pipeline.surface_texture(da, lambda_c=float("nan"))
+
+
+def test_flat_map_gives_zero_heights_and_flags_undefined_spatial_parameters():
+    res = pipeline.surface_texture(_da(np.full((40, 50), 2.5)))
+    assert res["Sa_um"] == 0 and res["Sz_um"] == 0
+    assert res["Sal_um"] is None and res["Str"] is None
+    assert any(f.startswith("Sal_Str_undefined") for f in res["flags"])
+
+
+def test_collinear_valid_points_cannot_be_plane_levelled():
+    z = np.full((10, 10), np.nan)
+    z[4, :] = np.linspace(0, 1, 10)
+    with pytest.raises(MeasurementError, match="synthetic: the valid points lie on one line"):
+        pipeline.surface_texture(_da(z), level="plane")
+
+
+@pytest.mark.parametrize("px", [float("nan"), 0.0, -1.0])
+def test_bad_pixel_size_on_the_dataarray(px):
+    da = _da(_sine())
+    da.attrs["pixel_size_um"] = {"x": px, "y": 0.5}
+    with pytest.raises(MeasurementError, match="synthetic: pixel size x"):
+        pipeline.surface_texture(da)
+
+
+def test_absurd_nesting_index_is_refused():
+    with pytest.raises(MeasurementError, match="more than ten times the field"):
+        pipeline.surface_texture(_da(_sine()), lambda_c=1e300)
