@@ -164,6 +164,58 @@ def _to_float32(a: np.ndarray, ref: float) -> np.ndarray:
     return out
 
 
+class _Field:
+    """A height map prepared for filtering: float32 offsets from a reference level, weights.
+
+    ``a`` holds ``z - ref`` at valid points and 0 elsewhere; ``valid`` is None when every
+    point is valid (the weights are then separable and never materialised).
+    """
+
+    def __init__(self, z: np.ndarray):
+        ref = float(z.mean())
+        if math.isfinite(ref):  # a finite mean: every point is valid
+            self.valid = None
+            self.w = None
+        else:
+            self.valid = np.isfinite(z)
+            ref = float(z[self.valid].mean())
+            self.w = self.valid.astype(np.float32)
+        self.ref = ref
+        self.shape = z.shape
+        a = _to_float32(z, ref)
+        if self.valid is not None:
+            a[~self.valid] = 0.0
+        self.a = a
+
+    def lowpass(self, a: np.ndarray, sx: float, sy: float) -> np.ndarray:
+        """The normalised Gaussian mean of `a` (float32, 0 at invalid points)."""
+        k = _levels(sx, sy, self.shape)
+        if self.valid is None:
+            num = _blur(a, sx, sy, k, self.shape)
+            col, row = _ones_blur(self.shape, sx, sy, k)
+            num *= (1.0 / col).astype(np.float32)[:, None]
+            num *= (1.0 / row).astype(np.float32)[None, :]
+            return num
+        num = _blur(a * self.w, sx, sy, k, self.shape)
+        den = _blur(self.w, sx, sy, k, self.shape)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            num /= den
+        num[~self.valid] = 0.0
+        return num
+
+    def result(self, a: np.ndarray, *, add_ref: bool) -> np.ndarray:
+        """`a` back in float64 micrometres (plus the reference level), NaN where invalid."""
+        out = np.add(a, self.ref if add_ref else 0.0, dtype=np.float64)
+        if self.valid is not None:
+            out[~self.valid] = np.nan
+        return out
+
+
+def _sigmas(nesting_index_um: float, dx_um: float, dy_um: float) -> tuple[float, float]:
+    s = sigma_um(nesting_index_um)
+    return s / dx_um, s / dy_um
+
+
 def gaussian_lowpass(
     z: np.ndarray, dx_um: float, dy_um: float, nesting_index_um: float
 ) -> np.ndarray:
@@ -183,26 +235,8 @@ def gaussian_lowpass(
     (M, N) ndarray
         The low-pass (mean) surface; NaN where `z` is NaN.
     """
-    s = sigma_um(nesting_index_um)
-    sx, sy = s / dx_um, s / dy_um
-    k = _levels(sx, sy, z.shape)
-    ref = float(z.mean())
-    if math.isfinite(ref):  # a finite mean: every point is valid
-        num = _blur(_to_float32(z, ref), sx, sy, k, z.shape)
-        col, row = _ones_blur(z.shape, sx, sy, k)
-        out = np.multiply(num, (1.0 / col)[:, None], dtype=np.float64)
-        out *= (1.0 / row)[None, :]
-        out += ref
-        return out
-    valid = np.isfinite(z)
-    ref = float(z[valid].mean())
-    num = _blur(np.where(valid, z - ref, 0.0), sx, sy, k, z.shape)
-    den = _blur(valid.astype(np.float32), sx, sy, k, z.shape)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = num.astype(np.float64) / den
-    out += ref
-    out[~valid] = np.nan
-    return out
+    f = _Field(z)
+    return f.result(f.lowpass(f.a, *_sigmas(nesting_index_um, dx_um, dy_um)), add_ref=True)
 
 
 def s_filter(z: np.ndarray, dx_um: float, dy_um: float, lambda_s_um: float) -> np.ndarray:
@@ -212,7 +246,7 @@ def s_filter(z: np.ndarray, dx_um: float, dy_um: float, lambda_s_um: float) -> n
 
 def l_filter(z: np.ndarray, dx_um: float, dy_um: float, lambda_c_um: float) -> np.ndarray:
     """Remove wavelengths longer than `lambda_c_um` (the L-filter): `z` minus its mean surface."""
-    return z - gaussian_lowpass(z, dx_um, dy_um, lambda_c_um)
+    return band_pass(z, dx_um, dy_um, None, lambda_c_um)
 
 
 def band_pass(
@@ -222,14 +256,21 @@ def band_pass(
     lambda_s_um: float | None,
     lambda_c_um: float | None,
 ) -> np.ndarray:
-    """S-filter then L-filter (the S-L surface); either may be None to skip it."""
+    """S-filter then L-filter (the S-L surface); either may be None to skip it.
+
+    Both filters work on one float32 field, so the S-filtered surface is never converted
+    back and forth between the two.
+    """
     if lambda_s_um and lambda_c_um and lambda_s_um >= lambda_c_um:
         raise ValueError(
             f"lambda_s ({lambda_s_um} um) must be shorter than lambda_c ({lambda_c_um} um)"
         )
-    out = z
+    if not lambda_s_um and not lambda_c_um:
+        return z
+    f = _Field(z)
+    a = f.a
     if lambda_s_um:
-        out = s_filter(out, dx_um, dy_um, lambda_s_um)
+        a = f.lowpass(a, *_sigmas(lambda_s_um, dx_um, dy_um))
     if lambda_c_um:
-        out = l_filter(out, dx_um, dy_um, lambda_c_um)
-    return out
+        a = a - f.lowpass(a, *_sigmas(lambda_c_um, dx_um, dy_um))
+    return f.result(a, add_ref=not lambda_c_um)

@@ -1,9 +1,17 @@
 """ISO 25178-2 height parameters on the valid points of a surface.
 
 Sa, Sq, Sp, Sv, Sz, Ssk, Sku are computed about the mean of the valid points of the
-(already levelled and filtered) scale-limited surface. One pass computes the mean; a
-second, blocked pass (cache-sized blocks) accumulates |d|, d^2, d^3, d^4, max and min of
-``d = z - mean``, so the cost stays near that of a bare numpy mean/abs/max/min.
+(already levelled and filtered) scale-limited surface, in two passes over the data:
+
+1. In cache-sized blocks, ``e = z - c0`` about a provisional centre ``c0`` (the mean of a
+   strided sample), its maximum and minimum, and the power sums of e, e^2, e^3, e^4 from
+   one small matrix product per block. The mean is then ``c0 + sum(e) / n`` and the
+   central moments follow from the power sums by the binomial expansion. With ``c0``
+   within a few Sq of the mean, the expansion loses nothing measurable (relative error
+   of order 1e-15 * (offset / Sq)^2).
+2. ``sum |z - mean|`` for Sa, which needs the exact mean, as one fused OpenCV L1 norm.
+
+A non-finite power sum reveals invalid points; they are then dropped and the passes rerun.
 """
 
 from __future__ import annotations
@@ -14,21 +22,45 @@ import numpy as np
 
 __all__ = ["height_parameters", "valid_values"]
 
-_BLOCK = 1 << 13
+_BLOCK = 1 << 15  # 256 KiB per row of the work matrix: stays in cache
+_L1_BLOCK = 1 << 20
 
 
-def valid_values(z: np.ndarray) -> tuple[np.ndarray, float]:
-    """The finite values of `z` as a contiguous 1-D float64 array, and their sum.
-
-    No copy is made when every point is valid: a finite sum proves it, so the reduction
-    that the mean needs anyway doubles as the validity check.
-    """
+def valid_values(z: np.ndarray) -> np.ndarray:
+    """The finite values of `z` as a contiguous 1-D float64 array."""
     flat = np.ascontiguousarray(z, dtype=np.float64).reshape(-1)
-    total = float(flat.sum())
-    if math.isfinite(total):
-        return flat, total
-    flat = flat[np.isfinite(flat)]
-    return flat, float(flat.sum())
+    return flat[np.isfinite(flat)]
+
+
+def _power_sums(v: np.ndarray, c0: float) -> tuple[np.ndarray, float, float]:
+    """Sums of e, e^2, e^3, e^4 with e = v - c0, and max(e), min(e)."""
+    n = v.size
+    g = np.zeros((2, 3))
+    hi, lo = -math.inf, math.inf
+    work = np.empty((3, min(_BLOCK, n)))
+    work[0] = 1.0
+    for i in range(0, n, _BLOCK):
+        chunk = v[i : i + _BLOCK]
+        y = work if chunk.size == work.shape[1] else np.vstack([np.ones(chunk.size), chunk, chunk])
+        e = np.subtract(chunk, c0, out=y[1])
+        bmax, bmin = e.max(), e.min()
+        hi = bmax if bmax > hi else hi
+        lo = bmin if bmin < lo else lo
+        np.multiply(e, e, out=y[2])
+        # rows (e, e^2) times columns (1, e, e^2): sums of e, e^2, e^3 and e^2, e^3, e^4
+        g += y[1:] @ y.T
+    return np.array([g[0, 0], g[0, 1], g[0, 2], g[1, 2]]), float(hi), float(lo)
+
+
+def _abs_dev_sum(v: np.ndarray, mean: float) -> float:
+    import cv2
+
+    const = np.full(min(_L1_BLOCK, v.size), mean)
+    total = 0.0
+    for i in range(0, v.size, _L1_BLOCK):
+        chunk = v[i : i + _L1_BLOCK]
+        total += cv2.norm(chunk, const[: chunk.size], cv2.NORM_L1)
+    return total
 
 
 def height_parameters(z: np.ndarray) -> dict[str, float]:
@@ -51,39 +83,33 @@ def height_parameters(z: np.ndarray) -> dict[str, float]:
     ValueError
         When `z` has no valid point.
     """
-    v, total = valid_values(z)
-    n = v.size
-    if n == 0:
+    v = np.ascontiguousarray(z, dtype=np.float64).reshape(-1)
+    if v.size == 0:
         raise ValueError("the surface has no valid point")
-    mean = total / n
-    sa = s2 = s3 = s4 = 0.0
-    vmax, vmin = -math.inf, math.inf
-    size = min(_BLOCK, n)
-    buf = np.empty(size)
-    sq = np.empty(size)
-    ones = np.ones(size)
-    for i in range(0, n, _BLOCK):
-        chunk = v[i : i + _BLOCK]
-        m = chunk.size
-        d = np.subtract(chunk, mean, out=buf[:m])
-        hi, lo = d.max(), d.min()
-        vmax = hi if hi > vmax else vmax
-        vmin = lo if lo < vmin else vmin
-        s2 += float(d @ d)
-        d2 = np.multiply(d, d, out=sq[:m])
-        s3 += float(d2 @ d)
-        s4 += float(d2 @ d2)
-        sa += float(np.abs(d, out=d) @ ones[:m])
-    sq_um = math.sqrt(s2 / n)
-    if sq_um > 0:
-        ssk = (s3 / n) / sq_um**3
-        sku = (s4 / n) / sq_um**4
+    c0 = float(v[:: max(1, v.size // 4096)].mean())
+    sums, hi, lo = _power_sums(v, c0) if math.isfinite(c0) else (np.array([math.nan]), 0.0, 0.0)
+    if not np.isfinite(sums).all():  # invalid points somewhere: keep the valid ones
+        v = valid_values(v)
+        if v.size == 0:
+            raise ValueError("the surface has no valid point")
+        c0 = float(v[:: max(1, v.size // 4096)].mean())
+        sums, hi, lo = _power_sums(v, c0)
+    n = v.size
+    s1, s2, s3, s4 = sums / n
+    d = s1  # mean - c0
+    mu2 = max(s2 - d * d, 0.0)
+    mu3 = s3 - 3 * d * s2 + 2 * d**3
+    mu4 = s4 - 4 * d * s3 + 6 * d * d * s2 - 3 * d**4
+    mean = c0 + d
+    sq = math.sqrt(mu2)
+    if sq > 0:
+        ssk, sku = mu3 / sq**3, mu4 / sq**4
     else:
         ssk = sku = math.nan
-    sp, sv = float(vmax), float(-vmin)
+    sp, sv = hi - d, d - lo
     return {
-        "Sa_um": sa / n,
-        "Sq_um": sq_um,
+        "Sa_um": _abs_dev_sum(v, mean) / n,
+        "Sq_um": sq,
         "Sp_um": sp,
         "Sv_um": sv,
         "Sz_um": sp + sv,
