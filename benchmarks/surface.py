@@ -92,12 +92,13 @@ def baseline_sdr(z: np.ndarray, dx: float) -> float:
 
 # --- ours ------------------------------------------------------------------------------
 def our_pipeline(z: np.ndarray) -> dict:
-    from pipeline.metrology.filters import band_pass
-    from pipeline.metrology.form import remove_plane
     from pipeline.metrology.height import height_parameters
     from pipeline.metrology.spatial import sdr
+    from pipeline.metrology.texture import scale_limited_surface
 
-    s = band_pass(remove_plane(z, PIXEL_UM, PIXEL_UM), PIXEL_UM, PIXEL_UM, LAMBDA_S, LAMBDA_C)
+    s = scale_limited_surface(
+        z, PIXEL_UM, PIXEL_UM, level="plane", lambda_s_um=LAMBDA_S, lambda_c_um=LAMBDA_C
+    )
     out = height_parameters(s)
     out["Sdr_pct"] = sdr(s, PIXEL_UM, PIXEL_UM)
     return out

@@ -171,19 +171,31 @@ class _Field:
     point is valid (the weights are then separable and never materialised).
     """
 
-    def __init__(self, z: np.ndarray):
-        ref = float(z.mean())
-        if math.isfinite(ref):  # a finite mean: every point is valid
-            self.valid = None
-            self.w = None
-        else:
-            self.valid = np.isfinite(z)
-            ref = float(z[self.valid].mean())
-            self.w = self.valid.astype(np.float32)
-        self.ref = ref
+    def __init__(self, z: np.ndarray, form: tuple[np.ndarray, np.ndarray] | None = None):
         self.shape = z.shape
-        a = _to_float32(z, ref)
+        if form is not None:
+            # z minus a separable form (per-row + per-column terms, e.g. a least-squares
+            # plane), written straight into float32: the residual's mean is the reference.
+            per_row, per_col = form
+            a = np.empty(z.shape, dtype=np.float32)
+            tmp = np.empty((min(64, z.shape[0]), z.shape[1]))
+            for r0 in range(0, z.shape[0], 64):  # float64 in cache, float32 out
+                t = tmp[: min(64, z.shape[0] - r0)]
+                np.subtract(z[r0 : r0 + 64], per_row[r0 : r0 + 64, None], out=t)
+                np.subtract(t, per_col[None, :], out=a[r0 : r0 + 64], casting="same_kind")
+            self.ref = 0.0
+            total = float(a.sum(dtype=np.float64))
+            self.valid = None if math.isfinite(total) else np.isfinite(a)
+        else:
+            ref = float(z.mean())
+            self.valid = None if math.isfinite(ref) else np.isfinite(z)
+            if self.valid is not None:
+                ref = float(z[self.valid].mean())
+            self.ref = ref
+            a = _to_float32(z, ref)
+        self.w = None
         if self.valid is not None:
+            self.w = self.valid.astype(np.float32)
             a[~self.valid] = 0.0
         self.a = a
 
@@ -255,19 +267,22 @@ def band_pass(
     dy_um: float,
     lambda_s_um: float | None,
     lambda_c_um: float | None,
+    *,
+    form: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """S-filter then L-filter (the S-L surface); either may be None to skip it.
 
     Both filters work on one float32 field, so the S-filtered surface is never converted
-    back and forth between the two.
+    back and forth between the two. `form`, (per-row terms, per-column terms), is a
+    separable F-operator form (a plane) subtracted on the way in, saving a pass.
     """
     if lambda_s_um and lambda_c_um and lambda_s_um >= lambda_c_um:
         raise ValueError(
             f"lambda_s ({lambda_s_um} um) must be shorter than lambda_c ({lambda_c_um} um)"
         )
     if not lambda_s_um and not lambda_c_um:
-        return z
-    f = _Field(z)
+        return z if form is None else z - form[0][:, None] - form[1][None, :]
+    f = _Field(z, form)
     a = f.a
     if lambda_s_um:
         a = f.lowpass(a, *_sigmas(lambda_s_um, dx_um, dy_um))

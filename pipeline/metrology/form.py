@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_plane", "remove_plane", "remove_polynomial", "level"]
+__all__ = ["fit_plane", "plane_terms", "remove_plane", "remove_polynomial", "level"]
 
 
 def _centred_axes(shape: tuple[int, int], dx: float, dy: float):
@@ -70,12 +70,20 @@ def fit_plane(z: np.ndarray, dx_um: float = 1.0, dy_um: float = 1.0) -> tuple[fl
     return float(c), float(a), float(b)
 
 
-def remove_plane(z: np.ndarray, dx_um: float = 1.0, dy_um: float = 1.0) -> np.ndarray:
-    """`z` minus its least-squares plane (valid points only); NaN stays NaN."""
+def plane_terms(
+    z: np.ndarray, dx_um: float = 1.0, dy_um: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The least-squares plane as (per-row terms, per-column terms): plane = row + column."""
     c, a, b = fit_plane(z, dx_um, dy_um)
     x, y = _centred_axes(z.shape, dx_um, dy_um)
-    out = z - (b * y + c)[:, None]
-    out -= (a * x)[None, :]
+    return b * y + c, a * x
+
+
+def remove_plane(z: np.ndarray, dx_um: float = 1.0, dy_um: float = 1.0) -> np.ndarray:
+    """`z` minus its least-squares plane (valid points only); NaN stays NaN."""
+    per_row, per_col = plane_terms(z, dx_um, dy_um)
+    out = z - per_row[:, None]
+    out -= per_col[None, :]
     return out
 
 

@@ -51,7 +51,12 @@ def scale_limited_surface(
     """F-operator, then S-filter, then L-filter: the surface that parameters are computed on."""
     from pipeline.metrology.filters import band_pass
     from pipeline.metrology.form import level as apply_level
+    from pipeline.metrology.form import plane_terms
 
+    if level == "plane" and (lambda_s_um or lambda_c_um):
+        # the plane is subtracted as the filters take the map in: one pass fewer
+        form = plane_terms(z, dx_um, dy_um)
+        return band_pass(z, dx_um, dy_um, lambda_s_um, lambda_c_um, form=form)
     return band_pass(apply_level(z, level, dx_um, dy_um), dx_um, dy_um, lambda_s_um, lambda_c_um)
 
 

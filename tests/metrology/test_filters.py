@@ -134,3 +134,18 @@ def test_cutoff_far_beyond_the_field_stays_bounded_and_exact(cutoff_px):
     assert np.abs(out - ref).max() < 1e-3 * np.abs(ref).max() + 1e-6
     flat = gaussian_lowpass(np.full((120, 90), 5.0), 1.0, 1.0, cutoff_px)
     np.testing.assert_allclose(flat, 5.0, rtol=1e-9)
+
+
+@pytest.mark.parametrize("holes", [False, True])
+def test_plane_subtracted_on_the_way_in_equals_levelling_first(holes):
+    from pipeline.metrology.form import plane_terms, remove_plane
+
+    rng = np.random.default_rng(11)
+    y, x = np.mgrid[0:150, 0:170] * 0.5
+    z = 76000.0 + 0.2 * x - 0.1 * y + rng.normal(scale=0.05, size=x.shape)
+    if holes:
+        z[30:40, 50:90] = np.nan
+    a = band_pass(remove_plane(z, 0.5, 0.5), 0.5, 0.5, 2.0, 25.0)
+    b = band_pass(z, 0.5, 0.5, 2.0, 25.0, form=plane_terms(z, 0.5, 0.5))
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6 * np.nanmax(np.abs(a)))
