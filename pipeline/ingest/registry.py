@@ -48,6 +48,16 @@ BUILTIN_READERS: tuple[str, ...] = (
     "pipeline.ingest.height.keyence_csv:KeyenceCsvReader",
     "pipeline.ingest.height.tiff:FloatTiffReader",
     "pipeline.ingest.height.surftopo:SurfaceTopographyReader",
+    "pipeline.ingest.sem.fei:FeiReader",
+    "pipeline.ingest.sem.zeiss:ZeissReader",
+    "pipeline.ingest.sem.fibics:FibicsReader",
+    "pipeline.ingest.sem.tescan:TescanReader",
+    "pipeline.ingest.sem.phenom:PhenomReader",
+    "pipeline.ingest.sem.hitachi:HitachiReader",
+    "pipeline.ingest.sem.jeol:JeolReader",
+    "pipeline.ingest.sem.olympus:OlympusSisReader",
+    "pipeline.ingest.sem.imagej:ImageJReader",
+    "pipeline.ingest.sem.generic:GenericTiffReader",
 )
 
 @runtime_checkable

@@ -1,0 +1,1 @@
+"""SEM image readers, one module per vendor, on tifffile; data-bar handling."""

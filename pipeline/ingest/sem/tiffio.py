@@ -1,0 +1,107 @@
+"""Shared TIFF plumbing for the SEM readers: sniffing tags, bounded page reads, palettes, INI.
+
+Every SEM reader opens its file through `open_tiff` and reads pixels through `read_page`, so
+dimension bounds, truncation handling and palette conversion live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import UnreadableInput
+from pipeline.ingest.limits import check_expansion, check_shape
+
+__all__ = ["is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini"]
+
+log = logging.getLogger(__name__)
+
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def is_tiff(head: bytes) -> bool:
+    """True when the bytes start like a classic or Big TIFF."""
+    return head[:4] in _TIFF_MAGICS
+
+
+def open_tiff(path: str | Path):
+    """`tifffile.TiffFile` for `path`, or UnreadableInput naming the problem."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error ...
+        raise UnreadableInput(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
+
+
+def first_page(path: str | Path, tif):
+    """The first full-resolution page (multi-page files keep thumbnails or overviews later)."""
+    try:
+        page = tif.pages.first
+    except Exception as exc:
+        raise UnreadableInput(path, f"TIFF has no readable first page ({exc})") from None
+    return page
+
+
+def tag_value(page, code: int) -> Any:
+    """The value of TIFF tag `code` on `page`, or None."""
+    tag = page.tags.get(code)
+    return None if tag is None else tag.value
+
+
+def read_page(path: str | Path, page) -> np.ndarray:
+    """Pixels of one page as uint8/uint16 grey values, bounded and palette-resolved.
+
+    Dimensions are checked before any allocation, compressed data may not expand more than
+    the zip-bomb limit, and a palette (colour map) is applied after checking that it is
+    grey (R = G = B); a palette that is not grey is refused rather than guessed.
+    """
+    shape = tuple(int(s) for s in page.shape)
+    if len(shape) != 2:
+        if len(shape) == 3 and shape[-1] in (3, 4):
+            raise UnreadableInput(path, f"TIFF page is colour ({shape}); SEM images are grey")
+        raise UnreadableInput(path, f"TIFF page has shape {shape}; expected a 2-D grey image")
+    check_shape(path, *shape, what="TIFF page")
+    itemsize = np.dtype(page.dtype).itemsize if page.dtype is not None else 1
+    stored = int(sum(page.databytecounts or (0,)))
+    check_expansion(path, shape[0] * shape[1] * itemsize, stored, "TIFF image data")
+    try:
+        data = page.asarray()
+    except Exception as exc:
+        raise UnreadableInput(
+            path, f"TIFF image data is truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from None
+    cmap = page.colormap if page.photometric == 3 else None  # 3: PALETTE
+    if cmap is not None:
+        cmap = np.asarray(cmap)
+        if not (np.array_equal(cmap[0], cmap[1]) and np.array_equal(cmap[0], cmap[2])):
+            raise UnreadableInput(path, "TIFF palette is not grey (R, G and B differ)")
+        lut = cmap[0].astype(np.int64)
+        grey = (lut >> 8 if lut.max() > 255 else lut).astype(np.uint8)
+        identity = grey.size >= 256 and np.array_equal(grey[:256], np.arange(256))
+        if not (data.dtype == np.uint8 and identity):
+            if data.max(initial=0) >= grey.size:
+                raise UnreadableInput(path, "TIFF palette indices exceed the colour map")
+            data = grey[data]
+    if data.dtype not in (np.uint8, np.uint16):
+        raise UnreadableInput(path, f"TIFF sample type {data.dtype} is not an SEM grey image")
+    return data
+
+
+def parse_ini(text: str) -> dict[str, dict[str, str]]:
+    """INI-style ``[Section]`` / ``key=value`` text into nested dicts (no interpolation)."""
+    out: dict[str, dict[str, str]] = {}
+    section = out.setdefault("", {})
+    for raw in text.splitlines():
+        line = raw.strip().strip("\x00")
+        if not line or line.startswith((";", "#")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = out.setdefault(line[1:-1].strip(), {})
+        elif "=" in line:
+            k, _, v = line.partition("=")
+            section[k.strip()] = v.strip()
+    return out
