@@ -55,13 +55,18 @@ def inspect_record(da) -> dict[str, Any]:
         "units": a.get("units"),
         "pixel_size_um": None if ps is None else {"x": ps["x"], "y": ps["y"]},
         "pixel_size_source": a.get("pixel_size_source"),
+        "calibration": a.get("calibration", "ok" if ps else "missing"),
         "invalid_fraction": a.get("invalid_fraction"),
         "vendor": a.get("vendor"),
         "instrument": a.get("instrument"),
         "source_sha256": a.get("source_sha256"),
         "header": a.get("header", {}),
     }
-    if a.get("kind") == "height":
+    if a.get("kind") == "sem":
+        for key in ("databar_rows", "databar_method", "magnification", "kv", "detector",
+                    "calibration", "masked_regions"):
+            rec[key] = a.get(key)
+    elif a.get("kind") == "height":
         import numpy as np
 
         z = da.values

@@ -160,19 +160,26 @@ def read(path: str | Path, *, kind: str | None = None):
     UnreadableInput
         The file is missing, of no known format, truncated, corrupt or unsafe to parse.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     path = Path(path)
     reader = find_reader(path, kind=kind)
-    try:
-        da = reader.open(path)
-    except ElectrodeQCError:
-        raise
-    except Exception as exc:
-        # Whatever a parser raises on untrusted bytes (struct.error, ValueError, a codec's
-        # own error, ...) means this file cannot be read: say which reader and why.
-        raise UnreadableInput(
-            path, f"{reader.name} reader could not parse the file: {type(exc).__name__}: {exc}"
-        ) from exc
+    # The provenance hash reads the file in a second thread while the reader parses it:
+    # hashlib releases the GIL, so on two cores the hash costs almost nothing extra.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        digest = pool.submit(sha256_file, path)
+        try:
+            da = reader.open(path)
+        except ElectrodeQCError:
+            raise
+        except Exception as exc:
+            # Whatever a parser raises on untrusted bytes (struct.error, ValueError, a codec's
+            # own error, ...) means this file cannot be read: say which reader and why.
+            raise UnreadableInput(
+                path, f"{reader.name} reader could not parse the file: {type(exc).__name__}: {exc}"
+            ) from exc
+        sha256 = digest.result()
     da.attrs["reader"] = reader.name
     da.attrs["source_path"] = str(path)
-    da.attrs["source_sha256"] = sha256_file(path)
+    da.attrs["source_sha256"] = sha256
     return da
