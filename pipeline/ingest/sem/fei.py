@@ -1,0 +1,332 @@
+"""Thermo Fisher Scientific / FEI SEM and DualBeam TIFFs (xT, Helios, Teneo, Quanta, Scios).
+
+Metadata live in TIFF tag 34682 (``FEI_HELIOS``: INI text) or tag 34680 (``FEI_SFEG``: INI
+text, or on some FIB-SEM software a base64-encoded ``<MementoItemCollection>`` XML). From the
+INI:
+
+- pixel size: ``[Scan] PixelWidth`` / ``PixelHeight``, in metres;
+- raster: ``[Image] ResolutionX`` / ``ResolutionY``. The data bar is *appended* below the
+  raster, so its height is the page height minus ``ResolutionY``. ``[PrivateFei]
+  DatabarHeight`` is used only when ``ResolutionY`` is absent and it is > 0 (Teneo and
+  Scios write 0 while storing a 68-70 row bar);
+- ``[Beam] HV`` / ``[EBeam] HV`` (volts), ``[Detectors] Name``, ``[EBeam] WD`` and ``HFW``
+  (metres), ``[System] SystemType`` and ``Dnumber``.
+
+Nav-Cam images (the optical navigation camera of DualBeams) have no ``[Scan]`` section. They
+are not electron images and carry no pixel size: the reader returns them uncalibrated. The
+``[IRBeam] HFW`` those files also carry describes the ion column's field, not the camera's,
+and is never used. For an e-beam or ion-beam image whose ``[Scan]`` is missing, the active
+beam section's ``HFW / ResolutionX`` is used and named as the source.
+
+The two helpers `raw_tag_bytes` and `ifd_tag_codes` are shared with the other vendor readers
+of this package (zeiss, fibics, tescan, phenom).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import struct
+from pathlib import Path
+
+from pipeline.errors import UnreadableInput
+from pipeline.ingest.dataarray import sem_dataarray
+from pipeline.ingest.limits import MAX_XML_BYTES
+from pipeline.ingest.sem.tiffio import (
+    first_page,
+    is_tiff,
+    open_tiff,
+    parse_ini,
+    read_page,
+)
+
+__all__ = ["FeiReader", "decode_text", "ifd_tag_codes", "parse_fei_text", "raw_tag_bytes"]
+
+log = logging.getLogger(__name__)
+
+TAG_FEI_HELIOS = 34682
+TAG_FEI_SFEG = 34680
+_MAX_IFD_ENTRIES = 4096
+_HEADER_SECTIONS = ("System", "Beam", "EBeam", "IBeam", "Scan", "Image", "Detectors",
+                    "Stage", "PrivateFei")
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def ifd_tag_codes(head: bytes, path: Path) -> frozenset[int]:
+    """Tag codes of the first IFD of a classic or Big TIFF (empty when it cannot be read).
+
+    Reads only the IFD (from `head` when it lies there, else from the file), so that
+    ``can_open`` can look for a vendor tag without opening the whole TIFF.
+    """
+    magic = head[:4]
+    if magic in (b"II*\x00", b"MM\x00*"):
+        big = False
+    elif magic in (b"II+\x00", b"MM\x00+"):
+        big = True
+    else:
+        return frozenset()
+    bo = "<" if magic[:2] == b"II" else ">"
+    off_fmt, n_fmt, esize = ("Q", "Q", 20) if big else ("I", "H", 12)
+    hdr = 16 if big else 8
+    if len(head) < hdr:
+        return frozenset()
+    (ifd,) = struct.unpack_from(bo + off_fmt, head, hdr - struct.calcsize(off_fmt))
+    nlen = struct.calcsize(n_fmt)
+    blob = _bytes_at(head, path, ifd, nlen)
+    if blob is None:
+        return frozenset()
+    (n,) = struct.unpack(bo + n_fmt, blob)
+    if not 0 < n <= _MAX_IFD_ENTRIES:
+        return frozenset()
+    entries = _bytes_at(head, path, ifd + nlen, n * esize)
+    if entries is None:
+        return frozenset()
+    return frozenset(struct.unpack_from(bo + "H", entries, i * esize)[0] for i in range(n))
+
+
+def _bytes_at(head: bytes, path: Path, offset: int, size: int) -> bytes | None:
+    if offset + size <= len(head):
+        return head[offset:offset + size]
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            blob = fh.read(size)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return blob if len(blob) == size else None
+
+
+def raw_tag_bytes(path: str | Path, tif, page, code: int, *, max_bytes: int = MAX_XML_BYTES
+                  ) -> bytes | None:
+    """The stored bytes of tag `code` on `page`, unparsed; None when the tag is absent.
+
+    tifffile parses some vendor tags (FEI, Zeiss) into dicts and loses their layout; the
+    readers here parse the text themselves. A tag larger than `max_bytes` or running past the
+    end of the file is UnreadableInput.
+    """
+    tag = page.tags.get(code)
+    if tag is None:
+        return None
+    size = int(tag.valuebytecount)
+    if size > max_bytes:
+        raise UnreadableInput(path, f"TIFF tag {code} declares {size} bytes; the limit is "
+                                    f"{max_bytes}")
+    fh = tif.filehandle
+    with fh.lock:
+        fh.seek(int(tag.valueoffset))
+        blob = fh.read(size)
+    if len(blob) != size:
+        raise UnreadableInput(
+            path, f"file is truncated: TIFF tag {code} needs {size} bytes at offset "
+                  f"{tag.valueoffset} but the file ends first")
+    return blob
+
+
+def decode_text(blob: bytes) -> str:
+    """Tag text: UTF-8 when valid (a BOM dropped), else latin-1; trailing NULs removed."""
+    if blob.startswith(b"\xef\xbb\xbf"):
+        blob = blob[3:]
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        text = blob.decode("latin-1")
+    return text.rstrip("\x00")
+
+
+def _float(value: object) -> float | None:
+    try:
+        f = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# --------------------------------------------------------------------------- FEI text
+
+
+def parse_fei_text(path: str | Path, blob: bytes) -> dict[str, dict[str, str]]:
+    """INI sections from a 34682/34680 tag: INI text, or base64 Memento XML (34680)."""
+    text = decode_text(blob).strip()
+    if text.startswith("["):
+        return parse_ini(text)
+    try:
+        xml = base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise UnreadableInput(path, "FEI metadata tag is neither INI text ([Section] lines) "
+                                    "nor base64-encoded XML") from None
+    return _memento_sections(path, xml)
+
+
+def _memento_sections(path: str | Path, xml: bytes) -> dict[str, dict[str, str]]:
+    """Flatten a ``<MementoItemCollection>`` into ``{"Parent.Section": {"Name": value}}``.
+
+    Each ``<MementoItem>`` has a ``<Name>``, a ``<MementoItemUnit>`` (``MementoSection`` for a
+    nested section, else ``MementoItemUnitMeter`` ...) and its value in ``<anyType>``.
+    Values are kept in the units written (metres for ``...Meter``).
+    """
+    from defusedxml import DefusedXmlException
+    from defusedxml import ElementTree as ET
+
+    try:
+        root = ET.fromstring(xml.lstrip(b"\xef\xbb\xbf"))
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise UnreadableInput(path, f"FEI base64 XML metadata is not valid XML ({exc})") from None
+    out: dict[str, dict[str, str]] = {}
+
+    def local(el) -> str:
+        return el.tag.rsplit("}", 1)[-1]
+
+    def walk(el, prefix: str) -> None:
+        for child in el:
+            if local(child) == "MementoItem":
+                name = (child.findtext("Name") or "").strip()
+                unit = (child.findtext("MementoItemUnit") or "").strip()
+                sect = child.find("MementoItemSection")
+                if unit == "MementoSection" and sect is not None:
+                    walk(sect, f"{prefix}.{name}" if prefix else name)
+                else:
+                    val = next((c.text for c in child if local(c) == "anyType"), None)
+                    out.setdefault(prefix, {})[name] = (val or "").strip()
+            else:
+                walk(child, prefix)
+
+    walk(root, "")
+    return out
+
+
+def _memento_pixel_size(sections: dict[str, dict[str, str]]) -> tuple[str, float, float] | None:
+    for name, sect in sections.items():
+        if name.split(".")[-1] == "PixelSize" and "Width" in sect:
+            w, h = _float(sect.get("Width")), _float(sect.get("Height", sect.get("Width")))
+            if w is not None and h is not None:
+                return name, w, h
+    return None
+
+
+# --------------------------------------------------------------------------- reader
+
+
+class FeiReader:
+    """Thermo Fisher / FEI SEM TIFF: tag 34682 or 34680, appended data bar cropped."""
+
+    name = "fei"
+    kind = "sem"
+    suffixes = (".tif", ".tiff")
+    description = "Thermo Fisher / FEI SEM TIFF (xT INI metadata in tag 34682 or 34680)"
+    expects = "a TIFF whose first IFD has tag 34682 (FEI_HELIOS) or 34680 (FEI_SFEG)"
+    priority = 20
+
+    def can_open(self, head: bytes, path: Path) -> bool:
+        if not is_tiff(head):
+            return False
+        try:
+            codes = ifd_tag_codes(head, Path(path))
+        except struct.error:
+            return False
+        return bool({TAG_FEI_HELIOS, TAG_FEI_SFEG} & codes)
+
+    def open(self, path: Path):
+        path = Path(path)
+        with open_tiff(path) as tif:
+            page = first_page(path, tif)
+            code = TAG_FEI_HELIOS if TAG_FEI_HELIOS in page.tags else TAG_FEI_SFEG
+            blob = raw_tag_bytes(path, tif, page, code)
+            if blob is None:
+                raise UnreadableInput(path, "no FEI metadata tag (34682 or 34680) on the first page")
+            ini = parse_fei_text(path, blob)
+            image = read_page(path, page)
+        return _build(path, image, ini, code)
+
+
+def _section(ini: dict, name: str) -> dict[str, str]:
+    return ini.get(name) or {}
+
+
+def _build(path: Path, image, ini: dict, code: int):
+    ny, nx = image.shape
+    header: dict[str, object] = {"metadata_tag": code}
+    for sect in _HEADER_SECTIONS:
+        for k, v in _section(ini, sect).items():
+            header[f"{sect}.{k}"] = v
+    img_sec, scan = _section(ini, "Image"), ini.get("Scan")
+    detector = _section(ini, "Detectors").get("Name") or None
+    beam_name = _section(ini, "Beam").get("Beam", "")
+    beam = _section(ini, beam_name) if beam_name else {}
+    is_navcam = (detector or "").lower().replace("-", "") == "navcam" or "Nav-Cam" in ini
+
+    # ---- data bar: appended below the [Image] ResolutionY raster
+    res_y = img_sec.get("ResolutionY")
+    if res_y is not None and res_y != "":
+        ry = _float(res_y)
+        if ry is None or ry != int(ry) or not 0 < ry <= ny:
+            raise UnreadableInput(
+                path, f"FEI [Image] ResolutionY = {res_y!r} does not fit the {ny}-row page: "
+                      "corrupt metadata")
+        bar, method = ny - int(ry), "metadata: page height - [Image] ResolutionY"
+    else:
+        dbh = _float(_section(ini, "PrivateFei").get("DatabarHeight"))
+        if dbh is not None and 0 < dbh < ny and dbh == int(dbh):
+            bar, method = int(dbh), "metadata: [PrivateFei] DatabarHeight"
+        else:
+            bar, method = 0, "none"
+    res_x = _float(img_sec.get("ResolutionX"))
+    if res_x is not None and int(res_x) != nx:
+        header["note_resolution"] = (f"[Image] ResolutionX = {res_x:g} differs from the page "
+                                     f"width {nx}; pixel size kept as written")
+        log.warning("%s: FEI [Image] ResolutionX %g differs from the page width %d",
+                    path, res_x, nx)
+
+    # ---- pixel size
+    pixel, source = None, None
+    memento = _memento_pixel_size(ini) if code == TAG_FEI_SFEG and scan is None else None
+    if scan is not None:
+        pw, ph = _float(scan.get("PixelWidth")), _float(scan.get("PixelHeight"))
+        if pw is None:
+            raise UnreadableInput(path, f"FEI [Scan] PixelWidth = {scan.get('PixelWidth')!r} "
+                                        "is not a number")
+        pixel = (pw * 1e6, (ph if ph is not None else pw) * 1e6)
+        source = "FEI [Scan] PixelWidth" + ("/PixelHeight" if ph is not None else "")
+    elif memento is not None:
+        sect, pw, ph = memento
+        pixel, source = (pw * 1e6, ph * 1e6), f"FEI 34680 XML {sect}.Width/Height"
+    elif is_navcam:
+        header["note"] = ("Nav-Cam optical navigation image (no [Scan] section): not an "
+                          "electron image and uncalibrated; the [IRBeam] HFW is the ion "
+                          "column's field and is not used")
+    elif beam_name in ("EBeam", "IBeam") and _float(beam.get("HFW")) and res_x:
+        hfw = _float(beam.get("HFW"))
+        p = hfw * 1e6 / res_x
+        pixel, source = (p, p), f"FEI [{beam_name}] HFW / [Image] ResolutionX"
+        header["note"] = "no [Scan] section: pixel size from the field width of the active beam"
+    else:
+        header["note"] = "no [Scan] section and no usable beam field width: uncalibrated"
+
+    hv = _float(_section(ini, "Beam").get("HV")) or _float(beam.get("HV"))
+    wd = _float(beam.get("WD")) if beam else None
+    if wd is None:
+        wd = _float(_section(ini, "Stage").get("WorkingDistance"))
+    hfw = _float(beam.get("HFW")) if beam else None
+    if wd is not None:
+        header["working_distance_mm"] = wd * 1e3
+    if hfw is not None:
+        header["hfw_um"] = hfw * 1e6
+    system = _section(ini, "System")
+    return sem_dataarray(
+        image[: ny - bar],
+        path=path,
+        pixel_size_um=pixel,
+        pixel_size_source=source,
+        vendor="FEI",
+        instrument=system.get("SystemType", "").replace('"', "").strip(),
+        fmt="fei-tiff",
+        databar_rows=bar,
+        databar_method=method,
+        magnification=None,
+        kv=hv / 1e3 if hv else None,
+        detector=detector,
+        header=header,
+    )

@@ -1,0 +1,117 @@
+"""Zeiss / Fibics Atlas Engine TIFFs (Atlas 5, FIB-SEM slices): tag 51023 ``<Fibics>`` XML.
+
+``<Scan>`` gives the pixel as two vectors in µm per pixel: ``U = (Ux, Uy)`` for one step
+along a row and ``V = (Vx, Vy)`` for one step down a column, in stage coordinates. The pixel
+size is their length (``|U|``, ``|V|``; equal to ``Ux`` and ``|Vy|`` without scan rotation).
+
+A negative ``Vy`` means stage y points up while image rows go down, i.e. the y axes of the
+image and of the stage are opposite. The raster itself is stored top row first, as written
+(checked on the real Atlas slice: the protective cap and the FIB curtaining start at row 0),
+so the reader does not flip it; the axis relation is recorded in the header. No data bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from pathlib import Path
+
+from pipeline.errors import UnreadableInput
+from pipeline.ingest.dataarray import sem_dataarray
+from pipeline.ingest.sem.fei import ifd_tag_codes, raw_tag_bytes
+from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+
+__all__ = ["FibicsReader"]
+
+log = logging.getLogger(__name__)
+
+TAG_FIBICS = 51023
+
+
+def _num(path: Path, scan, name: str) -> float:
+    text = scan.findtext(name)
+    try:
+        v = float((text or "").strip())
+    except ValueError:
+        raise UnreadableInput(path, f"Fibics <Scan><{name}> = {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise UnreadableInput(path, f"Fibics <Scan><{name}> = {text!r} is not finite")
+    return v
+
+
+class FibicsReader:
+    """Fibics Atlas TIFF: tag 51023 XML, pixel from <Scan> Ux/Vy (µm/px)."""
+
+    name = "fibics"
+    kind = "sem"
+    suffixes = (".tif", ".tiff")
+    description = "Zeiss Fibics Atlas TIFF (FibicsXML in tag 51023)"
+    expects = "a TIFF whose first IFD has tag 51023 (FibicsXML)"
+    priority = 20
+
+    def can_open(self, head: bytes, path: Path) -> bool:
+        if not is_tiff(head):
+            return False
+        try:
+            return TAG_FIBICS in ifd_tag_codes(head, Path(path))
+        except struct.error:
+            return False
+
+    def open(self, path: Path):
+        from defusedxml import DefusedXmlException
+        from defusedxml import ElementTree as ET
+
+        path = Path(path)
+        with open_tiff(path) as tif:
+            page = first_page(path, tif)
+            blob = raw_tag_bytes(path, tif, page, TAG_FIBICS)
+            if blob is None:
+                raise UnreadableInput(path, "no FibicsXML tag (51023) on the first page")
+            try:
+                root = ET.fromstring(blob.rstrip(b"\x00").strip())
+            except (ET.ParseError, DefusedXmlException) as exc:
+                raise UnreadableInput(path, f"Fibics XML (tag 51023) is not valid XML ({exc})"
+                                      ) from None
+            image = read_page(path, page)
+        scan = root.find("Scan")
+        if scan is None:
+            raise UnreadableInput(path, "Fibics XML has no <Scan> element: corrupt metadata")
+        ux, vy = _num(path, scan, "Ux"), _num(path, scan, "Vy")
+        uy = _num(path, scan, "Uy") if scan.find("Uy") is not None else 0.0
+        vx = _num(path, scan, "Vx") if scan.find("Vx") is not None else 0.0
+        dx, dy = math.hypot(ux, uy), math.hypot(vx, vy)
+        header: dict[str, object] = {
+            f"Scan.{el.tag}": (el.text or "").strip() for el in scan if len(el) == 0
+        }
+        img = root.find("Image")
+        if img is not None:
+            header.update({f"Image.{el.tag}": (el.text or "").strip() for el in img
+                           if len(el) == 0})
+        header["y_axis"] = (
+            "Vy < 0: stage y is opposite to image rows; raster kept as stored, row 0 = top"
+            if vy < 0 else "Vy >= 0: stage y runs with image rows; raster kept as stored")
+        header["software"] = root.findtext("Application/Version") or ""
+        kv = None
+        aperture = (img.findtext("Aperture") if img is not None else "") or ""
+        if "kV)" in aperture:  # e.g. "[1] 30 µm [HC] (5.0 kV)"
+            try:
+                kv = float(aperture.rsplit("(", 1)[1].split("kV")[0])
+            except (IndexError, ValueError):
+                kv = None
+        return sem_dataarray(
+            image,
+            path=path,
+            pixel_size_um=(dx, dy),
+            pixel_size_source="Fibics <Scan> Ux/Vy",
+            vendor="Zeiss (Fibics Atlas)",
+            instrument=(img.findtext("Machine") if img is not None else "") or "",
+            fmt="fibics-tiff",
+            databar_rows=0,
+            databar_method="none",
+            magnification=None,
+            kv=kv,
+            detector=(img.findtext("Detector") if img is not None else None) or None,
+            header=header,
+            y_axis_flipped=vy < 0,
+        )

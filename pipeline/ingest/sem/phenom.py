@@ -1,0 +1,143 @@
+"""Thermo Fisher Phenom desktop SEM TIFFs: tag 34683 ``<FeiImage>`` XML.
+
+Layout (as public Phenom readers parse it; no real Phenom file is in the test set): root
+``<FeiImage>`` with ``<pixelWidth unit="m">``, ``<pixelHeight unit="m">``,
+``<databarHeight>`` (rows appended below the image), ``<workingDistance unit=...>``,
+``<instrument><type>``/``<uniqueID>``/``<softwareVersion>``, and
+``<acquisition><scan>`` with ``<detector>`` and ``<highVoltage unit="V">`` (a negative
+value is the electron accelerating potential; its magnitude is used).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from pathlib import Path
+
+from pipeline.errors import UnreadableInput
+from pipeline.ingest.dataarray import sem_dataarray
+from pipeline.ingest.height.binary import length_unit_to_um
+from pipeline.ingest.sem.fei import ifd_tag_codes, raw_tag_bytes
+from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+
+__all__ = ["PhenomReader"]
+
+log = logging.getLogger(__name__)
+
+TAG_PHENOM = 34683
+_VOLT = {"V": 1e-3, "kV": 1.0, "mV": 1e-6}
+
+
+def _num(el) -> float | None:
+    if el is None:
+        return None
+    try:
+        v = float((el.text or "").strip())
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _length_um(path: Path, el, name: str) -> float | None:
+    if el is None:
+        return None
+    v = _num(el)
+    unit = el.get("unit", "")
+    scale = length_unit_to_um(unit) if unit else None
+    if v is None or scale is None:
+        raise UnreadableInput(path, f"Phenom <{name} unit={unit!r}> = {el.text!r} is not a "
+                                    "length with a unit: corrupt metadata")
+    return v * scale
+
+
+class PhenomReader:
+    """Phenom TIFF: tag 34683 <FeiImage> XML; appended data bar cropped by databarHeight."""
+
+    name = "phenom"
+    kind = "sem"
+    suffixes = (".tif", ".tiff")
+    description = "Thermo Fisher Phenom TIFF (<FeiImage> XML in tag 34683)"
+    expects = "a TIFF whose first IFD has tag 34683 (Phenom <FeiImage> XML)"
+    priority = 20
+
+    def can_open(self, head: bytes, path: Path) -> bool:
+        if not is_tiff(head):
+            return False
+        try:
+            return TAG_PHENOM in ifd_tag_codes(head, Path(path))
+        except struct.error:
+            return False
+
+    def open(self, path: Path):
+        from defusedxml import DefusedXmlException
+        from defusedxml import ElementTree as ET
+
+        path = Path(path)
+        with open_tiff(path) as tif:
+            page = first_page(path, tif)
+            blob = raw_tag_bytes(path, tif, page, TAG_PHENOM)
+            if blob is None:
+                raise UnreadableInput(path, "no Phenom tag 34683 on the first page")
+            try:
+                root = ET.fromstring(blob.rstrip(b"\x00").strip())
+            except (ET.ParseError, DefusedXmlException) as exc:
+                raise UnreadableInput(path, f"Phenom XML (tag 34683) is not valid XML ({exc})"
+                                      ) from None
+            if root.tag != "FeiImage":
+                raise UnreadableInput(path, f"tag 34683 root element is <{root.tag}>, "
+                                            "not Phenom's <FeiImage>")
+            image = read_page(path, page)
+        return _build(path, image, root)
+
+
+def _build(path: Path, image, root):
+    ny = image.shape[0]
+    header: dict[str, object] = {}
+    for el in root:
+        if len(el) == 0:
+            header[el.tag] = (el.text or "").strip() + (f" {el.get('unit')}" if el.get("unit")
+                                                          else "")
+    pw = _length_um(path, root.find("pixelWidth"), "pixelWidth")
+    ph = _length_um(path, root.find("pixelHeight"), "pixelHeight")
+    if pw is not None:
+        pixel = (pw, ph if ph is not None else pw)
+        source = "Phenom <pixelWidth>" + ("/<pixelHeight>" if ph is not None else "")
+    else:
+        pixel, source = None, None
+        header["note"] = "no <pixelWidth>: uncalibrated"
+    bar_el = root.find("databarHeight")
+    bar, method = 0, "none"
+    if bar_el is not None:
+        b = _num(bar_el)
+        if b is None or b != int(b) or not 0 <= b < ny:
+            raise UnreadableInput(path, f"Phenom <databarHeight> = {bar_el.text!r} does not fit "
+                                        f"the {ny}-row page: corrupt metadata")
+        bar = int(b)
+        method = "metadata: <databarHeight>" if bar else "none"
+    hv_el = root.find("acquisition/scan/highVoltage")
+    hv = _num(hv_el)
+    kv = None
+    if hv is not None:
+        factor = _VOLT.get(hv_el.get("unit", "V"))
+        kv = abs(hv) * factor if factor else None
+    wd = root.find("workingDistance")
+    if wd is not None and _num(wd) is not None and length_unit_to_um(wd.get("unit", "")):
+        header["working_distance_mm"] = _num(wd) * length_unit_to_um(wd.get("unit")) / 1e3
+    instrument = " ".join(x for x in (root.findtext("instrument/type") or "",
+                                      root.findtext("instrument/uniqueID") or "") if x)
+    return sem_dataarray(
+        image[: ny - bar],
+        path=path,
+        pixel_size_um=pixel,
+        pixel_size_source=source,
+        vendor="Phenom",
+        instrument=instrument.strip(),
+        fmt="phenom-tiff",
+        databar_rows=bar,
+        databar_method=method,
+        magnification=None,
+        kv=kv,
+        detector=(root.findtext("acquisition/scan/detector") or "").strip() or None,
+        header=header,
+    )
