@@ -163,11 +163,12 @@ def read(path: str | Path, *, kind: str | None = None):
     from concurrent.futures import ThreadPoolExecutor
 
     path = Path(path)
-    reader = find_reader(path, kind=kind)
-    # The provenance hash reads the file in a second thread while the reader parses it:
-    # hashlib releases the GIL, so on two cores the hash costs almost nothing extra.
+    head = _head(path)  # existence and readability first: a clear error, no thread started
+    # The provenance hash reads the file in a second thread while the readers sniff and
+    # parse it: hashlib releases the GIL, so on two cores the hash mostly overlaps.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(sha256_file, path)
+        digest = pool.submit(sha256_file, path) if head else None
+        reader = find_reader(path, kind=kind)
         try:
             da = reader.open(path)
         except ElectrodeQCError:
