@@ -103,9 +103,10 @@ def inspect(
 
     def body() -> int:
         from pipeline.ingest.registry import read
+        from pipeline.instruments import calibrate_image
         from pipeline.report_text import inspect_record, inspect_text
 
-        da = read(file)
+        da = calibrate_image(read(file))
         rec = inspect_record(da)
         if json_out:
             _emit_json(rec)
@@ -133,6 +134,7 @@ def surface(
 
     def body() -> int:
         from pipeline.ingest.registry import read
+        from pipeline.instruments import calibrate_image
         from pipeline.metrology.recipe import load_recipe
         from pipeline.metrology.texture import surface_texture
         from pipeline.report_text import surface_text
@@ -141,7 +143,7 @@ def surface(
         results, worst = [], EXIT_OK
         for f in files:
             try:
-                da = read(f, kind="height")
+                da = calibrate_image(read(f, kind="height"))
                 res = surface_texture(
                     da, level=level, lambda_s=lambda_s, lambda_c=lambda_c, recipe=rec
                 )

@@ -330,3 +330,16 @@ def apply_profile(da, profile: Profile, *, today: _dt.date):
     else:
         a["calibration"] = f"profile:{profile.id}"
     return out
+
+
+def calibrate_image(da, *, profiles: list[Profile] | None = None, today: _dt.date | None = None):
+    """Apply the matching instrument profile, if any, from calibration/instruments/.
+
+    Returns `da` itself when no profile matches (its ``calibration`` stays "ok" or
+    "missing"). `today` defaults to the local date: the only place a clock is read.
+    """
+    profiles = load_profiles() if profiles is None else profiles
+    profile = find_profile(da, profiles)
+    if profile is None:
+        return da
+    return apply_profile(da, profile, today=today or _dt.date.today())

@@ -249,3 +249,30 @@ def test_bad_profiles_are_refused_naming_the_file(tmp_path, text, message):
 def test_missing_profile_file(tmp_path):
     with pytest.raises(ConfigError, match="gone.toml: cannot read instrument file"):
         load_profile(tmp_path / "gone.toml")
+
+
+def test_inspect_applies_a_matching_profile_and_reports_expiry(tmp_path, monkeypatch):
+    import json as _json
+
+    import numpy as _np
+    import tifffile
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    img = tmp_path / "navcam_like.tif"
+    tifffile.imwrite(img, _np.zeros((40, 50), _np.uint8))  # generic TIFF: no pixel size
+    prof_dir = tmp_path / "instruments"
+    prof_dir.mkdir()
+    (prof_dir / "bench.toml").write_text(
+        'schema_version = 1\nid = "bench-1"\n[match]\nvendor = "unknown"\n'
+        "[pixel_size]\noverride_um = { x = 0.5, y = 0.5 }\nuncertainty_rel = 0.01\n"
+        '[certificate]\nid = "C-1"\ndate = 2020-01-01\nvalid_until = 2021-01-01\n'
+    )
+    monkeypatch.setenv("ELECTRODE_QC_CALIBRATION", str(tmp_path))
+    r = CliRunner().invoke(app, ["inspect", str(img), "--json"])
+    assert r.exit_code == 0, r.output
+    rec = _json.loads(r.stdout)
+    assert rec["pixel_size_um"] == {"x": 0.5, "y": 0.5}
+    assert rec["calibration"] == "expired:bench-1"
+    assert "bench.toml" in rec["pixel_size_source"]
