@@ -176,6 +176,19 @@ def _read_zeiss_page(path: Path, page):
     return lut[idx], np.nonzero(colour)[0]
 
 
+def _numeric_block_pixel(unnamed: list[str], nx: int) -> float | None:
+    """Pixel size in um from the unnamed numeric block: value [3] (m, re 1024) x 1024 / nx."""
+    if len(unnamed) <= 3:
+        return None
+    try:
+        v = float(unnamed[3])
+    except ValueError:
+        return None
+    if not (v > 0 and v < 1.0):
+        return None
+    return v * 1e6 * 1024.0 / nx
+
+
 def _build(path: Path, image, named: dict, unnamed: list[str], colour_idx=None):
     ny, nx = image.shape
     header: dict[str, object] = {k: named[k][1] for k in _HEADER_KEYS if k in named}
@@ -203,6 +216,13 @@ def _build(path: Path, image, named: dict, unnamed: list[str], colour_idx=None):
         )
     if pixel is None:
         header["note"] = "neither AP_IMAGE_PIXEL_SIZE nor AP_WIDTH: uncalibrated"
+    else:
+        precise = _numeric_block_pixel(unnamed, nx)
+        # The named values are printed to 4 digits; the numeric block carries the same pixel
+        # (re a 1024-wide raster, in metres) to 7. Use it when it agrees within the print.
+        if precise is not None and abs(precise / pixel - 1) <= 5e-4:
+            pixel = precise
+            source += " (7 digits from the numeric block [3] x 1024 / width)"
 
     mag = zeiss_quantity(named.get("ap_mag", ("", ""))[1])
     kv = zeiss_quantity(named.get("ap_actualkv", ("", ""))[1])
