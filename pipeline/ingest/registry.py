@@ -19,6 +19,7 @@ register through the ``electrode_qc.readers`` entry-point group.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import logging
@@ -28,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pipeline.errors import ElectrodeQCError, UnreadableInput
 
-__all__ = ["Reader", "HEAD_BYTES", "readers", "read", "find_reader", "sha256_file"]
+__all__ = ["Reader", "HEAD_BYTES", "readers", "refresh", "read", "find_reader", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,12 @@ def _load(spec: str) -> Reader:
     return getattr(importlib.import_module(module), attr)()
 
 
-def readers() -> list[Reader]:
-    """All registered readers, built-in first, in the order they are tried."""
+@functools.lru_cache(maxsize=1)
+def _registered() -> tuple[Reader, ...]:
+    """Built-in and plug-in readers, loaded once per process (entry-point scans are slow).
+
+    `refresh()` forgets them, for a process that installs a plug-in while running.
+    """
     found: list[Reader] = []
     for spec in BUILTIN_READERS:
         try:
@@ -95,7 +100,17 @@ def readers() -> list[Reader]:
             found.append(obj() if isinstance(obj, type) else obj)
         except Exception as exc:  # a broken plug-in must not break the built-ins
             log.warning("reader plug-in %s could not be loaded: %s", ep.name, exc)
-    return sorted(found, key=lambda r: getattr(r, "priority", 50))
+    return tuple(sorted(found, key=lambda r: getattr(r, "priority", 50)))
+
+
+def refresh() -> None:
+    """Forget the loaded readers; the next call of `readers()` loads them again."""
+    _registered.cache_clear()
+
+
+def readers() -> list[Reader]:
+    """All registered readers, in the order they are tried (by priority)."""
+    return list(_registered())
 
 
 def _head(path: Path) -> bytes:
@@ -145,7 +160,7 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def read(path: str | Path, *, kind: str | None = None):
+def read(path: str | Path, *, kind: str | None = None, sha256: bool | str = True):
     """Read an instrument file into an `xarray.DataArray` (see DESIGN.md, Data model).
 
     Parameters
@@ -154,6 +169,11 @@ def read(path: str | Path, *, kind: str | None = None):
         The file. Its content, not its suffix, decides the reader.
     kind : {"height", "sem"}, optional
         Restrict the readers tried to one kind.
+    sha256 : bool or str, default True
+        The file's SHA-256 for provenance (``attrs["source_sha256"]``): True computes it
+        (in a second thread, while the file is parsed); a 64-digit hex string is a digest
+        the caller already has (an orchestrator that hashed the file when it found it);
+        False leaves it None.
 
     Raises
     ------
@@ -163,11 +183,16 @@ def read(path: str | Path, *, kind: str | None = None):
     from concurrent.futures import ThreadPoolExecutor
 
     path = Path(path)
+    given = None
+    if isinstance(sha256, str):
+        if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower()):
+            raise ValueError(f"sha256 must be 64 hexadecimal digits, got {sha256!r}")
+        given = sha256.lower()
     head = _head(path)  # existence and readability first: a clear error, no thread started
     # The provenance hash reads the file in a second thread while the readers sniff and
     # parse it: hashlib releases the GIL, so on two cores the hash mostly overlaps.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        digest = pool.submit(sha256_file, path) if head else None
+        digest = pool.submit(sha256_file, path) if (sha256 is True and head) else None
         reader = find_reader(path, kind=kind)
         try:
             da = reader.open(path)
@@ -179,8 +204,7 @@ def read(path: str | Path, *, kind: str | None = None):
             raise UnreadableInput(
                 path, f"{reader.name} reader could not parse the file: {type(exc).__name__}: {exc}"
             ) from exc
-        sha256 = digest.result()
+        da.attrs["source_sha256"] = digest.result() if digest is not None else given
     da.attrs["reader"] = reader.name
     da.attrs["source_path"] = str(path)
-    da.attrs["source_sha256"] = sha256
     return da

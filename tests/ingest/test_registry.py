@@ -84,7 +84,12 @@ def test_entry_point_readers_are_registered(monkeypatch):
             raise ImportError("missing dependency")
 
     monkeypatch.setattr(registry, "entry_points", lambda group: [EP(), BrokenEP()])
-    names = [r.name for r in registry.readers()]
+    registry.refresh()
+    try:
+        names = [r.name for r in registry.readers()]
+    finally:
+        monkeypatch.undo()
+        registry.refresh()
     assert names[0] == "fake"  # priority 5 sorts it first
     assert "x3p" in names and "broken" not in names
 
@@ -116,3 +121,14 @@ def test_corrupt_deflate_stream_in_zip_member(tmp_path):
     p.write_bytes(bytes(raw))
     with pytest.raises(UnreadableInput, match="zip member 'data.bin' is corrupt"):
         read_zip_member(p, open_zip(p), "data.bin")
+
+
+def test_sha256_given_skipped_or_computed(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "readers", lambda: [_Fake()])
+    p = tmp_path / "x.fake"
+    p.write_bytes(b"FAKE" * 100)
+    assert registry.read(p).attrs["source_sha256"] == registry.sha256_file(p)
+    assert registry.read(p, sha256=False).attrs["source_sha256"] is None
+    assert registry.read(p, sha256="AB" * 32).attrs["source_sha256"] == "ab" * 32
+    with pytest.raises(ValueError, match="64 hexadecimal digits"):
+        registry.read(p, sha256="xyz")

@@ -14,7 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.ingest.dataarray import sem_dataarray
-from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+from pipeline.ingest.sem.tiffio import (
+    first_page,
+    is_tiff,
+    open_tiff,
+    read_page,
+    sniff_info,
+)
 
 __all__ = ["GenericTiffReader"]
 
@@ -36,15 +42,8 @@ class GenericTiffReader:
     def can_open(self, head: bytes, path: Path) -> bool:
         if not is_tiff(head):
             return False
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages.first
-                return (int(page.samplesperpixel) == 1 and page.dtype is not None
-                        and np.dtype(page.dtype) in _GREY_DTYPES)
-        except Exception:  # noqa: BLE001 - sniffing: any failure means "not ours"
-            return False
+        info = sniff_info(path)
+        return bool(info and info["samplesperpixel"] == 1 and info["dtype"] in _GREY_DTYPES)
 
     def open(self, path: Path):
         """Read the first page; no pixel size, no data bar handling.

@@ -30,6 +30,7 @@ from pipeline.ingest.sem.tiffio import (
     open_tiff,
     parse_ini,
     read_page,
+    sniff_info,
     tag_value,
 )
 
@@ -112,13 +113,8 @@ class HitachiReader:
 
     @staticmethod
     def _tag_fields(path: Path) -> dict[str, str] | None:
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                text = _xp_text(tag_value(tif.pages.first, TAG_XPCOMMENT))
-        except Exception:  # noqa: BLE001 - sniffing: any failure means "not ours"
-            return None
+        info = sniff_info(path)
+        text = _xp_text(info["xpcomment"]) if info else None
         if not text:
             return None
         fields = parse_tag_text(text)

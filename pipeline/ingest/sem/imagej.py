@@ -24,6 +24,7 @@ from pipeline.ingest.sem.tiffio import (
     is_tiff,
     open_tiff,
     read_page,
+    sniff_info,
     tag_value,
 )
 
@@ -85,14 +86,9 @@ class ImageJReader:
     def can_open(self, head: bytes, path: Path) -> bool:
         if not is_tiff(head):
             return False
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages.first
-                return page.imagej_description is not None and _is_integer_grey(page)
-        except Exception:  # noqa: BLE001 - sniffing: any failure means "not ours"
-            return False
+        info = sniff_info(path)
+        return bool(info and info["imagej"] and info["samplesperpixel"] == 1
+                    and info["dtype"] in (np.dtype(np.uint8), np.dtype(np.uint16)))
 
     def open(self, path: Path):
         """Read the first page; pixel size = 1 / XResolution in the ImageJ unit.

@@ -13,7 +13,13 @@ import math
 from pathlib import Path
 
 from pipeline.ingest.dataarray import sem_dataarray
-from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+from pipeline.ingest.sem.tiffio import (
+    first_page,
+    is_tiff,
+    open_tiff,
+    read_page,
+    sniff_info,
+)
 
 __all__ = ["OlympusSisReader"]
 
@@ -44,14 +50,8 @@ class OlympusSisReader:
     def can_open(self, head: bytes, path: Path) -> bool:
         if not is_tiff(head):
             return False
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                tags = tif.pages.first.tags
-                return TAG_OLYMPUS_SIS in tags or TAG_OLYMPUS_INI in tags
-        except Exception:  # noqa: BLE001 - sniffing: any failure means "not ours"
-            return False
+        info = sniff_info(path)
+        return bool(info and {TAG_OLYMPUS_SIS, TAG_OLYMPUS_INI} & info["tags"])
 
     def open(self, path: Path):
         """Read the first page; pixel size from ``sis_metadata`` (metres -> micrometres).

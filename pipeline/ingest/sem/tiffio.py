@@ -6,6 +6,7 @@ dimension bounds, truncation handling and palette conversion live in one place.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,9 @@ import numpy as np
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.limits import check_expansion, check_shape
 
-__all__ = ["is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini"]
+__all__ = [
+    "is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini", "sniff_info"
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,3 +108,37 @@ def parse_ini(text: str) -> dict[str, dict[str, str]]:
             k, _, v = line.partition("=")
             section[k.strip()] = v.strip()
     return out
+
+
+def sniff_info(path: str | Path) -> dict[str, Any] | None:
+    """What the readers' `can_open` ask of a TIFF's first page, read once per file version.
+
+    Several readers sniff the same file (tags present, sample type, ImageJ description,
+    Windows XP comment); the answer is cached by path, size and modification time, so the
+    file is parsed once however many readers ask. None when it is not a readable TIFF.
+    """
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return _sniff_info(str(p), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _sniff_info(path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            xp = page.tags.get(40092)
+            return {
+                "tags": frozenset(page.tags.keys()),
+                "samplesperpixel": int(page.samplesperpixel),
+                "dtype": None if page.dtype is None else np.dtype(page.dtype),
+                "imagej": page.imagej_description is not None,
+                "xpcomment": None if xp is None else xp.value,
+            }
+    except Exception:  # sniffing: any failure means "not a TIFF we can read"
+        return None
