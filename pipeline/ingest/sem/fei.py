@@ -17,9 +17,6 @@ are not electron images and carry no pixel size: the reader returns them uncalib
 ``[IRBeam] HFW`` those files also carry describes the ion column's field, not the camera's,
 and is never used. For an e-beam or ion-beam image whose ``[Scan]`` is missing, the active
 beam section's ``HFW / ResolutionX`` is used and named as the source.
-
-The two helpers `raw_tag_bytes` and `ifd_tag_codes` are shared with the other vendor readers
-of this package (zeiss, fibics, tescan, phenom).
 """
 
 from __future__ import annotations
@@ -33,108 +30,25 @@ from pathlib import Path
 
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
-from pipeline.ingest.limits import MAX_XML_BYTES
 from pipeline.ingest.sem.tiffio import (
+    decode_text,
     first_page,
+    ifd_tag_codes,
     is_tiff,
     open_tiff,
     parse_ini,
+    raw_tag_bytes,
     read_page,
 )
 
-__all__ = ["FeiReader", "decode_text", "ifd_tag_codes", "parse_fei_text", "raw_tag_bytes"]
+__all__ = ["FeiReader", "parse_fei_text"]
 
 log = logging.getLogger(__name__)
 
 TAG_FEI_HELIOS = 34682
 TAG_FEI_SFEG = 34680
-_MAX_IFD_ENTRIES = 4096
 _HEADER_SECTIONS = ("System", "Beam", "EBeam", "IBeam", "Scan", "Image", "Detectors",
                     "Stage", "PrivateFei")
-
-
-# --------------------------------------------------------------------------- shared helpers
-
-
-def ifd_tag_codes(head: bytes, path: Path) -> frozenset[int]:
-    """Tag codes of the first IFD of a classic or Big TIFF (empty when it cannot be read).
-
-    Reads only the IFD (from `head` when it lies there, else from the file), so that
-    ``can_open`` can look for a vendor tag without opening the whole TIFF.
-    """
-    magic = head[:4]
-    if magic in (b"II*\x00", b"MM\x00*"):
-        big = False
-    elif magic in (b"II+\x00", b"MM\x00+"):
-        big = True
-    else:
-        return frozenset()
-    bo = "<" if magic[:2] == b"II" else ">"
-    off_fmt, n_fmt, esize = ("Q", "Q", 20) if big else ("I", "H", 12)
-    hdr = 16 if big else 8
-    if len(head) < hdr:
-        return frozenset()
-    (ifd,) = struct.unpack_from(bo + off_fmt, head, hdr - struct.calcsize(off_fmt))
-    nlen = struct.calcsize(n_fmt)
-    blob = _bytes_at(head, path, ifd, nlen)
-    if blob is None:
-        return frozenset()
-    (n,) = struct.unpack(bo + n_fmt, blob)
-    if not 0 < n <= _MAX_IFD_ENTRIES:
-        return frozenset()
-    entries = _bytes_at(head, path, ifd + nlen, n * esize)
-    if entries is None:
-        return frozenset()
-    return frozenset(struct.unpack_from(bo + "H", entries, i * esize)[0] for i in range(n))
-
-
-def _bytes_at(head: bytes, path: Path, offset: int, size: int) -> bytes | None:
-    if offset + size <= len(head):
-        return head[offset:offset + size]
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            blob = fh.read(size)
-    except (OSError, ValueError, OverflowError):
-        return None
-    return blob if len(blob) == size else None
-
-
-def raw_tag_bytes(path: str | Path, tif, page, code: int, *, max_bytes: int = MAX_XML_BYTES
-                  ) -> bytes | None:
-    """The stored bytes of tag `code` on `page`, unparsed; None when the tag is absent.
-
-    tifffile parses some vendor tags (FEI, Zeiss) into dicts and loses their layout; the
-    readers here parse the text themselves. A tag larger than `max_bytes` or running past the
-    end of the file is UnreadableInput.
-    """
-    tag = page.tags.get(code)
-    if tag is None:
-        return None
-    size = int(tag.valuebytecount)
-    if size > max_bytes:
-        raise UnreadableInput(path, f"TIFF tag {code} declares {size} bytes; the limit is "
-                                    f"{max_bytes}")
-    fh = tif.filehandle
-    with fh.lock:
-        fh.seek(int(tag.valueoffset))
-        blob = fh.read(size)
-    if len(blob) != size:
-        raise UnreadableInput(
-            path, f"file is truncated: TIFF tag {code} needs {size} bytes at offset "
-                  f"{tag.valueoffset} but the file ends first")
-    return blob
-
-
-def decode_text(blob: bytes) -> str:
-    """Tag text: UTF-8 when valid (a BOM dropped), else latin-1; trailing NULs removed."""
-    if blob.startswith(b"\xef\xbb\xbf"):
-        blob = blob[3:]
-    try:
-        text = blob.decode("utf-8")
-    except UnicodeDecodeError:
-        text = blob.decode("latin-1")
-    return text.rstrip("\x00")
 
 
 def _float(value: object) -> float | None:

@@ -18,8 +18,14 @@ from pathlib import Path
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.height.binary import length_unit_to_um
-from pipeline.ingest.sem.fei import ifd_tag_codes, raw_tag_bytes
-from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+from pipeline.ingest.sem.tiffio import (
+    first_page,
+    ifd_tag_codes,
+    is_tiff,
+    open_tiff,
+    raw_tag_bytes,
+    read_page,
+)
 
 __all__ = ["PhenomReader"]
 

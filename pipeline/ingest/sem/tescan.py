@@ -24,12 +24,13 @@ from pathlib import Path
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.limits import unpack_from
-from pipeline.ingest.sem.fei import ifd_tag_codes, raw_tag_bytes
 from pipeline.ingest.sem.tiffio import (
     first_page,
+    ifd_tag_codes,
     is_tiff,
     open_tiff,
     parse_ini,
+    raw_tag_bytes,
     read_page,
 )
 

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline.errors import UnreadableInput
-from pipeline.ingest.limits import check_expansion, check_shape
+from pipeline.ingest.limits import MAX_XML_BYTES, check_expansion, check_shape
 
 __all__ = [
-    "is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini", "sniff_info"
+    "is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini", "sniff_info",
+    "ifd_tag_codes", "raw_tag_bytes", "decode_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,3 +144,87 @@ def _sniff_info(path: str, size: int, mtime_ns: int) -> dict[str, Any] | None:
             }
     except Exception:  # sniffing: any failure means "not a TIFF we can read"
         return None
+
+
+_MAX_IFD_ENTRIES = 4096
+
+
+def ifd_tag_codes(head: bytes, path: Path) -> frozenset[int]:
+    """Tag codes of the first IFD of a classic or Big TIFF (empty when it cannot be read).
+
+    Reads only the IFD (from `head` when it lies there, else from the file), so that
+    ``can_open`` can look for a vendor tag without opening the whole TIFF.
+    """
+    magic = head[:4]
+    if magic in (b"II*\x00", b"MM\x00*"):
+        big = False
+    elif magic in (b"II+\x00", b"MM\x00+"):
+        big = True
+    else:
+        return frozenset()
+    bo = "<" if magic[:2] == b"II" else ">"
+    off_fmt, n_fmt, esize = ("Q", "Q", 20) if big else ("I", "H", 12)
+    hdr = 16 if big else 8
+    if len(head) < hdr:
+        return frozenset()
+    (ifd,) = struct.unpack_from(bo + off_fmt, head, hdr - struct.calcsize(off_fmt))
+    nlen = struct.calcsize(n_fmt)
+    blob = _bytes_at(head, path, ifd, nlen)
+    if blob is None:
+        return frozenset()
+    (n,) = struct.unpack(bo + n_fmt, blob)
+    if not 0 < n <= _MAX_IFD_ENTRIES:
+        return frozenset()
+    entries = _bytes_at(head, path, ifd + nlen, n * esize)
+    if entries is None:
+        return frozenset()
+    return frozenset(struct.unpack_from(bo + "H", entries, i * esize)[0] for i in range(n))
+
+
+def _bytes_at(head: bytes, path: Path, offset: int, size: int) -> bytes | None:
+    if offset + size <= len(head):
+        return head[offset:offset + size]
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            blob = fh.read(size)
+    except (OSError, ValueError, OverflowError):
+        return None
+    return blob if len(blob) == size else None
+
+
+def raw_tag_bytes(path: str | Path, tif, page, code: int, *, max_bytes: int = MAX_XML_BYTES
+                  ) -> bytes | None:
+    """The stored bytes of tag `code` on `page`, unparsed; None when the tag is absent.
+
+    tifffile parses some vendor tags (FEI, Zeiss) into dicts and loses their layout; the
+    readers here parse the text themselves. A tag larger than `max_bytes` or running past the
+    end of the file is UnreadableInput.
+    """
+    tag = page.tags.get(code)
+    if tag is None:
+        return None
+    size = int(tag.valuebytecount)
+    if size > max_bytes:
+        raise UnreadableInput(path, f"TIFF tag {code} declares {size} bytes; the limit is "
+                                    f"{max_bytes}")
+    fh = tif.filehandle
+    with fh.lock:
+        fh.seek(int(tag.valueoffset))
+        blob = fh.read(size)
+    if len(blob) != size:
+        raise UnreadableInput(
+            path, f"file is truncated: TIFF tag {code} needs {size} bytes at offset "
+                  f"{tag.valueoffset} but the file ends first")
+    return blob
+
+
+def decode_text(blob: bytes) -> str:
+    """Tag text: UTF-8 when valid (a BOM dropped), else latin-1; trailing NULs removed."""
+    if blob.startswith(b"\xef\xbb\xbf"):
+        blob = blob[3:]
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        text = blob.decode("latin-1")
+    return text.rstrip("\x00")

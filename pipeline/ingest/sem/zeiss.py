@@ -31,8 +31,15 @@ from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.height.binary import length_unit_to_um
 from pipeline.ingest.limits import check_expansion, check_shape
-from pipeline.ingest.sem.fei import decode_text, ifd_tag_codes, raw_tag_bytes
-from pipeline.ingest.sem.tiffio import first_page, is_tiff, open_tiff, read_page
+from pipeline.ingest.sem.tiffio import (
+    decode_text,
+    first_page,
+    ifd_tag_codes,
+    is_tiff,
+    open_tiff,
+    raw_tag_bytes,
+    read_page,
+)
 
 __all__ = ["ZeissReader", "data_zone_rows", "parse_cz_sem", "zeiss_quantity"]
 
