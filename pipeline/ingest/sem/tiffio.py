@@ -42,12 +42,27 @@ def open_tiff(path: str | Path):
         raise UnreadableInput(path, f"not a readable TIFF ({type(exc).__name__}: {exc})") from None
 
 
-def first_page(path: str | Path, tif):
-    """The first full-resolution page (multi-page files keep thumbnails or overviews later)."""
+def first_page(path: str | Path, tif, *, max_pages: int = 16):
+    """The first full-resolution page.
+
+    Pages flagged as reduced-resolution (NewSubfileType bit 0: thumbnails, previews) are
+    skipped; among the first `max_pages` pages the first one without the flag is used,
+    else the first page.
+    """
     try:
         page = tif.pages.first
     except Exception as exc:
         raise UnreadableInput(path, f"TIFF has no readable first page ({exc})") from None
+    if not int(getattr(page, "subfiletype", 0) or 0) & 1:
+        return page
+    try:
+        for i in range(1, min(len(tif.pages), max_pages)):
+            p = tif.pages[i]
+            if not int(getattr(p, "subfiletype", 0) or 0) & 1:
+                log.info("%s: page 0 is a reduced-resolution image; reading page %d", path, i)
+                return p
+    except Exception as exc:
+        raise UnreadableInput(path, f"TIFF page directory is corrupt ({exc})") from None
     return page
 
 
