@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from pathlib import Path
 
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.sem.tiffio import (
     first_page,
-    ifd_tag_codes,
-    is_tiff,
+    has_tag,
     open_tiff,
+    parse_tag_xml,
     raw_tag_bytes,
     read_page,
 )
@@ -57,28 +56,16 @@ class FibicsReader:
     priority = 20
 
     def can_open(self, head: bytes, path: Path) -> bool:
-        if not is_tiff(head):
-            return False
-        try:
-            return TAG_FIBICS in ifd_tag_codes(head, Path(path))
-        except struct.error:
-            return False
+        return has_tag(head, path, TAG_FIBICS)
 
     def open(self, path: Path):
-        from defusedxml import DefusedXmlException
-        from defusedxml import ElementTree as ET
-
         path = Path(path)
         with open_tiff(path) as tif:
             page = first_page(path, tif)
             blob = raw_tag_bytes(path, tif, page, TAG_FIBICS)
             if blob is None:
                 raise UnreadableInput(path, "no FibicsXML tag (51023) on the first page")
-            try:
-                root = ET.fromstring(blob.rstrip(b"\x00").strip())
-            except (ET.ParseError, DefusedXmlException) as exc:
-                raise UnreadableInput(path, f"Fibics XML (tag 51023) is not valid XML ({exc})"
-                                      ) from None
+            root = parse_tag_xml(path, blob, "Fibics XML (tag 51023)")
             image = read_page(path, page)
         scan = root.find("Scan")
         if scan is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 from pathlib import Path
 
 from pipeline.errors import UnreadableInput
@@ -20,9 +19,9 @@ from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.height.binary import length_unit_to_um
 from pipeline.ingest.sem.tiffio import (
     first_page,
-    ifd_tag_codes,
-    is_tiff,
+    has_tag,
     open_tiff,
+    parse_tag_xml,
     raw_tag_bytes,
     read_page,
 )
@@ -68,28 +67,16 @@ class PhenomReader:
     priority = 20
 
     def can_open(self, head: bytes, path: Path) -> bool:
-        if not is_tiff(head):
-            return False
-        try:
-            return TAG_PHENOM in ifd_tag_codes(head, Path(path))
-        except struct.error:
-            return False
+        return has_tag(head, path, TAG_PHENOM)
 
     def open(self, path: Path):
-        from defusedxml import DefusedXmlException
-        from defusedxml import ElementTree as ET
-
         path = Path(path)
         with open_tiff(path) as tif:
             page = first_page(path, tif)
             blob = raw_tag_bytes(path, tif, page, TAG_PHENOM)
             if blob is None:
                 raise UnreadableInput(path, "no Phenom tag 34683 on the first page")
-            try:
-                root = ET.fromstring(blob.rstrip(b"\x00").strip())
-            except (ET.ParseError, DefusedXmlException) as exc:
-                raise UnreadableInput(path, f"Phenom XML (tag 34683) is not valid XML ({exc})"
-                                      ) from None
+            root = parse_tag_xml(path, blob, "Phenom XML (tag 34683)")
             if root.tag != "FeiImage":
                 raise UnreadableInput(path, f"tag 34683 root element is <{root.tag}>, "
                                             "not Phenom's <FeiImage>")

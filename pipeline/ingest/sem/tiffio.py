@@ -243,3 +243,24 @@ def decode_text(blob: bytes) -> str:
     except UnicodeDecodeError:
         text = blob.decode("latin-1")
     return text.rstrip("\x00")
+
+
+def has_tag(head: bytes, path: str | Path, code: int) -> bool:
+    """True when the first IFD of a TIFF carries tag `code` (the vendor readers' sniff)."""
+    if not is_tiff(head):
+        return False
+    try:
+        return code in ifd_tag_codes(head, Path(path))
+    except struct.error:
+        return False
+
+
+def parse_tag_xml(path: str | Path, blob: bytes, what: str):
+    """XML held in a TIFF tag, through defusedxml; UnreadableInput naming the tag if bad."""
+    from defusedxml import DefusedXmlException
+    from defusedxml import ElementTree as ET
+
+    try:
+        return ET.fromstring(blob.rstrip(b"\x00").strip())
+    except (ET.ParseError, DefusedXmlException) as exc:
+        raise UnreadableInput(path, f"{what} is not valid XML ({exc})") from None

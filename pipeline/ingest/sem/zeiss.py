@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import re
-import struct
 from pathlib import Path
 
 from pipeline.errors import UnreadableInput
@@ -34,8 +33,7 @@ from pipeline.ingest.limits import check_expansion, check_shape
 from pipeline.ingest.sem.tiffio import (
     decode_text,
     first_page,
-    ifd_tag_codes,
-    is_tiff,
+    has_tag,
     open_tiff,
     raw_tag_bytes,
     read_page,
@@ -127,12 +125,7 @@ class ZeissReader:
     priority = 20
 
     def can_open(self, head: bytes, path: Path) -> bool:
-        if not is_tiff(head):
-            return False
-        try:
-            return TAG_CZ_SEM in ifd_tag_codes(head, Path(path))
-        except struct.error:
-            return False
+        return has_tag(head, path, TAG_CZ_SEM)
 
     def open(self, path: Path):
         path = Path(path)
