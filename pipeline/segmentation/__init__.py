@@ -1,0 +1,1 @@
+"""Segmentation: phases, particles and their size distribution, pores, protrusions."""
