@@ -11,6 +11,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "read": ("pipeline.ingest.registry", "read"),
     "surface_texture": ("pipeline.metrology.texture", "surface_texture"),
+    "find_protrusions": ("pipeline.segmentation.protrusions", "find_protrusions"),
+    "porosity_from_cross_section": ("pipeline.segmentation.porosity", "porosity_from_cross_section"),
+    "gravimetric_porosity": ("pipeline.segmentation.porosity", "gravimetric_porosity"),
+    "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -19,11 +19,12 @@ from pipeline.errors import ConfigError
 __all__ = ["CalibrationFile", "calibration_dir", "load_versioned", "SCHEMA_VERSIONS"]
 
 #: The newest schema version this package knows, per kind of file.
-SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1}
+SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1, "materials": 1}
 
 _MIGRATIONS: dict[str, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "recipe": {},
     "instrument": {},
+    "materials": {},
 }
 
 

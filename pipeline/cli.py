@@ -168,6 +168,71 @@ def surface(
     _guard(body)
 
 
+@app.command()
+def protrusions(
+    files: list[Path] = typer.Argument(..., help="SEM surface images (about 100x)."),
+    bump_diameter_um: Optional[float] = typer.Option(
+        None, "--bump-diameter-um", help="Expected protrusion diameter (default: estimated)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """Count surface protrusions on SEM images: count and density per mm2."""
+
+    def body() -> int:
+        from pipeline.ingest.registry import read
+        from pipeline.instruments import calibrate_image
+        from pipeline.segmentation.protrusions import find_protrusions
+
+        results, worst = [], EXIT_OK
+        for f in files:
+            try:
+                table = find_protrusions(calibrate_image(read(f, kind="sem")),
+                                         bump_diameter_um=bump_diameter_um)
+                a = table.attrs
+                results.append({"path": str(f), "count": a.get("count"),
+                                "per_mm2": a.get("per_mm2"), "h": a.get("h")})
+            except ElectrodeQCError as exc:
+                if exc.exit_code == EXIT_USAGE:
+                    raise
+                _err(f"error: {exc}")
+                results.append({"path": str(f), "error": exc.problem})
+                worst = max(worst, exc.exit_code)
+        if json_out:
+            _emit_json(results)
+        else:
+            for r in results:
+                typer.echo(f"{r['path']}: " + (r["error"] if "error" in r else
+                           f"{r['count']} protrusions, {r['per_mm2']} per mm2"))
+        return worst
+
+    _guard(body)
+
+
+@app.command()
+def porosity(
+    file: Path = typer.Argument(..., help="An SEM cross-section of the layer on its collector."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """Porosity of the layer in a cross-section image, with the +/-10 grey-level band."""
+
+    def body() -> int:
+        from pipeline.ingest.registry import read
+        from pipeline.instruments import calibrate_image
+        from pipeline.segmentation.porosity import porosity_from_cross_section
+
+        res = porosity_from_cross_section(calibrate_image(read(file, kind="sem")))
+        if json_out:
+            _emit_json({"path": str(file), **res})
+        else:
+            lo, hi = res["band"]
+            typer.echo(f"{file}: porosity {res['porosity_frac']:.3f} (band {lo:.3f}-{hi:.3f})")
+            for flag in res.get("flags", []):
+                typer.echo(f"  flag: {flag}")
+        return EXIT_OK
+
+    _guard(body)
+
+
 calibrate_app = typer.Typer(help="Measure calibration standards and write instrument profiles.",
                             no_args_is_help=True)
 app.add_typer(calibrate_app, name="calibrate")

@@ -1,0 +1,35 @@
+import json
+
+import numpy as np
+import tifffile
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+
+def _imagej_sem(path, img, px_um):
+    tifffile.imwrite(path, img, imagej=True, resolution=(1 / px_um, 1 / px_um),
+                     metadata={"unit": "um"})
+
+
+def test_protrusions_command(tmp_path):
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:240, 0:320]
+    img = 100 + rng.normal(scale=4, size=x.shape)
+    for cy, cx in ((60, 60), (120, 200), (180, 100)):
+        img += 70 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 5.0**2))
+    p = tmp_path / "surface.tif"
+    _imagej_sem(p, np.clip(img, 0, 255).astype(np.uint8), 1.0)
+    r = CliRunner().invoke(app, ["protrusions", str(p), "--bump-diameter-um", "12", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)[0]
+    assert out["count"] == 3
+    assert abs(out["per_mm2"] - 3 / (0.24 * 0.32)) < 1.0
+
+
+def test_porosity_command_refuses_an_image_without_a_layer(tmp_path):
+    p = tmp_path / "flat.tif"
+    _imagej_sem(p, np.full((100, 120), 128, np.uint8), 0.01)
+    r = CliRunner().invoke(app, ["porosity", str(p)])
+    assert r.exit_code == 4, r.output
+    assert "Traceback" not in r.output
