@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["height_map", "write_x3p", "write_truth"]
+__all__ = [
+    "cross_section_image",
+    "height_map",
+    "particle_image",
+    "surface_image",
+    "write_sem_tiff",
+    "write_truth",
+    "write_x3p",
+]
 
 
 def height_map(
@@ -117,3 +125,361 @@ def write_truth(path: str | Path, truth: dict[str, Any]) -> Path:
     out = Path(str(path) + ".truth.json")
     out.write_text(json.dumps(truth, indent=2, sort_keys=True) + "\n")
     return out
+
+
+# --------------------------------------------------------------------------- SEM images
+
+_MAX_OVERLAP = 0.15  # overlap depth allowed between two spheres, fraction of the smaller radius
+
+
+def _to_counts(signal: np.ndarray, rng: np.random.Generator, dose: float, bits: int) -> np.ndarray:
+    """Poisson shot noise on a 0..1 signal (`dose` electrons at full scale), as uint8/16."""
+    full = 255 if bits == 8 else 65535
+    counts = rng.poisson(np.clip(signal, 0.0, None) * dose) * (full / dose)
+    return np.clip(np.rint(counts), 0, full).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _shading(shape: tuple[int, int], rng: np.random.Generator, amplitude: float) -> np.ndarray:
+    """A slow multiplicative field 1 + a * (tilted plane + one broad bump), about 1."""
+    ny, nx = shape
+    yy, xx = np.ogrid[0:ny, 0:nx]
+    gx, gy = rng.uniform(-1.0, 1.0, 2)
+    cx, cy = rng.uniform(0.2, 0.8, 2)
+    bump = np.exp(-(((xx / nx - cx) ** 2 + (yy / ny - cy) ** 2) / 0.18))
+    return 1.0 + amplitude * (gx * (xx / nx - 0.5) + gy * (yy / ny - 0.5) + 0.5 * (bump - 0.5))
+
+
+def _place_spheres(d_nm: np.ndarray, width_nm: float, height_nm: float, target_nm2: float,
+                   rng: np.random.Generator) -> np.ndarray:
+    """Centres for the spheres `d_nm`, in order, by random sequential packing (in place).
+
+    Each sphere is tried at a random point or, mostly, touching an anchor already placed
+    (overlap depth up to `_MAX_OVERLAP` of the smaller radius, a sintering neck); a
+    candidate is accepted when no overlap with any placed sphere exceeds that depth.
+    Packing stops when the disc area reaches `target_nm2` or at the first sphere that finds
+    no room (saturation): the placed spheres are always a prefix of the i.i.d. draws, so
+    their size distribution is the one asked for. Returns the (n, 2) centres of the first
+    n spheres placed.
+    """
+    n_max = d_nm.size
+    r = d_nm / 2.0
+    xy = np.empty((n_max, 2))
+    dead = np.zeros(n_max, bool)  # anchors that failed often: surrounded
+    fails = np.zeros(n_max, np.int32)
+    area, n, batch = 0.0, 0, 24
+    r_big = float(r.max()) if n_max else 0.0
+    while n < n_max and area < target_nm2:
+        ri, placed = r[n], False
+        for attempt in range(80):
+            live = np.flatnonzero(~dead[:n])
+            if live.size and (attempt % 5) != 4:
+                a = int(live[rng.integers(live.size)])
+                ang = rng.uniform(0.0, 2 * np.pi, batch)
+                dist = r[a] + ri - rng.uniform(0.0, _MAX_OVERLAP, batch) * min(r[a], ri)
+                cand = xy[a] + np.column_stack([np.cos(ang), np.sin(ang)]) * dist[:, None]
+            else:
+                a = -1
+                cand = rng.uniform((0.0, 0.0), (width_nm, height_nm), (batch, 2))
+            ok = ((cand[:, 0] >= 0) & (cand[:, 0] < width_nm)
+                  & (cand[:, 1] >= 0) & (cand[:, 1] < height_nm))
+            if n and ok.any():
+                lo, hi = cand.min(0) - ri - r_big, cand.max(0) + ri + r_big
+                near = np.flatnonzero(np.all((xy[:n] > lo) & (xy[:n] < hi), axis=1))
+                if near.size:
+                    gap = np.hypot(cand[:, None, 0] - xy[near, 0], cand[:, None, 1] - xy[near, 1])
+                    depth = r[near] + ri - gap
+                    allowed = _MAX_OVERLAP * np.minimum(r[near], ri) + 1e-9
+                    ok &= np.all(depth <= allowed, axis=1)
+            if ok.any():
+                xy[n] = cand[int(np.argmax(ok))]
+                placed = True
+                break
+            if a >= 0:
+                fails[a] += 1
+                dead[a] = fails[a] >= 3
+        if not placed:
+            break
+        area += math.pi * ri * ri
+        n += 1
+    return xy[:n]
+
+
+def particle_image(
+    shape: tuple[int, int] = (1536, 2048),
+    *,
+    pixel_nm: float = 2.0,
+    modes: tuple[tuple[float, float, float], ...] = ((40.0, 0.12, 0.5), (80.0, 0.12, 0.5)),
+    silver_fraction: float = 0.05,
+    silver_diameter_nm: float = 150.0,
+    coverage: float = 0.9,
+    seed: int = 0,
+    dose: float = 200.0,
+    bits: int = 8,
+    return_labels: bool = False,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A secondary-electron image of touching carbon spheres and brighter silver particles.
+
+    Diameters are drawn i.i.d.: a particle is silver with probability `silver_fraction`
+    (lognormal about `silver_diameter_nm`, sigma 0.12 of ln d), otherwise carbon from one of
+    `modes` = ((median diameter nm, sigma of ln d, number share), ...) chosen by its share.
+    They are packed in 2-D projection (`_place_spheres`: touching, overlapping by at most 15 %
+    of the smaller radius) until the summed disc area reaches `coverage` of the field or the
+    packing saturates (about 0.6-0.7 here, so the default 0.9 means "as dense as it goes").
+    Spheres rest on the substrate and are drawn with a z-buffer, so an overlap shows as a
+    neck. Signal: pores 0.06, carbon 0.33, silver 0.66 of full scale, times an SE edge
+    factor rising from 1 at a sphere's centre to 1.5 at its rim; then a Gaussian PSF
+    (sigma 1 px), a slow +/- 8 % shading and Poisson noise (`dose` electrons at full scale).
+
+    Returns
+    -------
+    image : (M, N) uint8 (or uint16 with ``bits=16``) ndarray
+    truth : dict
+        ``particles``: list of {"id" (the label value), "x_nm", "y_nm" (pixel centre i at
+        (i + 0.5) * pixel_nm, as the readers' coordinates), "diameter_nm", "phase"
+        ("carbon"/"silver"), "mode" (index into `modes`, None for silver), "touches_edge"};
+        ``coverage_achieved`` (labelled pixel fraction), ``n_carbon``, ``n_silver``, the
+        arguments, and ``labels`` ((M, N) int32, 0 = pore) only with `return_labels`.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, not {bits!r}")
+    shares = np.array([m[2] for m in modes], float)
+    if shares.size == 0 or np.any(shares < 0) or shares.sum() <= 0:
+        raise ValueError(f"modes need positive number shares: {modes!r}")
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    w_nm, h_nm = nx * pixel_nm, ny * pixel_nm
+    mean_area = sum(s * math.pi / 4 * (m[0] ** 2) * math.exp(2 * m[1] ** 2)
+                    for m, s in zip(modes, shares / shares.sum()))
+    n_draw = int(1.5 * coverage * w_nm * h_nm / mean_area) + 10
+    silver = rng.random(n_draw) < silver_fraction
+    mode = rng.choice(len(modes), size=n_draw, p=shares / shares.sum())
+    med = np.array([m[0] for m in modes])[mode]
+    sig = np.array([m[1] for m in modes])[mode]
+    d_nm = np.where(silver, silver_diameter_nm * np.exp(0.12 * rng.standard_normal(n_draw)),
+                    med * np.exp(sig * rng.standard_normal(n_draw)))
+    xy = _place_spheres(d_nm, w_nm, h_nm, coverage * w_nm * h_nm, rng)
+    n = len(xy)
+
+    zbuf = np.full(shape, -np.inf, np.float32)
+    signal = np.full(shape, 0.06, np.float32)
+    labels = np.zeros(shape, np.int32)
+    particles: list[dict[str, Any]] = []
+    for i in range(n):
+        x, y, rad = xy[i, 0], xy[i, 1], d_nm[i] / 2.0
+        c0, c1 = max(int((x - rad) / pixel_nm), 0), min(int((x + rad) / pixel_nm) + 2, nx)
+        r0, r1 = max(int((y - rad) / pixel_nm), 0), min(int((y + rad) / pixel_nm) + 2, ny)
+        px = ((np.arange(c0, c1) + 0.5) * pixel_nm - x) / rad
+        py = ((np.arange(r0, r1) + 0.5) * pixel_nm - y) / rad
+        rho2 = py[:, None] ** 2 + px[None, :] ** 2
+        cos = np.sqrt(np.clip(1.0 - rho2, 0.0, None))
+        z = (rad * (1.0 + cos)).astype(np.float32)
+        win = (rho2 <= 1.0) & (z > zbuf[r0:r1, c0:c1])
+        edge = 1.0 + 0.25 * (np.minimum(1.0 / np.maximum(cos, 1e-3), 3.0) - 1.0)
+        base = 0.66 if silver[i] else 0.33
+        zbuf[r0:r1, c0:c1][win] = z[win]
+        signal[r0:r1, c0:c1][win] = (base * edge)[win]
+        labels[r0:r1, c0:c1][win] = i + 1
+        particles.append({
+            "id": i + 1, "x_nm": float(x), "y_nm": float(y), "diameter_nm": float(d_nm[i]),
+            "phase": "silver" if silver[i] else "carbon",
+            "mode": None if silver[i] else int(mode[i]),
+            "touches_edge": bool(x - rad < 0 or y - rad < 0 or x + rad > w_nm or y + rad > h_nm),
+        })
+    signal = gaussian_filter(signal, 1.0) * _shading(shape, rng, 0.08)
+    image = _to_counts(signal, rng, dose, bits)
+    truth: dict[str, Any] = {
+        "kind": "sem_particles",
+        "particles": particles,
+        "n_carbon": int(np.count_nonzero(~silver[:n])),
+        "n_silver": int(np.count_nonzero(silver[:n])),
+        "coverage_achieved": float(np.count_nonzero(labels) / labels.size),
+        "pixel_nm": pixel_nm,
+        "shape": [ny, nx],
+        "modes": [list(m) for m in modes],
+        "silver_fraction": silver_fraction,
+        "silver_diameter_nm": silver_diameter_nm,
+        "coverage": coverage,
+        "seed": seed,
+    }
+    if return_labels:
+        truth["labels"] = labels
+    return image, truth
+
+
+def write_sem_tiff(path: str | Path, image: np.ndarray, *, pixel_um: float,
+                   databar_rows: int = 70, vendor: str = "fei", hv_volts: float = 5000.0,
+                   detector: str = "TLD") -> Path:
+    """Write `image` as an FEI/Thermo Fisher-style TIFF with an appended data bar.
+
+    The page is the image with `databar_rows` rows below it (a grey band with bright,
+    text-like blocks); tag 34682 holds the xT INI text: ``[Scan] PixelWidth/PixelHeight``
+    (metres), ``[Image] ResolutionX/ResolutionY`` (the image without the bar), ``[Beam]
+    HV`` (volts), ``[EBeam]`` HV/HFW/WD, ``[Detectors] Name``, ``[PrivateFei]
+    DatabarHeight``. Only ``vendor="fei"`` is written.
+    """
+    import tifffile
+
+    if vendor != "fei":
+        raise ValueError(f"write_sem_tiff writes vendor 'fei' only, not {vendor!r}")
+    img = np.asarray(image)
+    if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
+        raise ValueError("image must be a 2-D uint8 or uint16 array")
+    ny, nx = img.shape
+    full = np.iinfo(img.dtype).max
+    bar = np.full((databar_rows, nx), int(full * 0.25), img.dtype)
+    brng = np.random.default_rng(34682)  # fixed: the bar's "text" does not depend on the image
+    col = 8
+    while databar_rows >= 12 and col < nx - 16:
+        w = int(brng.integers(6, 40))
+        r0 = int(brng.integers(4, max(databar_rows // 2, 5)))
+        bar[r0:r0 + min(10, databar_rows - r0 - 2), col:min(col + w, nx - 8)] = full
+        col += w + int(brng.integers(4, 30))
+    page = np.vstack([img, bar]) if databar_rows else img
+    p_m = pixel_um * 1e-6
+    ini = (
+        "[User]\nDate=01/01/2026\nTime=12:00:00 PM\n"
+        "[System]\nSystemType=electrode-qc synth\nDnumber=D0000\n"
+        f"[Beam]\nHV={hv_volts!r}\nBeam=EBeam\n"
+        f"[EBeam]\nHV={hv_volts!r}\nHFW={p_m * nx!r}\nWD=0.004\n"
+        f"[Scan]\nPixelWidth={p_m!r}\nPixelHeight={p_m!r}\n"
+        f"[Image]\nResolutionX={nx}\nResolutionY={ny}\n"
+        f"[Detectors]\nName={detector}\nMode=SE\n"
+        f"[PrivateFei]\nDatabarHeight={databar_rows}\n"
+    )
+    path = Path(path)
+    tifffile.imwrite(path, page, extratags=[(34682, "s", 0, ini, True)])
+    return path
+
+
+def cross_section_image(
+    shape: tuple[int, int] = (768, 1024),
+    *,
+    porosity: float = 0.4,
+    layer_rows: tuple[int, int] = (100, 600),
+    disc_radius_px: tuple[float, float] = (5.0, 14.0),
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """An SEM cross-section: background, a porous layer, a dense current collector below.
+
+    The layer (rows ``layer_rows[0]`` to ``layer_rows[1] - 1``) is filled with overlapping
+    solid discs (radii uniform in `disc_radius_px`, clipped to the layer) until its pore
+    fraction falls to `porosity`; one disc changes it by < 0.2 %, so the truth is within
+    that of the request by construction. Grey levels: background 30, pores 35, solid 150
+    with texture, collector 215; Gaussian blur (sigma 1 px) and noise.
+
+    Returns
+    -------
+    image : (M, N) uint8 ndarray
+    truth : dict
+        ``porosity_frac`` (from the generated mask inside the layer), ``layer_top_row``,
+        ``layer_bottom_row`` (inclusive), ``collector_side`` ("bottom"), ``n_discs``,
+        ``solid_mask`` is not returned (regenerate with the same seed).
+    """
+    from scipy.ndimage import gaussian_filter
+
+    if not 0.05 <= porosity <= 0.95:
+        raise ValueError(f"porosity {porosity} is outside 0.05-0.95")
+    top, bottom = layer_rows
+    ny, nx = shape
+    if not 0 <= top < bottom <= ny:
+        raise ValueError(f"layer_rows {layer_rows} do not fit {ny} rows")
+    rng = np.random.default_rng(seed)
+    solid = np.zeros((bottom - top, nx), bool)
+    target = (1.0 - porosity) * solid.size
+    filled, n_discs = 0, 0
+    while filled < target:
+        rad = rng.uniform(*disc_radius_px)
+        cy, cx = rng.uniform(0, bottom - top), rng.uniform(0, nx)
+        r0, r1 = max(int(cy - rad), 0), min(int(cy + rad) + 2, bottom - top)
+        c0, c1 = max(int(cx - rad), 0), min(int(cx + rad) + 2, nx)
+        yy = np.arange(r0, r1)[:, None] + 0.5 - cy
+        xx = np.arange(c0, c1)[None, :] + 0.5 - cx
+        win = solid[r0:r1, c0:c1]
+        new = (yy * yy + xx * xx <= rad * rad) & ~win
+        filled += int(np.count_nonzero(new))
+        win |= new
+        n_discs += 1
+    signal = np.full(shape, 30.0)
+    texture = gaussian_filter(rng.normal(0.0, 1.0, solid.shape), 2.0)
+    signal[top:bottom] = np.where(solid, 150.0 + 60.0 * texture, 35.0)
+    signal[bottom:] = 215.0
+    signal = gaussian_filter(signal, 1.0) + rng.normal(0.0, 6.0, shape)
+    image = np.clip(np.rint(signal), 0, 255).astype(np.uint8)
+    truth = {
+        "kind": "sem_cross_section",
+        "porosity_frac": float(1.0 - solid.mean()),
+        "porosity_requested": porosity,
+        "layer_top_row": top,
+        "layer_bottom_row": bottom - 1,
+        "collector_side": "bottom",
+        "n_discs": n_discs,
+        "shape": [ny, nx],
+        "seed": seed,
+    }
+    return image, truth
+
+
+def surface_image(
+    shape: tuple[int, int] = (960, 1280),
+    *,
+    n_protrusions: int = 40,
+    diameter_px: tuple[float, float] = (14.0, 26.0),
+    amplitude: tuple[float, float] = (40.0, 80.0),
+    noise: float = 6.0,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A 100x optical/SEM electrode surface with Gaussian protrusions of known position.
+
+    Shading (a gradient and a broad curvature), correlated texture (sigma 4 grey levels,
+    2.5 px correlation), Gaussian bumps (FWHM uniform in `diameter_px`, amplitude uniform in
+    `amplitude` grey levels) placed at least 1.6 x the sum of the two FWHMs apart, and
+    Gaussian noise of `noise` grey levels.
+
+    Returns
+    -------
+    image : (M, N) uint8 ndarray
+    truth : dict
+        ``protrusions``: list of {"row", "col" (pixel-centre coordinates, 0 = first pixel),
+        "diameter_px" (FWHM), "amplitude"}; ``count`` and the arguments.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    yy, xx = np.ogrid[0:ny, 0:nx]
+    signal = 90.0 + 40.0 * xx / nx - 100.0 * (yy / ny - 0.4) ** 2 + np.zeros(shape)
+    tex = gaussian_filter(rng.normal(0.0, 1.0, shape), 2.5)
+    signal += 4.0 * tex / tex.std()
+    fwhm = 2.0 * math.sqrt(2.0 * math.log(2.0))
+    bumps: list[dict[str, float]] = []
+    for _ in range(n_protrusions * 200):
+        if len(bumps) == n_protrusions:
+            break
+        d = rng.uniform(*diameter_px)
+        r, c = rng.uniform(0, ny - 1), rng.uniform(0, nx - 1)
+        if any(math.hypot(r - b["row"], c - b["col"]) < 1.6 * (d + b["diameter_px"])
+               for b in bumps):
+            continue
+        bumps.append({"row": r, "col": c, "diameter_px": d, "amplitude": rng.uniform(*amplitude)})
+    for b in bumps:
+        s = b["diameter_px"] / fwhm
+        r0, r1 = int(max(b["row"] - 4 * s, 0)), int(min(b["row"] + 4 * s + 1, ny))
+        c0, c1 = int(max(b["col"] - 4 * s, 0)), int(min(b["col"] + 4 * s + 1, nx))
+        dy = np.arange(r0, r1)[:, None] - b["row"]
+        dx = np.arange(c0, c1)[None, :] - b["col"]
+        signal[r0:r1, c0:c1] += b["amplitude"] * np.exp(-(dy * dy + dx * dx) / (2 * s * s))
+    signal += rng.normal(0.0, noise, shape)
+    image = np.clip(np.rint(signal), 0, 255).astype(np.uint8)
+    truth = {
+        "kind": "sem_surface",
+        "protrusions": bumps,
+        "count": len(bumps),
+        "shape": [ny, nx],
+        "diameter_px": list(diameter_px),
+        "amplitude": list(amplitude),
+        "noise": noise,
+        "seed": seed,
+    }
+    return image, truth
