@@ -12,6 +12,8 @@ _LAZY = {
     "read": ("pipeline.ingest.registry", "read"),
     "surface_texture": ("pipeline.metrology.texture", "surface_texture"),
     "find_protrusions": ("pipeline.segmentation.protrusions", "find_protrusions"),
+    "find_particles": ("pipeline.segmentation.particles", "find_particles"),
+    "size_distribution": ("pipeline.segmentation.psd", "size_distribution"),
     "porosity_from_cross_section": ("pipeline.segmentation.porosity", "porosity_from_cross_section"),
     "gravimetric_porosity": ("pipeline.segmentation.porosity", "gravimetric_porosity"),
     "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),

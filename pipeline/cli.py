@@ -209,6 +209,62 @@ def protrusions(
 
 
 @app.command()
+def particles(
+    files: list[Path] = typer.Argument(..., help="High-magnification SEM images."),
+    min_diameter_nm: Optional[float] = typer.Option(
+        None, "--min-diameter-nm", help="Smallest particle expected (resolution gate)."
+    ),
+    table: Optional[Path] = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """Particles and their size distribution (number/volume quantiles, mixture modes)."""
+
+    def body() -> int:
+        from pipeline.ingest.registry import read
+        from pipeline.instruments import calibrate_image
+        from pipeline.segmentation.particles import find_particles
+        from pipeline.segmentation.psd import size_distribution
+
+        results, tables, worst = [], [], EXIT_OK
+        for f in files:
+            try:
+                parts = find_particles(calibrate_image(read(f, kind="sem")),
+                                       min_diameter_nm=min_diameter_nm)
+                dist = size_distribution(parts)
+                results.append({"path": str(f), **{k: dist.get(k) for k in (
+                    "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
+                    "merge_suspect_share", "ag_area_frac", "flags")}})
+                tables.append(parts.assign(path=str(f)))
+            except ElectrodeQCError as exc:
+                if exc.exit_code == EXIT_USAGE:
+                    raise
+                _err(f"error: {exc}")
+                results.append({"path": str(f), "error": exc.problem})
+                worst = max(worst, exc.exit_code)
+        if table is not None and tables:
+            import pandas as pd
+
+            t = pd.concat(tables, ignore_index=True)
+            t.attrs = {}
+            if table.suffix == ".csv":
+                t.to_csv(table, index=False)
+            else:
+                t.to_parquet(table, index=False)
+        if json_out:
+            _emit_json(results)
+        else:
+            for r in results:
+                if "error" in r:
+                    typer.echo(f"{r['path']}: {r['error']}")
+                    continue
+                modes = ", ".join(f"{m['mean_nm']:.1f} nm ({m['number_share']:.0%})" for m in r["modes"] or [])
+                typer.echo(f"{r['path']}: n {r['n']}, x50 {r['x50_nm']:.1f} nm, modes {modes}, BIC k {r['bic_k']}")
+        return worst
+
+    _guard(body)
+
+
+@app.command()
 def porosity(
     file: Path = typer.Argument(..., help="An SEM cross-section of the layer on its collector."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),

@@ -33,3 +33,18 @@ def test_porosity_command_refuses_an_image_without_a_layer(tmp_path):
     r = CliRunner().invoke(app, ["porosity", str(p)])
     assert r.exit_code == 4, r.output
     assert "Traceback" not in r.output
+
+
+def test_particles_command_on_a_synthetic_fei_image(tmp_path):
+    from pipeline.synth import particle_image, write_sem_tiff
+
+    img, truth = particle_image((384, 512), pixel_nm=2.0, seed=3)
+    p = write_sem_tiff(tmp_path / "psd.tif", img, pixel_um=0.002)
+    out_table = tmp_path / "particles.parquet"
+    r = CliRunner().invoke(app, ["particles", str(p), "--json", "--table", str(out_table)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)[0]
+    assert res["n"] > 50 and res["modes"]
+    import pandas as pd
+
+    assert len(pd.read_parquet(out_table)) >= res["n"]
