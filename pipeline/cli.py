@@ -54,6 +54,30 @@ def _emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
 
 
+def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):
+    """Run `measure` on every file; one file's failure is reported and the rest go on.
+
+    Returns the per-file results (``{"path", ...}`` or ``{"path", "error"}``) and the
+    worst exit code. Usage errors (a bad option or recipe) stop the whole command.
+    """
+    results, worst = [], EXIT_OK
+    for f in files:
+        try:
+            results.append({"path": str(f), **measure(f)})
+        except ElectrodeQCError as exc:
+            if exc.exit_code == EXIT_USAGE:
+                raise
+            _err(f"error: {exc}")
+            results.append({"path": str(f), "error": exc.problem})
+            worst = max(worst, exc.exit_code)
+        except Exception as exc:  # one file's failure must not lose the others' results
+            log.debug("internal error on %s", f, exc_info=True)
+            _err(f"internal error: {f}: {type(exc).__name__}: {exc}")
+            results.append({"path": str(f), "error": f"internal error: {type(exc).__name__}: {exc}"})
+            worst = EXIT_INTERNAL
+    return results, worst
+
+
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
@@ -140,25 +164,12 @@ def surface(
         from pipeline.report_text import surface_text
 
         rec = load_recipe(recipe)
-        results, worst = [], EXIT_OK
-        for f in files:
-            try:
-                da = calibrate_image(read(f, kind="height"))
-                res = surface_texture(
-                    da, level=level, lambda_s=lambda_s, lambda_c=lambda_c, recipe=rec
-                )
-                results.append({"path": str(f), **res})
-            except ElectrodeQCError as exc:
-                if exc.exit_code == EXIT_USAGE:
-                    raise
-                _err(f"error: {exc}")
-                results.append({"path": str(f), "error": exc.problem})
-                worst = max(worst, exc.exit_code)
-            except Exception as exc:  # one file's failure must not lose the others' results
-                log.debug("internal error on %s", f, exc_info=True)
-                _err(f"internal error: {f}: {type(exc).__name__}: {exc}")
-                results.append({"path": str(f), "error": f"internal error: {type(exc).__name__}: {exc}"})
-                worst = EXIT_INTERNAL
+
+        def measure(f: Path) -> dict[str, Any]:
+            da = calibrate_image(read(f, kind="height"))
+            return surface_texture(da, level=level, lambda_s=lambda_s, lambda_c=lambda_c, recipe=rec)
+
+        results, worst = _each_file(files, measure)
         if json_out:
             _emit_json(results)
         else:
@@ -183,20 +194,13 @@ def protrusions(
         from pipeline.instruments import calibrate_image
         from pipeline.segmentation.protrusions import find_protrusions
 
-        results, worst = [], EXIT_OK
-        for f in files:
-            try:
-                table = find_protrusions(calibrate_image(read(f, kind="sem")),
-                                         bump_diameter_um=bump_diameter_um)
-                a = table.attrs
-                results.append({"path": str(f), "count": a.get("count"),
-                                "per_mm2": a.get("per_mm2"), "h": a.get("h")})
-            except ElectrodeQCError as exc:
-                if exc.exit_code == EXIT_USAGE:
-                    raise
-                _err(f"error: {exc}")
-                results.append({"path": str(f), "error": exc.problem})
-                worst = max(worst, exc.exit_code)
+        def measure(f: Path) -> dict[str, Any]:
+            table = find_protrusions(calibrate_image(read(f, kind="sem")),
+                                     bump_diameter_um=bump_diameter_um)
+            a = table.attrs
+            return {"count": a.get("count"), "per_mm2": a.get("per_mm2"), "h": a.get("h")}
+
+        results, worst = _each_file(files, measure)
         if json_out:
             _emit_json(results)
         else:
@@ -225,22 +229,18 @@ def particles(
         from pipeline.segmentation.particles import find_particles
         from pipeline.segmentation.psd import size_distribution
 
-        results, tables, worst = [], [], EXIT_OK
-        for f in files:
-            try:
-                parts = find_particles(calibrate_image(read(f, kind="sem")),
-                                       min_diameter_nm=min_diameter_nm)
-                dist = size_distribution(parts)
-                results.append({"path": str(f), **{k: dist.get(k) for k in (
-                    "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
-                    "merge_suspect_share", "ag_area_frac", "flags")}})
-                tables.append(parts.assign(path=str(f)))
-            except ElectrodeQCError as exc:
-                if exc.exit_code == EXIT_USAGE:
-                    raise
-                _err(f"error: {exc}")
-                results.append({"path": str(f), "error": exc.problem})
-                worst = max(worst, exc.exit_code)
+        tables = []
+
+        def measure(f: Path) -> dict[str, Any]:
+            parts = find_particles(calibrate_image(read(f, kind="sem")),
+                                   min_diameter_nm=min_diameter_nm)
+            dist = size_distribution(parts)
+            tables.append(parts.assign(path=str(f)))
+            return {k: dist.get(k) for k in (
+                "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
+                "merge_suspect_share", "ag_area_frac", "flags")}
+
+        results, worst = _each_file(files, measure)
         if table is not None and tables:
             import pandas as pd
 
