@@ -116,6 +116,20 @@ def _levels(q: np.ndarray, valid: np.ndarray, path):
         raise MeasurementError(path, "image has no contrast; no particles found")
     centers = np.arange(nbins, dtype=np.float64)
     t1 = int(threshold_otsu(hist=(hist, centers)))
+    if nz.size >= 3 and hist.sum() > 100:
+        # Bright rims and silver can pull a two-class Otsu up between carbon and silver.
+        # When the three-class split finds two clear valleys (background | carbon | silver),
+        # its lower threshold is the background/particle split.
+        ta, tb = (int(t) for t in threshold_multiotsu(hist=(hist, centers), classes=3))
+        if ta < t1 and hist[tb + 1:].sum() > 20:
+            dens = np.convolve(hist, np.ones(5) / 5.0, mode="same")
+            c3 = _hist_median(hist, ta + 1, tb + 1)
+            s3 = _hist_median(hist, tb + 1)
+            b3 = _hist_median(hist, 0, ta + 1)
+            peak = lambda v: dens[min(int(v), nbins - 1)]  # noqa: E731
+            if (dens[ta] < 0.25 * min(peak(b3), peak(c3))
+                    and dens[tb] < 0.25 * min(peak(c3), peak(s3))):
+                t1 = ta
     b = _hist_median(hist, 0, t1 + 1)
     c = _hist_median(hist, t1 + 1)
     s = None
