@@ -78,6 +78,15 @@ def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):
     return results, worst
 
 
+def _reader(kind: Optional[str] = None) -> Callable[[Path], Any]:
+    """Read a file and apply its matching instrument profile; profiles are loaded once."""
+    from pipeline.ingest.registry import read
+    from pipeline.instruments import calibrate_image, load_profiles
+
+    profiles = load_profiles()
+    return lambda f: calibrate_image(read(f, kind=kind), profiles=profiles)
+
+
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
@@ -126,11 +135,9 @@ def inspect(
     """Show what the reader sees: format, shape, pixel size and its source, invalid points."""
 
     def body() -> int:
-        from pipeline.ingest.registry import read
-        from pipeline.instruments import calibrate_image
         from pipeline.report_text import inspect_record, inspect_text
 
-        da = calibrate_image(read(file))
+        da = _reader()(file)
         rec = inspect_record(da)
         if json_out:
             _emit_json(rec)
@@ -139,10 +146,6 @@ def inspect(
         return EXIT_OK
 
     _guard(body)
-
-
-def _parse_level(level: str) -> str:
-    return level
 
 
 @app.command()
@@ -157,16 +160,15 @@ def surface(
     """ISO 25178 surface texture (Sa, Sz, ...) of height maps, one result per file."""
 
     def body() -> int:
-        from pipeline.ingest.registry import read
-        from pipeline.instruments import calibrate_image
         from pipeline.metrology.recipe import load_recipe
         from pipeline.metrology.texture import surface_texture
         from pipeline.report_text import surface_text
 
         rec = load_recipe(recipe)
+        read_height = _reader("height")
 
         def measure(f: Path) -> dict[str, Any]:
-            da = calibrate_image(read(f, kind="height"))
+            da = read_height(f)
             return surface_texture(da, level=level, lambda_s=lambda_s, lambda_c=lambda_c, recipe=rec)
 
         results, worst = _each_file(files, measure)
@@ -190,12 +192,12 @@ def protrusions(
     """Count surface protrusions on SEM images: count and density per mm2."""
 
     def body() -> int:
-        from pipeline.ingest.registry import read
-        from pipeline.instruments import calibrate_image
         from pipeline.segmentation.protrusions import find_protrusions
 
+        read_sem = _reader("sem")
+
         def measure(f: Path) -> dict[str, Any]:
-            table = find_protrusions(calibrate_image(read(f, kind="sem")),
+            table = find_protrusions(read_sem(f),
                                      bump_diameter_um=bump_diameter_um)
             a = table.attrs
             return {"count": a.get("count"), "per_mm2": a.get("per_mm2"), "h": a.get("h")}
@@ -224,15 +226,15 @@ def particles(
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
 
     def body() -> int:
-        from pipeline.ingest.registry import read
-        from pipeline.instruments import calibrate_image
         from pipeline.segmentation.particles import find_particles
         from pipeline.segmentation.psd import size_distribution
+
+        read_sem = _reader("sem")
 
         tables = []
 
         def measure(f: Path) -> dict[str, Any]:
-            parts = find_particles(calibrate_image(read(f, kind="sem")),
+            parts = find_particles(read_sem(f),
                                    min_diameter_nm=min_diameter_nm)
             dist = size_distribution(parts)
             tables.append(parts.assign(path=str(f)))
@@ -272,11 +274,9 @@ def porosity(
     """Porosity of the layer in a cross-section image, with the +/-10 grey-level band."""
 
     def body() -> int:
-        from pipeline.ingest.registry import read
-        from pipeline.instruments import calibrate_image
         from pipeline.segmentation.porosity import porosity_from_cross_section
 
-        res = porosity_from_cross_section(calibrate_image(read(file, kind="sem")))
+        res = porosity_from_cross_section(_reader("sem")(file))
         if json_out:
             _emit_json({"path": str(file), **res})
         else:
