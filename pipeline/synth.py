@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "cross_section_image",
     "height_map",
+    "match_labels",
     "particle_image",
     "surface_image",
     "write_sem_tiff",
@@ -483,3 +484,29 @@ def surface_image(
         "seed": seed,
     }
     return image, truth
+
+
+def match_labels(truth: np.ndarray, found: np.ndarray, *, iou: float = 0.5) -> dict[int, int]:
+    """Pair truth regions with found regions one-to-one: ``{truth label: found label}``.
+
+    Two regions are paired when their intersection over union exceeds `iou`. With
+    ``iou >= 0.5`` a region can be paired at most once (two regions each overlapping more
+    than half of their union with a third would have to overlap each other), so a truth
+    particle that is split in two, merged with a neighbour or missed has no pair. Label 0 is
+    background in both images.
+    """
+    truth = np.asarray(truth)
+    found = np.asarray(found)
+    if truth.shape != found.shape:
+        raise ValueError(f"label images differ in shape: {truth.shape} vs {found.shape}")
+    if iou < 0.5:
+        raise ValueError(f"iou must be >= 0.5 for a one-to-one pairing, not {iou!r}")
+    both = (truth > 0) & (found > 0)
+    n_found = int(found.max()) + 1
+    key = truth[both].astype(np.int64) * n_found + found[both]
+    pairs, inter = np.unique(key, return_counts=True)
+    t, f = pairs // n_found, pairs % n_found
+    area_t = np.bincount(truth.ravel(), minlength=int(truth.max()) + 1)
+    area_f = np.bincount(found.ravel(), minlength=n_found)
+    ok = inter / (area_t[t] + area_f[f] - inter) > iou
+    return {int(a): int(b) for a, b in zip(t[ok], f[ok])}

@@ -13,7 +13,7 @@ import numpy as np
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.limits import check_pixel_size, check_shape
 
-__all__ = ["height_dataarray", "sem_dataarray", "require_pixel_size"]
+__all__ = ["height_dataarray", "require_pixel_size", "sem_dataarray"]
 
 
 def height_dataarray(
@@ -190,3 +190,12 @@ def require_pixel_size(da) -> tuple[float, float]:
             "manifest supplies it",
         )
     return float(ps["x"]), float(ps["y"])
+
+
+def valid_mask(da) -> np.ndarray:
+    """(M, N) bool, True where an image is analysed: outside its ``attrs["masked_regions"]``."""
+    valid = np.ones(da.shape, dtype=bool)
+    for r in da.attrs.get("masked_regions") or []:
+        valid[max(int(r["row0"]), 0):max(int(r["row1"]), 0),
+              max(int(r["col0"]), 0):max(int(r["col1"]), 0)] = False
+    return valid

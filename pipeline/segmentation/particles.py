@@ -39,7 +39,9 @@ the image border or a masked region (kept in the table, left out of statistics);
 neighbours.
 
 Gates: pixel coarser than ``min_diameter_nm / 20`` -> a flag in ``attrs["flags"]``;
-coarser than ``min_diameter_nm / 10`` -> MeasurementError. Uniform (all black / all white)
+coarser than ``min_diameter_nm / 10`` -> MeasurementError. `size_distribution` repeats the
+gate on the measured smallest mode; only this up-front gate can refuse an image whose
+particles are so few pixels wide that they merge (then the measured sizes look plausible). Uniform (all black / all white)
 images and images with no particles -> MeasurementError.
 """
 
@@ -66,14 +68,6 @@ TWO_SCALE_MIN_RADIUS_PX = 6.0
 
 COLUMNS = ["label", "x_nm", "y_nm", "ecd_nm", "feret_max_nm", "feret_min_nm", "aspect_ratio",
            "solidity", "phase", "touches_edge", "merge_suspect", "area_px"]
-
-
-def _valid_mask(shape, regions) -> np.ndarray:
-    valid = np.ones(shape, dtype=bool)
-    for r in regions or []:
-        valid[max(int(r["row0"]), 0):max(int(r["row1"]), 0),
-              max(int(r["col0"]), 0):max(int(r["col1"]), 0)] = False
-    return valid
 
 
 def _hist_median(hist: np.ndarray, lo: int = 0, hi: int | None = None) -> float:
@@ -126,7 +120,7 @@ def _levels(q: np.ndarray, valid: np.ndarray, path):
             c3 = _hist_median(hist, ta + 1, tb + 1)
             s3 = _hist_median(hist, tb + 1)
             b3 = _hist_median(hist, 0, ta + 1)
-            peak = lambda v: dens[min(int(v), nbins - 1)]  # noqa: E731
+            peak = lambda v: dens[min(int(v), nbins - 1)]
             if (dens[ta] < 0.25 * min(peak(b3), peak(c3))
                     and dens[tb] < 0.25 * min(peak(c3), peak(s3))):
                 t1 = ta
@@ -287,7 +281,7 @@ def _region_geometry(labels: np.ndarray, n: int):
     return area, cx, cy, feret_max, feret_min, hull
 
 
-def find_particles(sem, *, min_diameter_nm: float | None = None):
+def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: bool = False):
     """Segment the particles of an SEM image and measure each.
 
     Parameters
@@ -299,6 +293,9 @@ def find_particles(sem, *, min_diameter_nm: float | None = None):
         Diameter of the smallest expected particles (the smallest mode). Ties the marker
         suppression to the smallest radius and drives the resolution gate. Estimated from
         the distance map when not given (then no resolution gate).
+    return_labels : bool
+        Also return the label image ((M, N) int32, 0 = background; the ``label`` column
+        indexes it), e.g. for overlays or for scoring against a known truth.
 
     Returns
     -------
@@ -309,6 +306,7 @@ def find_particles(sem, *, min_diameter_nm: float | None = None):
         ``particle_area_frac``, ``levels`` (background/carbon/silver medians and pixel noise,
         in grey levels; uint16 images are analysed in steps of 64 counts),
         ``min_diameter_nm`` (given or estimated), ``source_path``, ``flags``.
+        With `return_labels`, a tuple ``(table, labels)``.
 
     Raises
     ------
@@ -321,7 +319,7 @@ def find_particles(sem, *, min_diameter_nm: float | None = None):
     import pandas as pd
 
     from pipeline.errors import MeasurementError
-    from pipeline.ingest.dataarray import require_pixel_size
+    from pipeline.ingest.dataarray import require_pixel_size, valid_mask
 
     path = sem.attrs.get("source_path")
     dx_um, dy_um = require_pixel_size(sem)
@@ -338,7 +336,7 @@ def find_particles(sem, *, min_diameter_nm: float | None = None):
     img = np.asarray(sem.values).astype(np.float32)
     if img.ndim != 2 or img.size == 0:
         raise MeasurementError(path, "SEM image must be a non-empty 2-D array")
-    valid = _valid_mask(img.shape, sem.attrs.get("masked_regions"))
+    valid = valid_mask(sem)
     if not valid.any():
         raise MeasurementError(path, "the whole image is masked")
     vmin, vmax = cv2.minMaxLoc(img, valid.astype(np.uint8))[:2]
@@ -429,4 +427,6 @@ def find_particles(sem, *, min_diameter_nm: float | None = None):
         flags=flags,
     )
     log.debug("%s: %d particles, %d flags", path, len(df), len(flags))
+    if return_labels:
+        return df, labels
     return df

@@ -284,7 +284,9 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
     Inside the layer, pores are pixels at or below a threshold found by iterating
     T = (median of pores + median of solid) / 2 from Otsu within the layer, which keeps
     blurred edges in the right phase whatever the porosity. The band is the porosity at
-    T -/+ 10 grey levels (x 257 for 16-bit images).
+    T -/+ 10 grey levels (x 257 for 16-bit images). Pixels in ``attrs["masked_regions"]``
+    (burned-in text, scale bars) take no part; rows wholly masked take the solid fraction
+    of their neighbours, so a masked band does not end the layer.
 
     Parameters
     ----------
@@ -309,6 +311,8 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
     """
     from scipy.ndimage import gaussian_filter
 
+    from pipeline.ingest.dataarray import valid_mask
+
     src = sem.attrs.get("source_path")
     img = np.asarray(sem.values)
     if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
@@ -322,19 +326,31 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
     if p_hi - p_lo < 5 * scale:
         raise MeasurementError(src, f"cross-section has no contrast (grey levels {p_lo:.0f}-{p_hi:.0f}); "
                                     "no layer or current collector is visible")
-    t0 = _otsu(g)
-    row_p5 = np.percentile(g, 5, axis=1)
+    valid = valid_mask(sem)
+    if not valid.any():
+        raise MeasurementError(src, "the whole cross-section is masked")
+    rows_ok = valid.any(axis=1)  # rows with at least one analysed pixel
+    masked = not valid.all()
+    gv = np.where(valid, g, np.nan) if masked else g
+    t0 = _otsu(g[valid] if masked else g)
+    row_p5 = np.full(g.shape[0], -np.inf)
+    row_p5[rows_ok] = (np.nanpercentile(gv[rows_ok], 5, axis=1) if masked
+                       else np.percentile(g, 5, axis=1))
     runs = [r for r in _runs(row_p5 > t0) if r[1] - r[0] >= 3]
     if not runs:
         raise MeasurementError(src, "no current collector visible: no band of >= 3 rows that is "
                                     "uniformly brighter than the pore/solid threshold")
     c0, c1 = max(runs, key=lambda r: r[1] - r[0])
-    rest = np.concatenate([g[:c0].ravel(), g[c1:].ravel()])
+    rest = np.concatenate([g[:c0][valid[:c0]], g[c1:][valid[c1:]]])
     if rest.size == 0 or np.ptp(rest) < 5 * scale:
         raise MeasurementError(src, f"no porous layer visible: outside the current collector "
                                     f"(rows {c0}-{c1 - 1}) the image has no contrast")
     t_solid = _otsu(rest)  # pores/background vs solid, collector left out
-    solid = (g > t_solid).mean(axis=1)
+    n_row = valid.sum(axis=1)
+    solid = ((g > t_solid) & valid).sum(axis=1) / np.maximum(n_row, 1)
+    if not rows_ok.all():  # fully masked rows take their neighbours' fraction
+        idx = np.flatnonzero(rows_ok)
+        solid = np.interp(np.arange(solid.size), idx, solid[idx])
     above = _layer_on_side(solid[:c0][::-1])
     below = _layer_on_side(solid[c1:])
     if above is None and below is None:
@@ -350,8 +366,9 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
         top, bottom, side = c1, c1 + n - 1, "top"
     if top == 0 and side == "bottom" or bottom == img.shape[0] - 1 and side == "top":
         flags.append("layer_reaches_image_edge")
-    layer = g[top:bottom + 1]
-    vals = layer.ravel()
+    vals = g[top:bottom + 1][valid[top:bottom + 1]]
+    if vals.size == 0:
+        raise MeasurementError(src, f"the layer (rows {top}-{bottom}) is entirely masked")
     t_otsu = _otsu(vals)
     thr = _midpoint_threshold(vals, t_otsu)
     step = 10.0 * scale
@@ -371,6 +388,8 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
     thickness_um = float(n * ps["y"]) if ps else None
     if thickness_um is None:
         flags.append("no_pixel_size")
+    if masked:
+        flags.append("masked_regions_excluded")
     log.debug("cross-section: collector rows %d-%d, layer rows %d-%d, T=%.1f, porosity %.4f",
               c0, c1 - 1, top, bottom, thr, porosity)
     return {

@@ -57,15 +57,6 @@ def _pixel_size(image):
     return float(ps["x"]), float(ps["y"])
 
 
-def _mask_from_regions(shape, regions) -> np.ndarray:
-    """Boolean (M, N) array, True where analysed (outside every masked region)."""
-    valid = np.ones(shape, dtype=bool)
-    for r in regions or []:
-        valid[max(int(r["row0"]), 0):max(int(r["row1"]), 0),
-              max(int(r["col0"]), 0):max(int(r["col1"]), 0)] = False
-    return valid
-
-
 def _gaussian(img: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
     import cv2
 
@@ -188,17 +179,21 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     ------
     MissingCalibration
         `bump_diameter_um` given for an image without pixel size.
+    MeasurementError
+        Not a 2-D image, or everything masked.
     ValueError
-        Not a 2-D image, non-positive sizes, or everything masked.
+        Non-positive `h_sigma` or bump diameter.
     """
     import pandas as pd
     from scipy import ndimage as ndi
 
-    from pipeline.errors import MissingCalibration
+    from pipeline.errors import MeasurementError, MissingCalibration
+    from pipeline.ingest.dataarray import valid_mask
 
     img = np.asarray(image.values, dtype=np.float32)
     if img.ndim != 2:
-        raise ValueError(f"find_protrusions needs a 2-D image, got {img.ndim} dimensions")
+        raise MeasurementError(image.attrs.get("source_path"),
+                               f"find_protrusions needs a 2-D image, got {img.ndim} dimensions")
     if h_sigma <= 0:
         raise ValueError(f"h_sigma must be > 0, got {h_sigma}")
     ps = _pixel_size(image)
@@ -218,10 +213,11 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     if not (d_x > 0 and d_y > 0 and math.isfinite(d_x * d_y)):
         raise ValueError(f"bump diameter must be > 0 and finite, got {d_x:g} x {d_y:g} px")
     ny, nx = img.shape
-    valid = _mask_from_regions(img.shape, image.attrs.get("masked_regions"))
+    valid = valid_mask(image)
     n_valid = int(valid.sum())
     if n_valid == 0:
-        raise ValueError("every pixel of the image is in a masked region")
+        raise MeasurementError(image.attrs.get("source_path"),
+                               "every pixel of the image is in a masked region")
     weight = valid.astype(np.float32)
 
     d_mean = 0.5 * (d_x + d_y)

@@ -25,6 +25,11 @@ the raw component count is ``bic_k_raw``. A ``bic_k`` other than 2 is a flag. Ea
 standard deviation in nm of that log-normal, ``number_share`` (the mixture weight),
 ``volume_share`` (responsibility-weighted ``d^3`` share), ``n`` (particles assigned to it).
 A mode with fewer than 500 particles is flagged.
+
+Resolution gate, on the measured sizes: with the smallest mode's diameter ``d_min`` (the
+smaller k = 2 mean when the two are resolved, else the geometric mean diameter), a pixel
+coarser than ``d_min / 20`` is a flag and one coarser than ``d_min / 10`` a MeasurementError
+(`find_particles` applies the same gate up front when given ``min_diameter_nm``).
 """
 
 from __future__ import annotations
@@ -145,6 +150,31 @@ def _modes(d: np.ndarray, gm) -> list[dict]:
     return out
 
 
+def _resolution_gate(attrs: dict, gm2, d: np.ndarray, path, flags: list[str]):
+    """Pixel against the smallest measured mode: a flag beyond 1/20, a refusal beyond 1/10.
+
+    The smallest mode is the smaller k = 2 mean when the mixture resolves two modes, else the
+    geometric mean of all diameters (a forced split of one mode would understate it).
+    """
+    from pipeline.errors import MeasurementError
+
+    px = attrs.get("pixel_size_nm")
+    if not px:
+        return
+    px_nm = max(float(px["x"]), float(px["y"]))
+    if gm2 is not None and resolved_modes(gm2) == 2:
+        smallest = float(np.exp(gm2.means_.min()))
+    else:
+        smallest = float(np.exp(np.mean(np.log(d))))
+    if px_nm > smallest / 10.0:
+        raise MeasurementError(path, f"pixel {px_nm:.3g} nm is coarser than a tenth of the "
+                               f"smallest mode ({smallest:.3g} nm); sizes are not measurable "
+                               "at this magnification")
+    if px_nm > smallest / 20.0 and not any(f.startswith("coarse pixel") for f in flags):
+        flags.append(f"coarse pixel: {px_nm:.3g} nm > 1/20 of the smallest mode "
+                     f"({smallest:.3g} nm)")
+
+
 def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, seed: int = 0,
                       phase: str = "carbon") -> dict:
     """Size distribution of the particles of one phase.
@@ -210,6 +240,7 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
     modes = _modes(d, fits[2]) if 2 in fits else []
     if 2 in fits and not fits[2].converged_:
         flags.append("the k=2 mixture fit did not converge")
+    _resolution_gate(attrs, fits.get(2), d, path, flags)
     for i, m in enumerate(modes, 1):
         if m["n"] < MIN_MODE_N:
             flags.append(f"mode {i} ({m['mean_nm']:.0f} nm) has {m['n']} particles "

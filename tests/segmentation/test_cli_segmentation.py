@@ -38,7 +38,7 @@ def test_porosity_command_refuses_an_image_without_a_layer(tmp_path):
 def test_particles_command_on_a_synthetic_fei_image(tmp_path):
     from pipeline.synth import particle_image, write_sem_tiff
 
-    img, truth = particle_image((384, 512), pixel_nm=2.0, seed=3)
+    img, _truth = particle_image((384, 512), pixel_nm=2.0, seed=3)
     p = write_sem_tiff(tmp_path / "psd.tif", img, pixel_um=0.002)
     out_table = tmp_path / "particles.parquet"
     r = CliRunner().invoke(app, ["particles", str(p), "--json", "--table", str(out_table)])
@@ -48,3 +48,36 @@ def test_particles_command_on_a_synthetic_fei_image(tmp_path):
     import pandas as pd
 
     assert len(pd.read_parquet(out_table)) >= res["n"]
+    contract = {"path", "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
+                "merge_suspect_share", "ag_area_frac", "flags"}
+    assert contract <= set(res)
+    for m in res["modes"]:
+        assert {"mean_nm", "sd_nm", "number_share", "volume_share", "n"} <= set(m)
+    assert res["x10_nm"] < res["x50_nm"] < res["x90_nm"]
+
+
+def test_particles_command_keeps_good_files_when_one_is_bad(tmp_path):
+    from pipeline.synth import particle_image, write_sem_tiff
+
+    img, _ = particle_image((384, 512), pixel_nm=2.0, seed=4)
+    good = write_sem_tiff(tmp_path / "good.tif", img, pixel_um=0.002)
+    black = write_sem_tiff(tmp_path / "black.tif", np.zeros_like(img), pixel_um=0.002)
+    r = CliRunner().invoke(app, ["particles", str(black), str(good), "--json"])
+    assert r.exit_code == 4, r.output
+    res = json.loads(r.stdout)
+    assert "all black" in res[0]["error"] and "black.tif" in res[0]["path"]
+    assert res[1]["n"] > 50
+
+
+def test_porosity_command_on_a_synthetic_cross_section(tmp_path):
+    from pipeline.synth import cross_section_image, write_sem_tiff
+
+    img, truth = cross_section_image(porosity=0.45, seed=2)
+    p = write_sem_tiff(tmp_path / "xsec.tif", img, pixel_um=0.05)
+    r = CliRunner().invoke(app, ["porosity", str(p), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert res["path"] == str(p)
+    assert abs(res["porosity_frac"] - truth["porosity_frac"]) <= 0.015
+    lo, hi = res["band"]
+    assert lo <= res["porosity_frac"] <= hi

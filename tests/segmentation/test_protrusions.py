@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import MissingCalibration
+from pipeline.errors import MeasurementError, MissingCalibration
 from pipeline.ingest.dataarray import height_dataarray, sem_dataarray
 from pipeline.segmentation.protrusions import find_height_protrusions, find_protrusions
 
@@ -189,7 +189,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="bump diameter must be > 0"):
         find_protrusions(da, bump_diameter_um=-1.0)
     everything = [{"row0": 0, "row1": 50, "col0": 0, "col1": 60}]
-    with pytest.raises(ValueError, match="every pixel of the image is in a masked region"):
+    with pytest.raises(MeasurementError, match="every pixel of the image is in a masked region"):
         find_protrusions(sem(np.full((50, 60), 10, np.uint8), masked=everything),
                          bump_diameter_um=10.0)
 
