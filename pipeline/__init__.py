@@ -19,7 +19,10 @@ _LAZY = {
     "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [  # noqa: RUF022 - the version first, then the API as listed in _LAZY
+    "__version__", "read", "surface_texture", "find_protrusions", "find_particles",
+    "size_distribution", "porosity_from_cross_section", "gravimetric_porosity", "void_reduction",
+]
 
 
 def __getattr__(name: str):

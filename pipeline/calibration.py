@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pipeline.errors import ConfigError
 
-__all__ = ["CalibrationFile", "calibration_dir", "load_versioned", "SCHEMA_VERSIONS"]
+__all__ = ["SCHEMA_VERSIONS", "CalibrationFile", "calibration_dir", "load_versioned"]
 
 #: The newest schema version this package knows, per kind of file.
 SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1, "materials": 1}

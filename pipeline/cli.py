@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -78,7 +79,7 @@ def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):
     return results, worst
 
 
-def _reader(kind: Optional[str] = None) -> Callable[[Path], Any]:
+def _reader(kind: str | None = None) -> Callable[[Path], Any]:
     """Read a file and apply its matching instrument profile; profiles are loaded once."""
     from pipeline.ingest.registry import read
     from pipeline.instruments import calibrate_image, load_profiles
@@ -151,10 +152,10 @@ def inspect(
 @app.command()
 def surface(
     files: list[Path] = typer.Argument(..., help="Height-map files."),
-    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
-    level: Optional[str] = typer.Option(None, "--level", help="none | plane | poly:N (default: the recipe's)."),
-    lambda_s: Optional[float] = typer.Option(None, "--lambda-s", help="S-filter nesting index, um."),
-    lambda_c: Optional[float] = typer.Option(None, "--lambda-c", help="L-filter nesting index, um."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
+    level: str | None = typer.Option(None, "--level", help="none | plane | poly:N (default: the recipe's)."),
+    lambda_s: float | None = typer.Option(None, "--lambda-s", help="S-filter nesting index, um."),
+    lambda_c: float | None = typer.Option(None, "--lambda-c", help="L-filter nesting index, um."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """ISO 25178 surface texture (Sa, Sz, ...) of height maps, one result per file."""
@@ -184,7 +185,7 @@ def surface(
 @app.command()
 def protrusions(
     files: list[Path] = typer.Argument(..., help="SEM surface images (about 100x)."),
-    bump_diameter_um: Optional[float] = typer.Option(
+    bump_diameter_um: float | None = typer.Option(
         None, "--bump-diameter-um", help="Expected protrusion diameter (default: estimated)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
@@ -217,10 +218,10 @@ def protrusions(
 @app.command()
 def particles(
     files: list[Path] = typer.Argument(..., help="High-magnification SEM images."),
-    min_diameter_nm: Optional[float] = typer.Option(
+    min_diameter_nm: float | None = typer.Option(
         None, "--min-diameter-nm", help="Smallest particle expected (resolution gate)."
     ),
-    table: Optional[Path] = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
+    table: Path | None = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
@@ -294,7 +295,7 @@ calibrate_app = typer.Typer(help="Measure calibration standards and write instru
 app.add_typer(calibrate_app, name="calibrate")
 
 
-def _match_of(da, vendor: Optional[str], model: Optional[str], serial: Optional[str]) -> dict[str, str]:
+def _match_of(da, vendor: str | None, model: str | None, serial: str | None) -> dict[str, str]:
     """Which images the profile applies to: the options, else what the file says."""
     match = {
         "vendor": vendor or str(da.attrs.get("vendor") or ""),
@@ -313,12 +314,12 @@ _SERIAL = typer.Option(None, "--serial", help="Profile match: serial number.")
 def calibrate_grating(
     image: Path = typer.Argument(..., help="An SEM image (or height map) of a periodic grating."),
     pitch_nm: float = typer.Option(..., "--pitch-nm", help="Certified grating pitch, nm."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write an instrument profile here."),
-    profile_id: Optional[str] = typer.Option(None, "--id", help="Profile id (default: file stem)."),
+    out: Path | None = typer.Option(None, "--out", help="Write an instrument profile here."),
+    profile_id: str | None = typer.Option(None, "--id", help="Profile id (default: file stem)."),
     square_pixels: bool = typer.Option(False, "--square-pixels", help="Use one axis for both."),
-    vendor: Optional[str] = _VENDOR,
-    model: Optional[str] = _MODEL,
-    serial: Optional[str] = _SERIAL,
+    vendor: str | None = _VENDOR,
+    model: str | None = _MODEL,
+    serial: str | None = _SERIAL,
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Pixel size from an image of a grating of known pitch (FFT peak, both axes)."""
@@ -349,11 +350,11 @@ def calibrate_grating(
 def calibrate_step(
     height_map: Path = typer.Argument(..., help="A height map of a step-height standard."),
     height_um: float = typer.Option(..., "--height-um", help="Certified step height, um."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write an instrument profile here."),
-    profile_id: Optional[str] = typer.Option(None, "--id", help="Profile id (default: file stem)."),
-    vendor: Optional[str] = _VENDOR,
-    model: Optional[str] = _MODEL,
-    serial: Optional[str] = _SERIAL,
+    out: Path | None = typer.Option(None, "--out", help="Write an instrument profile here."),
+    profile_id: str | None = typer.Option(None, "--id", help="Profile id (default: file stem)."),
+    vendor: str | None = _VENDOR,
+    model: str | None = _MODEL,
+    serial: str | None = _SERIAL,
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Measure a step-height standard and derive the z-scale (certified / measured)."""

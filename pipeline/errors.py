@@ -9,17 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
-    "ElectrodeQCError",
-    "UnreadableInput",
-    "MissingCalibration",
-    "ConfigError",
-    "MeasurementError",
-    "EXIT_OK",
-    "EXIT_NONCONFORMING",
-    "EXIT_USAGE",
     "EXIT_INDETERMINATE",
-    "EXIT_UNREADABLE",
     "EXIT_INTERNAL",
+    "EXIT_NONCONFORMING",
+    "EXIT_OK",
+    "EXIT_UNREADABLE",
+    "EXIT_USAGE",
+    "ConfigError",
+    "ElectrodeQCError",
+    "MeasurementError",
+    "MissingCalibration",
+    "UnreadableInput",
 ]
 
 EXIT_OK = 0

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["json_safe", "inspect_record", "inspect_text", "surface_text", "formats_table"]
+__all__ = ["formats_table", "inspect_record", "inspect_text", "json_safe", "surface_text"]
 
 _SURFACE_COLUMNS = (
     ("Sa_um", "Sa um"),

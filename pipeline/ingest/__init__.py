@@ -2,4 +2,4 @@
 
 from pipeline.ingest.registry import find_reader, read, readers
 
-__all__ = ["read", "readers", "find_reader"]
+__all__ = ["find_reader", "read", "readers"]

@@ -7,6 +7,7 @@ byte slices that run past the end of the data.
 
 from __future__ import annotations
 
+import math
 import struct
 import zipfile
 import zlib
@@ -16,19 +17,19 @@ from pipeline.errors import UnreadableInput
 
 __all__ = [
     "MAX_PIXELS",
+    "MAX_PIXEL_SIZE_UM",
     "MAX_SIDE",
+    "MAX_XML_BYTES",
     "MAX_ZIP_MEMBERS",
-    "MAX_ZIP_TOTAL_BYTES",
     "MAX_ZIP_RATIO",
-    "check_shape",
+    "MAX_ZIP_TOTAL_BYTES",
+    "check_expansion",
     "check_pixel_size",
+    "check_shape",
+    "need",
     "open_zip",
     "read_zip_member",
-    "need",
     "unpack_from",
-    "check_expansion",
-    "MAX_XML_BYTES",
-    "MAX_PIXEL_SIZE_UM",
 ]
 
 MAX_SIDE = 65_536
@@ -62,7 +63,7 @@ def check_pixel_size(path: str | Path, dx_um: float, dy_um: float) -> tuple[floa
             f = float(v)
         except (TypeError, ValueError):
             raise UnreadableInput(path, f"pixel size {axis} is not a number: {v!r}") from None
-        if not (f == f) or f in (float("inf"), float("-inf")) or f <= 0.0:
+        if not math.isfinite(f) or f <= 0.0:
             raise UnreadableInput(
                 path, f"pixel size {axis} is {f!r} um; it must be a finite positive length"
             )

@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pipeline.errors import ElectrodeQCError, UnreadableInput
 
-__all__ = ["Reader", "HEAD_BYTES", "readers", "refresh", "read", "find_reader", "sha256_file"]
+__all__ = ["HEAD_BYTES", "Reader", "find_reader", "read", "readers", "refresh", "sha256_file"]
 
 log = logging.getLogger(__name__)
 

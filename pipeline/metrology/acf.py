@@ -14,7 +14,7 @@ import numpy as np
 from pipeline.errors import MeasurementError
 from pipeline.metrology.spatial import check_height_map
 
-__all__ = ["autocorrelation", "acf_decay", "sal_str"]
+__all__ = ["acf_decay", "autocorrelation", "sal_str"]
 
 logger = logging.getLogger(__name__)
 

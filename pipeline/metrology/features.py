@@ -36,7 +36,7 @@ import numpy as np
 from pipeline.errors import MeasurementError
 from pipeline.metrology.spatial import check_height_map
 
-__all__ = ["spd", "EDGE_POLICY"]
+__all__ = ["EDGE_POLICY", "spd"]
 
 logger = logging.getLogger(__name__)
 

@@ -42,11 +42,11 @@ import numpy as np
 
 __all__ = [
     "SIGMA_PER_LAMBDA",
-    "sigma_um",
-    "gaussian_lowpass",
-    "s_filter",
-    "l_filter",
     "band_pass",
+    "gaussian_lowpass",
+    "l_filter",
+    "s_filter",
+    "sigma_um",
 ]
 
 SIGMA_PER_LAMBDA = math.sqrt(math.log(2.0) / 2.0) / math.pi  # 0.18739...
@@ -61,7 +61,7 @@ def sigma_um(nesting_index_um: float) -> float:
 
 def _kernel(sigma_px: float, max_radius: int) -> np.ndarray:
     # Taps further out than the array is long only ever meet the zero padding.
-    r = max(1, min(int(math.ceil(_TRUNCATE * sigma_px)), max_radius))
+    r = max(1, min(math.ceil(_TRUNCATE * sigma_px), max_radius))
     k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma_px) ** 2)
     return (k / k.sum()).astype(np.float32).reshape(-1, 1)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fit_plane", "plane_terms", "remove_plane", "remove_polynomial", "level"]
+__all__ = ["fit_plane", "level", "plane_terms", "remove_plane", "remove_polynomial"]
 
 
 def _centred_axes(shape: tuple[int, int], dx: float, dy: float):

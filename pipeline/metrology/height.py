@@ -44,8 +44,8 @@ def _power_sums(v: np.ndarray, c0: float) -> tuple[np.ndarray, float, float]:
         y = work if chunk.size == work.shape[1] else np.vstack([np.ones(chunk.size), chunk, chunk])
         e = np.subtract(chunk, c0, out=y[1])
         bmax, bmin = e.max(), e.min()
-        hi = bmax if bmax > hi else hi
-        lo = bmin if bmin < lo else lo
+        hi = max(hi, bmax)
+        lo = min(lo, bmin)
         np.multiply(e, e, out=y[2])
         # rows (e, e^2) times columns (1, e, e^2): sums of e, e^2, e^3 and e^2, e^3, e^4
         g += y[1:] @ y.T

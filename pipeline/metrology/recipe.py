@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from pipeline.calibration import CalibrationFile, calibration_dir, load_versioned
 from pipeline.errors import ConfigError
 
-__all__ = ["Recipe", "load_recipe", "default_recipe_path"]
+__all__ = ["Recipe", "default_recipe_path", "load_recipe"]
 
 _SECTIONS: dict[str, set[str]] = {
     "form": {"level"},
@@ -49,7 +50,7 @@ def _num(path, section, key, value, *, lo=None, hi=None, allow_zero=True) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(path, f"[{section}] {key} must be a number, found {value!r}")
     v = float(value)
-    if v != v or v in (float("inf"), float("-inf")):
+    if not math.isfinite(v):
         raise ConfigError(path, f"[{section}] {key} must be finite, found {value!r}")
     if (lo is not None and v < lo) or (hi is not None and v > hi) or (not allow_zero and v == 0):
         raise ConfigError(path, f"[{section}] {key} = {v} is outside its range [{lo}, {hi}]")
@@ -86,7 +87,7 @@ def recipe_from_file(cf: CalibrationFile) -> Recipe:
         bad = set(sub) - keys
         if bad:
             raise ConfigError(p, f"unknown keys in [{sec}]: {', '.join(sorted(bad))}")
-    g = lambda sec, key, default: d.get(sec, {}).get(key, default)  # noqa: E731
+    g = lambda sec, key, default: d.get(sec, {}).get(key, default)
     ls = _num(p, "filters", "lambda_s_um", g("filters", "lambda_s_um", 0.0), lo=0)
     lc = _num(p, "filters", "lambda_c_um", g("filters", "lambda_c_um", 0.0), lo=0)
     if ls and lc and ls >= lc:

@@ -33,7 +33,7 @@ import numpy as np
 
 from pipeline.errors import MeasurementError
 
-__all__ = ["sdq", "sdr", "check_height_map"]
+__all__ = ["check_height_map", "sdq", "sdr"]
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, MeasurementError
 
-__all__ = ["surface_texture", "scale_limited_surface"]
+__all__ = ["scale_limited_surface", "surface_texture"]
 
 
 def _pixel_size(height) -> tuple[float, float]:
@@ -128,10 +128,10 @@ def surface_texture(
 
 
 def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
+    from pipeline.metrology.acf import acf_decay
     from pipeline.metrology.features import spd
     from pipeline.metrology.height import height_parameters
     from pipeline.metrology.outliers import outlier_mask
-    from pipeline.metrology.acf import acf_decay
     from pipeline.metrology.spatial import sdq, sdr
 
     recipe, level, ls, lc = _resolve(recipe, level, lambda_s, lambda_c)

@@ -61,7 +61,7 @@ def _exact_lowpass(z, sx, sy):
     from scipy.signal import fftconvolve
 
     def k(s):
-        r = int(math.ceil(8 * s))
+        r = math.ceil(8 * s)
         g = np.exp(-0.5 * (np.arange(-r, r + 1) / s) ** 2)
         return g / g.sum()
 

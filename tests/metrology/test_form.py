@@ -49,7 +49,7 @@ def test_polynomial_removes_quadratic_form():
 
 
 def test_level_names():
-    X, Y = _grid()
+    X, _Y = _grid()
     z = X * 0.1
     assert level(z, "none") is z
     assert np.abs(level(z, "plane", 0.5, 0.25)).max() < 1e-12

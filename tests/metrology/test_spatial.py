@@ -90,7 +90,7 @@ def test_flat_plane_is_zero():
 
 @pytest.mark.parametrize("a", [0.01, 0.3, 1.0, 5.0])
 def test_tilted_plane_along_x_is_exact(a):
-    x, y = grid(64, 48, 0.25, 0.25)
+    x, _y = grid(64, 48, 0.25, 0.25)
     z = a * x + 2.0
     assert sdr(z, 0.25, 0.25) == pytest.approx((math.sqrt(1 + a * a) - 1) * 100, rel=1e-12)
     assert sdq(z, 0.25, 0.25) == pytest.approx(a, rel=1e-12)
@@ -127,7 +127,7 @@ def test_all_valid_fast_path_matches_brute_force():
 
 def test_invalid_cells_excluded_from_area_and_projected_area():
     # A plane with holes is still exactly the plane: only whole valid cells are counted.
-    x, y = grid(40, 40, 1.0, 1.0)
+    x, _y = grid(40, 40, 1.0, 1.0)
     z = 0.5 * x
     z[5, 5] = z[20, 0] = np.nan
     z[30:, 30:] = np.nan
@@ -169,7 +169,7 @@ def continuous_sdr_sinusoid(amplitude, wavelength):
 def test_sinusoid_against_analytic_integral(amplitude, dx, dy):
     lam = 32 * dx  # 32 points per period; the cells span 6 whole periods
     n = 6 * 32 + 1
-    x, y = grid(50, n, dx, dy)
+    x, _y = grid(50, n, dx, dy)
     z = amplitude * np.sin(2 * math.pi * x / lam)
     # The forward difference sees the slope times sinc(k dx / 2): relative error of the
     # squared slope (k dx)^2 / 12 = 3.2e-3 here, so Sdr (~ slope^2) within 0.5 %.
@@ -277,7 +277,7 @@ def test_acf_matches_direct_sums_with_missing_points():
     rng = np.random.default_rng(8)
     z = rng.standard_normal((7, 9)) + np.arange(9) * 0.3
     z[rng.random(z.shape) < 0.25] = np.nan
-    acf, tx, ty = autocorrelation(z, 1.0, 1.0)
+    acf, _tx, _ty = autocorrelation(z, 1.0, 1.0)
     assert acf.shape == (13, 17)
     for i, t_y in enumerate(range(-6, 7)):
         for j, t_x in enumerate(range(-8, 9)):

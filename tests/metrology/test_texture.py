@@ -7,10 +7,7 @@ import pipeline
 from pipeline.errors import ConfigError, MeasurementError
 from pipeline.ingest.dataarray import height_dataarray
 
-KEYS = (
-    "Sa_um Sq_um Sp_um Sv_um Sz_um Ssk Sku Sdq Sdr_pct Sal_um Str Spd_per_mm2 "
-    "invalid_fraction sz_without_outliers_um recipe"
-).split()
+KEYS = ["Sa_um", "Sq_um", "Sp_um", "Sv_um", "Sz_um", "Ssk", "Sku", "Sdq", "Sdr_pct", "Sal_um", "Str", "Spd_per_mm2", "invalid_fraction", "sz_without_outliers_um", "recipe"]
 
 
 def _da(z, dx=0.5, dy=0.5):

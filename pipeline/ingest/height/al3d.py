@@ -34,7 +34,7 @@ from pipeline.ingest.height.binary import (
 )
 from pipeline.ingest.limits import check_shape, need
 
-__all__ = ["Al3dReader", "parse_al3d", "MAGIC", "TAG_SIZE", "COMMENT_SIZE"]
+__all__ = ["COMMENT_SIZE", "MAGIC", "TAG_SIZE", "Al3dReader", "parse_al3d"]
 
 log = logging.getLogger(__name__)
 

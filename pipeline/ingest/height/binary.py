@@ -16,11 +16,11 @@ from pipeline.errors import UnreadableInput
 from pipeline.ingest.limits import need
 
 __all__ = [
-    "length_unit_to_um",
-    "fixed_string",
-    "read_file_bytes",
     "array_from_buffer",
     "finite_positive",
+    "fixed_string",
+    "length_unit_to_um",
+    "read_file_bytes",
 ]
 
 # Micrometres per unit. Keys are lower-case with the micro sign normalised to "u".

@@ -245,9 +245,7 @@ def _datafield(p: _Parser, pos: int, end: int, cid: int) -> dict:
     f: dict = {"xoff": 0.0, "yoff": 0.0, "si_unit_xy": "", "si_unit_z": ""}
     data = None
     for cname, kind, vpos in p.components(start, stop, what, 1):
-        if cname in ("xres", "yres") and kind == "i":
-            f[cname] = p.scalar(kind, vpos, f"{what} {cname}")
-        elif cname in ("xreal", "yreal", "xoff", "yoff") and kind == "d":
+        if cname in ("xres", "yres") and kind == "i" or cname in ("xreal", "yreal", "xoff", "yoff") and kind == "d":
             f[cname] = p.scalar(kind, vpos, f"{what} {cname}")
         elif cname in ("si_unit_xy", "si_unit_z") and kind == "o":
             f[cname] = p.unit(vpos, stop, f"{what} {cname}")

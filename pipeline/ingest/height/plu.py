@@ -46,7 +46,7 @@ from pipeline.ingest.height.binary import (
 )
 from pipeline.ingest.limits import check_shape, need
 
-__all__ = ["PluReader", "parse_plu", "HEADER_SIZE", "DATA_OFFSET", "UNDEFINED_VALUE"]
+__all__ = ["DATA_OFFSET", "HEADER_SIZE", "UNDEFINED_VALUE", "PluReader", "parse_plu"]
 
 log = logging.getLogger(__name__)
 

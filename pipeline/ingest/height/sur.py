@@ -43,7 +43,7 @@ from pipeline.ingest.height.binary import (
 )
 from pipeline.ingest.limits import check_expansion, check_shape, need, unpack_from
 
-__all__ = ["SurReader", "parse_sur", "HEADER_FIELDS", "HEADER_SIZE"]
+__all__ = ["HEADER_FIELDS", "HEADER_SIZE", "SurReader", "parse_sur"]
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import numpy as np
 from pipeline.errors import MissingCalibration, UnreadableInput
 from pipeline.ingest.dataarray import height_dataarray
 
-__all__ = ["SurfaceTopographyReader", "SUFFIX_FORMATS"]
+__all__ = ["SUFFIX_FORMATS", "SurfaceTopographyReader"]
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from pipeline.ingest.limits import (
     read_zip_member,
 )
 
-__all__ = ["ZonReader", "MAGICS", "MEMBERS", "INVALID_BITS", "ZSTD_MAGIC"]
+__all__ = ["INVALID_BITS", "MAGICS", "MEMBERS", "ZSTD_MAGIC", "ZonReader"]
 
 log = logging.getLogger(__name__)
 

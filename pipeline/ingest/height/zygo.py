@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from pipeline.ingest.dataarray import height_dataarray
 from pipeline.ingest.height.binary import array_from_buffer, fixed_string, read_file_bytes
 from pipeline.ingest.limits import check_shape, need
 
-__all__ = ["ZygoDatReader", "parse_metropro", "MAGICS", "INVALID_PHASE", "PHASE_RESOLUTION"]
+__all__ = ["INVALID_PHASE", "MAGICS", "PHASE_RESOLUTION", "ZygoDatReader", "parse_metropro"]
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def _header_info(h: dict, resolution: int) -> dict:
         "invalid_rule": INVALID_RULE,
     }
     if h["time_stamp"] > 0:
-        info["date"] = datetime.fromtimestamp(h["time_stamp"], tz=timezone.utc).isoformat(sep=" ")
+        info["date"] = datetime.fromtimestamp(h["time_stamp"], tz=UTC).isoformat(sep=" ")
     return {k: v for k, v in info.items() if v != ""}
 
 

@@ -66,7 +66,7 @@ class OlympusSisReader:
             page = first_page(path, tif)
             try:
                 meta = dict(tif.sis_metadata or {})
-            except Exception as exc:  # noqa: BLE001 - a broken SIS block; the image is still read
+            except Exception as exc:  # a broken SIS block; the image is still read
                 log.warning("%s: OlympusSIS metadata unreadable (%s)", path, exc)
                 meta = {}
             image = read_page(path, page)

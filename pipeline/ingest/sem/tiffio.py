@@ -18,8 +18,16 @@ from pipeline.errors import UnreadableInput
 from pipeline.ingest.limits import MAX_XML_BYTES, check_expansion, check_shape
 
 __all__ = [
-    "is_tiff", "open_tiff", "first_page", "read_page", "tag_value", "parse_ini", "sniff_info",
-    "ifd_tag_codes", "raw_tag_bytes", "decode_text",
+    "decode_text",
+    "first_page",
+    "ifd_tag_codes",
+    "is_tiff",
+    "open_tiff",
+    "parse_ini",
+    "raw_tag_bytes",
+    "read_page",
+    "sniff_info",
+    "tag_value",
 ]
 
 log = logging.getLogger(__name__)

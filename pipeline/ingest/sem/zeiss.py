@@ -167,7 +167,7 @@ def _read_zeiss_page(path: Path, page):
                     "TIFF image data")
     try:
         idx = page.asarray()
-    except Exception as exc:  # noqa: BLE001 - as tiffio.read_page: any decode failure
+    except Exception as exc:  # as tiffio.read_page: any decode failure
         raise UnreadableInput(
             path, f"TIFF image data is truncated or corrupt ({type(exc).__name__}: {exc})"
         ) from None

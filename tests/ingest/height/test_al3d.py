@@ -3,7 +3,6 @@ synthetic files written tag by tag here (row padding, invalid pixels), and every
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
@@ -67,7 +66,7 @@ def real():
 
 
 def test_real_shape_pixel_size_and_attrs(real):
-    path, da, t = real
+    _path, da, t = real
     assert da.attrs["reader"] == "al3d" and da.shape == (296, 200)
     for axis, i in (("x", 0), ("y", 1)):
         px = da.attrs["pixel_size_um"][axis]

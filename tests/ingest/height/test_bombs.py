@@ -32,7 +32,7 @@ def test_zon_zstd_height_bomb(tmp_path):
 
 
 def test_x3p_oversized_main_xml(tmp_path, monkeypatch):
-    import pipeline.ingest.height.x3p as x3p
+    from pipeline.ingest.height import x3p
 
     monkeypatch.setattr(x3p, "MAX_XML_BYTES", 2000)
     xml = main_xml(nx=2, ny=2).replace(b"<Record3>", b"<!--" + b" " * 4000 + b"--><Record3>")

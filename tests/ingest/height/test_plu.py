@@ -57,7 +57,7 @@ def real():
 
 
 def test_real_shape_pixel_size_and_attrs(real):
-    path, da, t = real
+    _path, da, t = real
     assert da.attrs["reader"] == "plu" and da.shape == (576, 768)
     for axis, i in (("x", 0), ("y", 1)):
         px = da.attrs["pixel_size_um"][axis]

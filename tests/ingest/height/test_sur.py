@@ -4,6 +4,7 @@ field by field here, and every bad-input path."""
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 
@@ -49,7 +50,7 @@ def sur_object(raw, *, magic=b"DIGITAL SURF", bits=32, dx=1e-3, dy=2e-3, dz=1e-5
 
 def compressed_block(payload: bytes, n_streams: int = 2) -> bytes:
     cuts = np.linspace(0, len(payload), n_streams + 1).astype(int)
-    parts = [payload[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    parts = [payload[a:b] for a, b in itertools.pairwise(cuts)]
     zipped = [zlib.compress(p) for p in parts]
     table = b"".join(struct.pack("<2I", len(p), len(z)) for p, z in zip(parts, zipped))
     return struct.pack("<I", n_streams) + table + b"".join(zipped)
@@ -71,7 +72,7 @@ def real():
 
 
 def test_real_shape_pixel_size_and_attrs(real):
-    path, da, t = real
+    _path, da, t = real
     assert da.attrs["reader"] == "sur" and da.attrs["format"] == "sur"
     assert da.shape == (512, 512)
     px = da.attrs["pixel_size_um"]
