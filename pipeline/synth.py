@@ -33,6 +33,7 @@ def height_map(
     *,
     pixel_um: float = 0.1,
     sa_um: float = 0.05,
+    sz_um: float | None = None,
     correlation_um: float = 1.0,
     protrusions: int = 0,
     protrusion_height_um: float = 0.5,
@@ -48,6 +49,12 @@ def height_map(
     `sa_um` exactly. Protrusions are Gaussian bumps of the given height and width at random
     positions at least four widths apart and two widths from the edges; a tilt (um/um) is
     added on top and unmeasured points (NaN) are scattered at random.
+
+    With `sz_um`, the whole map (texture and protrusions, least-squares plane removed, valid
+    points) is made to have Sa = `sa_um` and Sz = `sz_um` instead: the texture's height
+    distribution is reshaped by ``sign(r) |r|**p`` (p < 1 shortens its tails, p > 1 lengthens
+    them) and scaled, with p and the scale solved by Brent's method. The
+    protrusions keep their absolute height, so `sz_um` must exceed the tallest of them.
 
     Returns
     -------
@@ -79,12 +86,17 @@ def height_map(
         z += b["height_um"] * np.exp(
             -((x - b["x_um"]) ** 2 + (y - b["y_um"]) ** 2) / (2 * protrusion_sigma_um**2)
         )
+    invalid = rng.random(shape) < invalid_fraction if invalid_fraction > 0 else None
+    if sz_um is not None:
+        z = _shape_sa_sz(rough / sa_um, z - rough, sa_um, sz_um, invalid)
     z += tilt[0] * x + tilt[1] * y
-    if invalid_fraction > 0:
-        z[rng.random(shape) < invalid_fraction] = np.nan
+    if invalid is not None:
+        z[invalid] = np.nan
     truth = {
         "kind": "height",
-        "sa_roughness_um": sa_um,
+        "sa_roughness_um": sa_um if sz_um is None else None,
+        "sa_um": sa_um if sz_um is not None else None,
+        "sz_um": sz_um,
         "protrusions": bumps,
         "pixel_um": pixel_um,
         "shape": [ny, nx],
@@ -94,6 +106,47 @@ def height_map(
         "seed": seed,
     }
     return z, truth
+
+
+def _shape_sa_sz(r: np.ndarray, bumps: np.ndarray, sa: float, sz: float,
+                 invalid: np.ndarray | None) -> np.ndarray:
+    """``scale * sign(r) |r|**p + bumps`` whose levelled Sa and Sz are `sa` and `sz`."""
+    from scipy.optimize import brentq
+
+    if not (0 < sa < sz):
+        raise ValueError(f"need 0 < sa_um < sz_um, got sa {sa} and sz {sz}")
+    if bumps.max() >= sz:
+        raise ValueError(f"protrusions of {bumps.max():.3g} um do not fit in Sz {sz} um")
+    ny, nx = r.shape
+    ok = np.ones(r.shape, bool) if invalid is None else ~invalid
+    yy, xx = np.nonzero(ok)
+    design = np.column_stack([np.ones(yy.size), xx - nx / 2.0, yy - ny / 2.0])
+    pinv = np.linalg.pinv(design)
+    rv, bv = r[ok], bumps[ok]
+
+    def levelled(p: float, scale: float) -> np.ndarray:
+        v = scale * np.sign(rv) * np.abs(rv) ** p + bv
+        return v - design @ (pinv @ v)
+
+    def scale_for_sa(p: float) -> float:
+        k1 = sa / np.abs(levelled(p, 1.0) - levelled(p, 0.0)).mean()  # texture alone
+        hi = 2.0 * k1
+        while np.abs(levelled(p, hi)).mean() < sa:
+            hi *= 2.0
+        return brentq(lambda k: np.abs(levelled(p, k)).mean() - sa, 0.0, hi, rtol=1e-10)
+
+    def sz_of(p: float) -> float:
+        v = levelled(p, scale_for_sa(p))
+        return float(v.max() - v.min())
+
+    lo, hi = 0.2, 4.0
+    sz_lo, sz_hi = sz_of(lo), sz_of(hi)
+    if not sz_lo <= sz <= sz_hi:
+        raise ValueError(f"Sz {sz} um cannot be reached with Sa {sa} um on this map "
+                         f"(Sz from {sz_lo:.3g} to {sz_hi:.3g} um)")
+    p = brentq(lambda q: sz_of(q) - sz, lo, hi, rtol=1e-10)  # Sz rises with p at a fixed Sa
+    k = scale_for_sa(p)
+    return k * np.sign(r) * np.abs(r) ** p + bumps
 
 
 def write_x3p(path: str | Path, z_um: np.ndarray, *, dx_um: float, dy_um: float,

@@ -32,3 +32,31 @@ def test_roughness_sa_is_exact_and_deterministic():
         level="none",
     )
     assert res["Sa_um"] == pytest.approx(0.07, rel=1e-12)
+
+
+@pytest.mark.parametrize("sa, sz, bumps", [(0.07, 0.92, 3), (0.18, 1.52, 0)])
+def test_height_map_chosen_sa_and_sz(sa, sz, bumps):
+    """Sa and Sz of the whole levelled map, as the patent's Table 1 gives them, computed
+    here with numpy alone (least-squares plane, mean absolute height, peak to valley)."""
+    z, truth = height_map((256, 320), pixel_um=0.2, sa_um=sa, sz_um=sz, protrusions=bumps,
+                          protrusion_height_um=0.4, tilt=(0.02, -0.01), invalid_fraction=0.01,
+                          seed=4)
+    ok = np.isfinite(z)
+    yy, xx = np.nonzero(ok)
+    a = np.column_stack([np.ones(yy.size), xx, yy])
+    coef, *_ = np.linalg.lstsq(a, z[ok], rcond=None)
+    r = z[ok] - a @ coef
+    assert np.abs(r).mean() == pytest.approx(sa, rel=1e-6)
+    assert r.max() - r.min() == pytest.approx(sz, rel=1e-6)
+    assert truth["sa_um"] == sa and truth["sz_um"] == sz
+    assert len(truth["protrusions"]) == bumps
+
+
+def test_height_map_unreachable_sz():
+    with pytest.raises(ValueError, match="cannot be reached"):
+        height_map((64, 64), sa_um=0.1, sz_um=50.0)
+    with pytest.raises(ValueError, match="do not fit in Sz"):
+        height_map((128, 128), pixel_um=0.2, sa_um=0.05, sz_um=0.3, protrusions=1,
+                   protrusion_height_um=0.5)
+    with pytest.raises(ValueError, match="need 0 < sa_um < sz_um"):
+        height_map((64, 64), sa_um=0.2, sz_um=0.1)
