@@ -1,7 +1,8 @@
 """electrode-qc: measurements of battery-electrode micrographs and height maps.
 
 The public API is imported lazily so that ``import pipeline`` (and the command line's
-``--help``) stay fast: ``pipeline.read``, ``pipeline.surface_texture``.
+``--help``) stay fast: ``pipeline.read``, ``pipeline.surface_texture``, ``pipeline.run``
+(the main job; the module is `pipeline.runner` so that the name stays the function's).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ _LAZY = {
     "porosity_from_cross_section": ("pipeline.segmentation.porosity", "porosity_from_cross_section"),
     "gravimetric_porosity": ("pipeline.segmentation.porosity", "gravimetric_porosity"),
     "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),
+    "run": ("pipeline.runner", "run"),
+    "gate": ("pipeline.runner", "gate"),
+    "RunResult": ("pipeline.runner", "RunResult"),
 }
 
 __all__ = [  # noqa: RUF022 - the version first, then the API as listed in _LAZY
     "__version__", "read", "surface_texture", "find_protrusions", "find_particles",
     "size_distribution", "porosity_from_cross_section", "gravimetric_porosity", "void_reduction",
+    "run", "gate", "RunResult",
 ]
 
 

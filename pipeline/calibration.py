@@ -20,12 +20,16 @@ from pipeline.errors import ConfigError
 __all__ = ["SCHEMA_VERSIONS", "CalibrationFile", "calibration_dir", "load_versioned"]
 
 #: The newest schema version this package knows, per kind of file.
-SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1, "materials": 1}
+SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1, "materials": 1, "discovery": 1,
+                                   "spec": 1, "manifest": 1}
 
 _MIGRATIONS: dict[str, dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {
     "recipe": {},
     "instrument": {},
     "materials": {},
+    "discovery": {},
+    "spec": {},
+    "manifest": {},
 }
 
 

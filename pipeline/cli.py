@@ -380,6 +380,80 @@ def calibrate_step(
     _guard(body)
 
 
+def _verdict_line(s: dict[str, Any]) -> str:
+    props = s["claim15"]["properties"]
+
+    def fmt(name: str) -> str:
+        p = props.get(name) or {}
+        v = p.get("value")
+        if v is None:
+            return f"{name} n/a"
+        shown = f"{100 * v:.1f} %" if name == "porosity" else f"{v:.3g} um"
+        return f"{name} {shown} {'ok' if p.get('met') else 'no'}"
+
+    met = {True: "met", False: "not met", None: "undecided"}[s["claim15"]["met"]]
+    return (f"{s['sample_id']}: claim 15 {met} ({', '.join(fmt(n) for n in props)}); "
+            f"gate {s['gate']['outcome']}")
+
+
+@app.command()
+def run(
+    folder: Path = typer.Argument(..., help="An export folder: one sub-folder (or name prefix) per electrode."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (results.json, tables/, report.html)."),
+    spec: Path | None = typer.Option(None, "--spec", help="Claim spec TOML (default: calibration/specs/claim15.toml)."),
+    gate_spec: Path | None = typer.Option(None, "--gate-spec", help="Production gate spec (default: gate-production.toml)."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
+    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a sample is non-conforming."),
+    no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
+    json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
+):
+    """Measure every electrode in FOLDER, decide claim 15 and the gate, write the report."""
+
+    def body() -> int:
+        from pipeline.runner import run as run_folder
+
+        res = run_folder(folder, out, spec=spec, gate_spec=gate_spec, recipe=recipe,
+                         strict=strict, report=not no_html)
+        if json_out:
+            _emit_json(res.results)
+        else:
+            for s in res.samples:
+                typer.echo(_verdict_line(s))
+            typer.echo(f"wrote {out / 'results.json'}" + ("" if no_html else f" and {out / 'report.html'}"),
+                       err=True)
+        return res.exit_code
+
+    _guard(body)
+
+
+@app.command()
+def gate(
+    sample: Path = typer.Argument(..., help="One electrode's folder."),
+    spec: Path | None = typer.Option(None, "--spec", help="Gate spec TOML (default: calibration/specs/gate-production.toml)."),
+    recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Also write results.json, tables and report.html here."),
+    json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
+):
+    """One electrode through the production gate. Exit 0 conforming, 1 non-conforming,
+    3 indeterminate, 4 unreadable input, 2 usage, 70 internal error."""
+
+    def body() -> int:
+        from pipeline.runner import gate as gate_sample
+
+        res = gate_sample(sample, spec=spec, recipe=recipe, out=out)
+        s = res.samples[0]
+        if json_out:
+            _emit_json({"sample_id": s["sample_id"], "exit_code": res.exit_code, "gate": s["gate"],
+                        "claim15": s["claim15"], "flags": s["flags"]})
+        else:
+            typer.echo(f"{s['sample_id']}: {s['gate']['outcome']} ({s['gate']['rule']})")
+            for r in s["gate"]["reasons"]:
+                typer.echo(f"  {r}")
+        return res.exit_code
+
+    _guard(body)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

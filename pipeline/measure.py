@@ -1,0 +1,197 @@
+"""One image, by its role: read, calibrate, measure; a small record, a table and a preview.
+
+Used by `pipeline.run` (and its worker processes): `measure_file` never raises for a bad
+file; it returns a record with ``status`` "error" and the typed error's message and exit
+code, so one file's failure costs only that file.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import EXIT_INTERNAL, ConfigError, ElectrodeQCError, MissingCalibration
+
+__all__ = ["PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX", "measure_file"]
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SEM_PX = 1024
+PREVIEW_HEIGHT_PX = 512
+
+
+def _sem_preview(img: np.ndarray) -> tuple[np.ndarray, float]:
+    import cv2
+
+    a = np.asarray(img)
+    if a.dtype == np.uint16:
+        lo, hi = np.percentile(a, (0.5, 99.5))
+        a = np.clip((a.astype(np.float32) - lo) * (255.0 / max(hi - lo, 1.0)), 0, 255)
+        a = a.astype(np.uint8)
+    scale = min(1.0, PREVIEW_SEM_PX / max(a.shape))
+    if scale < 1.0:
+        size = (max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale)))
+        a = cv2.resize(a, size, interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(a), scale
+
+
+def _shrink_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    import cv2
+
+    if labels.shape == shape:
+        return labels
+    return cv2.resize(labels.astype(np.float32), (shape[1], shape[0]),
+                      interpolation=cv2.INTER_NEAREST).astype(np.int32)
+
+
+def _attrs_record(da) -> dict[str, Any]:
+    a = da.attrs
+    return {
+        "kind": a.get("kind"),
+        "reader": a.get("reader"),
+        "vendor": a.get("vendor"),
+        "instrument": a.get("instrument"),
+        "sha256": a.get("source_sha256"),
+        "shape": [int(da.shape[0]), int(da.shape[1])],
+        "pixel_size_um": a.get("pixel_size_um"),
+        "pixel_size_source": a.get("pixel_size_source"),
+        "calibration": a.get("calibration"),
+        "calibration_profile": a.get("calibration_profile"),
+        "pixel_size_uncertainty_rel": a.get("pixel_size_uncertainty_rel"),
+        "z_scale_uncertainty_rel": a.get("z_scale_uncertainty_rel"),
+    }
+
+
+def _psd(da, ctx: dict[str, Any]):
+    from pipeline.segmentation.particles import find_particles
+
+    table, labels = find_particles(da, min_diameter_nm=ctx.get("expected_min_diameter_nm"),
+                                   return_labels=True)
+    inner = table[~table["touches_edge"]]
+    results = {
+        "n_particles": len(table),
+        "n_inner": len(inner),
+        "ag_area_frac": table.attrs.get("ag_area_frac"),
+        "particle_area_frac": table.attrs.get("particle_area_frac"),
+        "ecd_median_nm": float(inner["ecd_nm"].median()) if len(inner) else None,
+        "flags": list(table.attrs.get("flags", [])),
+    }
+    art = {}
+    if ctx.get("previews"):
+        prev, scale = _sem_preview(da.values)
+        art = {"image": prev, "scale": scale, "labels": _shrink_labels(labels, prev.shape),
+               "phase_of_label": dict(zip(table["label"].tolist(), table["phase"].tolist())),
+               "points": None, "layer_rows": None}
+    return results, table, art
+
+
+def _surface(da, ctx: dict[str, Any]):
+    from pipeline.segmentation.protrusions import find_protrusions
+
+    df = find_protrusions(da)
+    results = {"count": len(df), "per_mm2": df.attrs.get("per_mm2"),
+               "area_mm2": df.attrs.get("area_mm2"),
+               "median_diameter_um": (float(df["diameter_um"].median())
+                                      if "diameter_um" in df and len(df) else None)}
+    art = {}
+    if ctx.get("previews"):
+        prev, scale = _sem_preview(da.values)
+        pts = [(float(x + 0.5) * scale, float(y + 0.5) * scale, float(d) * scale / 2)
+               for x, y, d in zip(df["x_px"], df["y_px"], df["diameter_px"])]
+        art = {"image": prev, "scale": scale, "labels": None, "phase_of_label": None,
+               "points": pts, "layer_rows": None}
+    return results, None, art
+
+
+def _cross_section(da, ctx: dict[str, Any]):
+    from pipeline.segmentation.porosity import porosity_from_cross_section
+
+    r = porosity_from_cross_section(da)
+    results = {k: r[k] for k in ("porosity_frac", "band", "layer_top_row", "layer_bottom_row",
+                                 "collector_side", "thickness_um", "threshold", "flags")}
+    art = {}
+    if ctx.get("previews"):
+        prev, scale = _sem_preview(da.values)
+        art = {"image": prev, "scale": scale, "labels": None, "phase_of_label": None,
+               "points": None,
+               "layer_rows": (r["layer_top_row"] * scale, r["layer_bottom_row"] * scale)}
+    return results, None, art
+
+
+def _height(da, ctx: dict[str, Any]):
+    from pipeline.metrology.form import remove_plane
+    from pipeline.metrology.texture import surface_texture
+
+    r = surface_texture(da, recipe=ctx.get("recipe"))
+    keep = ("Sa_um", "Sq_um", "Sp_um", "Sv_um", "Sz_um", "Ssk", "Sku", "Sdq", "Sdr_pct",
+            "Sal_um", "Str", "Spd_per_mm2", "invalid_fraction", "sz_without_outliers_um",
+            "n_outliers", "sz_spike_sensitive", "flags")
+    results = {k: r.get(k) for k in keep}
+    art = {}
+    if ctx.get("previews"):
+        ps = da.attrs["pixel_size_um"]
+        z = remove_plane(np.asarray(da.values, float), ps["x"], ps["y"])
+        step = max(1, int(np.ceil(max(z.shape) / PREVIEW_HEIGHT_PX)))
+        art = {"z_um": z[::step, ::step], "pixel_um": float(ps["x"]) * step,
+               "Sa_um": r.get("Sa_um"), "Sz_um": r.get("Sz_um")}
+    return results, None, art
+
+
+_BY_ROLE = {"psd": _psd, "surface": _surface, "cross_section": _cross_section,
+            "height": _height}
+
+
+def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Read, calibrate, assign a role and measure one file.
+
+    Parameters
+    ----------
+    ctx : dict
+        ``rules`` (discovery CalibrationFile), ``profiles`` (instrument profiles),
+        ``recipe`` (Recipe), ``role_overrides`` ({glob: role}), ``expected_min_diameter_nm``,
+        ``previews`` (bool: build report previews), ``today`` (datetime.date).
+
+    Returns
+    -------
+    dict
+        ``record`` (JSON-ready: path, role, status "ok" | "error" | "skipped", error,
+        exit_code, attrs, results), ``table`` (particle table or None), ``artifact``.
+    """
+    from pipeline.ingest.discover import assign_role
+    from pipeline.ingest.registry import read
+    from pipeline.instruments import calibrate_image
+
+    rec: dict[str, Any] = {"path": str(path), "role": None, "status": "ok", "error": None,
+                           "exit_code": 0, "results": None}
+    out = {"record": rec, "table": None, "artifact": None}
+    try:
+        da = read(path)
+        da = calibrate_image(da, profiles=ctx.get("profiles"), today=ctx.get("today"))
+        rec.update(_attrs_record(da))
+        role = assign_role(da, path, ctx["rules"], ctx.get("role_overrides"))
+        rec["role"] = role
+        if role is None:
+            rec["status"] = "skipped"
+            rec["error"] = f"{path}: no discovery rule gives this image a role"
+            return out
+        if da.attrs.get("calibration") == "missing" or not da.attrs.get("pixel_size_um"):
+            raise MissingCalibration(path, "the image has no pixel size; add an instrument "
+                                           "profile (calibration/instruments) that supplies one")
+        results, table, art = _BY_ROLE[role](da, ctx)
+        rec["results"] = results
+        out["table"] = table
+        if art:
+            out["artifact"] = {"path": str(path), "role": role, **art}
+    except ConfigError:
+        raise  # a bad recipe or profile stops the run: it is not this file's fault
+    except ElectrodeQCError as exc:
+        rec.update(status="error", error=str(exc), exit_code=exc.exit_code,
+                   error_type=type(exc).__name__)
+    except Exception as exc:  # one file's failure must not stop the sample
+        log.debug("internal error on %s", path, exc_info=True)
+        rec.update(status="error", error=f"{path}: internal error: {type(exc).__name__}: {exc}",
+                   exit_code=EXIT_INTERNAL, error_type="InternalError")
+    return out

@@ -1,0 +1,230 @@
+"""Specs and decisions: claim 15, the particle claims and the production gate.
+
+A spec (calibration/specs/*.toml) lists properties, each a metric, a comparison and a limit,
+a rule that combines them ("any": one or more must hold, as claim 15 says; "all") and a
+decision rule for one property with value ``x`` and expanded uncertainty ``U``:
+
+- ``simple`` (simple acceptance): pass when ``x`` meets the limit, else fail.
+- ``guard_band`` (ISO 14253-1): pass only inside the limit narrowed by U; fail only outside
+  the limit widened by U; in between (or U unknown) indeterminate.
+- ``non_binary`` (ILAC-G8 statements): "pass", "conditional pass" (x meets the limit but
+  x +/- U crosses it), "conditional fail", "fail"; the conditional ones are indeterminate.
+
+Combining with "any": conforming when a property passes; non-conforming when every property
+fails; otherwise indeterminate. With "all": non-conforming when a property fails, conforming
+when all pass. A property that was not measured is indeterminate. A gate is also
+indeterminate when calibration is missing or expired, whatever the values say.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from pathlib import Path
+from typing import Any
+
+from pipeline.calibration import CalibrationFile, calibration_dir, load_versioned
+from pipeline.errors import ConfigError
+
+__all__ = [
+    "DECISION_RULES",
+    "evaluate_particle_claims",
+    "evaluate_spec",
+    "judge",
+    "load_particle_claims",
+    "load_spec",
+]
+
+DECISION_RULES = ("simple", "guard_band", "non_binary")
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_PARTICLE_TESTS = {"two_modes", "ratio", "mode_ranges", "difference", "no_mode_at_or_above",
+                   "aspect_ratio"}
+
+
+def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> CalibrationFile:
+    """A spec file (default calibration/specs/<default>.toml), validated."""
+    path = Path(path) if path is not None else calibration_dir() / "specs" / f"{default}.toml"
+    cf = load_versioned(path, "spec")
+    d = cf.data
+    if d.get("combine", "any") not in ("any", "all"):
+        raise ConfigError(path, f"combine must be 'any' or 'all', found {d.get('combine')!r}")
+    if d.get("decision_rule", "simple") not in DECISION_RULES:
+        raise ConfigError(path, f"decision_rule must be one of {DECISION_RULES}, "
+                                f"found {d.get('decision_rule')!r}")
+    props = d.get("property")
+    if not isinstance(props, list) or not props:
+        raise ConfigError(path, "a spec needs at least one [[property]]")
+    for p in props:
+        name = p.get("name")
+        if not isinstance(name, str) or not isinstance(p.get("metric"), str):
+            raise ConfigError(path, f"[[property]] needs a name and a metric: {p!r}")
+        if p.get("comparison") not in _OPS:
+            raise ConfigError(path, f"property {name}: comparison must be one of {list(_OPS)}")
+        lim = p.get("limit")
+        if isinstance(lim, bool) or not isinstance(lim, (int, float)) or not math.isfinite(lim):
+            raise ConfigError(path, f"property {name}: limit must be a finite number")
+    for k in ("default_u_calibration_rel", "min_particles_per_mode"):
+        v = d.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ConfigError(path, f"{k} must be a number >= 0, found {v!r}")
+    return cf
+
+
+def load_particle_claims(path: str | Path | None = None) -> CalibrationFile:
+    path = Path(path) if path is not None else calibration_dir() / "specs" / "particle-claims.toml"
+    cf = load_versioned(path, "spec")
+    claims = cf.data.get("claim")
+    if not isinstance(claims, list) or not claims:
+        raise ConfigError(path, "particle claims need at least one [[claim]]")
+    for c in claims:
+        if c.get("test") not in _PARTICLE_TESTS:
+            raise ConfigError(path, f"claim {c.get('claim')!r}: test must be one of "
+                                    f"{sorted(_PARTICLE_TESTS)}")
+    return cf
+
+
+def judge(value: float | None, U: float | None, limit: float, comparison: str,
+          rule: str) -> str:
+    """"pass", "fail", "indeterminate", or for non_binary "conditional pass"/"conditional fail"."""
+    if value is None or not math.isfinite(value):
+        return "indeterminate"
+    ok = _OPS[comparison](value, limit)
+    if rule == "simple":
+        return "pass" if ok else "fail"
+    if U is None or not math.isfinite(U):
+        return "indeterminate"
+    upper = comparison in ("<", "<=")  # the limit is an upper limit
+    narrowed, widened = (limit - U, limit + U) if upper else (limit + U, limit - U)
+    if _OPS[comparison](value, narrowed):
+        return "pass"
+    if not _OPS[comparison](value, widened):
+        return "fail"
+    if rule == "non_binary":
+        return "conditional pass" if ok else "conditional fail"
+    return "indeterminate"
+
+
+def _outcome(statements: list[str], combine: str) -> str:
+    if combine == "any":
+        if "pass" in statements:
+            return "conforming"
+        if statements and all(s == "fail" for s in statements):
+            return "non-conforming"
+        return "indeterminate"
+    if "fail" in statements:
+        return "non-conforming"
+    if statements and all(s == "pass" for s in statements):
+        return "conforming"
+    return "indeterminate"
+
+
+def evaluate_spec(spec: CalibrationFile, values: dict[str, dict[str, Any] | None], *,
+                  blockers: list[str] | None = None) -> dict[str, Any]:
+    """Judge each property of `spec` and combine.
+
+    Parameters
+    ----------
+    values : dict
+        metric -> {"value", "U", "source"} or None (not measured).
+    blockers : list of str
+        Reasons that force "indeterminate" (missing or expired calibration, ...).
+
+    Returns
+    -------
+    dict
+        ``outcome``, ``met`` (True/False, None when indeterminate), ``rule``, ``combine``,
+        ``properties`` {name: {value, U, limit, comparison, margin, met, statement, unit,
+        source}}, ``reasons``.
+    """
+    d = spec.data
+    rule = d.get("decision_rule", "simple")
+    combine = d.get("combine", "any")
+    props: dict[str, Any] = {}
+    statements = []
+    reasons: list[str] = []
+    for p in d["property"]:
+        v = values.get(p["metric"]) or {}
+        x, U = v.get("value"), v.get("U")
+        st = judge(x, U, float(p["limit"]), p["comparison"], rule)
+        statements.append(st)
+        margin = None
+        if x is not None and math.isfinite(x):
+            margin = (p["limit"] - x) if p["comparison"] in ("<", "<=") else (x - p["limit"])
+        props[p["name"]] = {
+            "value": x, "U": U, "limit": float(p["limit"]), "comparison": p["comparison"],
+            "margin": margin, "met": {"pass": True, "fail": False}.get(st),
+            "statement": st, "unit": p.get("unit"), "source": v.get("source"),
+        }
+        if x is None:
+            reasons.append(f"{p['name']}: not measured")
+        elif st not in ("pass", "fail"):
+            reasons.append(f"{p['name']} = {x:.4g} is within U = "
+                           f"{'unknown' if U is None else f'{U:.3g}'} of the limit {p['limit']:g}")
+    outcome = _outcome(statements, combine)
+    if blockers:
+        reasons = list(blockers) + reasons
+        outcome = "indeterminate"
+    met = {"conforming": True, "non-conforming": False}.get(outcome)
+    return {"outcome": outcome, "met": met, "rule": rule, "combine": combine,
+            "properties": props, "reasons": reasons,
+            "spec": {"id": spec.id, "sha256": spec.sha256}}
+
+
+def _in(x: float, lo: float, hi: float, *, hi_open: bool = False) -> bool:
+    return lo <= x < hi if hi_open else lo <= x <= hi
+
+
+def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None, *,
+                             median_aspect_ratio: float | None = None,
+                             min_particles_per_mode: int = 500) -> dict[str, Any]:
+    """The particle claims against a size distribution (`size_distribution` output).
+
+    Claims about two modes hold only when two modes are resolved (``bic_k == 2``); with one
+    they are not met. A claim whose modes hold fewer than `min_particles_per_mode` particles
+    is not decided (``met`` None). ``met`` overall: False if any claim fails, None if any is
+    undecided, else True.
+    """
+    out = []
+    if psd is None:
+        for c in claims.data["claim"]:
+            out.append({"claim": c["claim"], "text": c["text"], "value": None, "met": None,
+                        "note": "no particle-size measurement"})
+        return {"met": None, "claims": out, "spec": {"id": claims.id, "sha256": claims.sha256}}
+    modes = sorted(psd.get("modes") or [], key=lambda m: m["mean_nm"])
+    two = psd.get("bic_k") == 2 and len(modes) == 2
+    few = (any(m["n"] < min_particles_per_mode for m in modes) if two
+           else (psd.get("n") or 0) < min_particles_per_mode)
+    m1, m2 = (modes[0]["mean_nm"], modes[1]["mean_nm"]) if len(modes) == 2 else (None, None)
+    for c in claims.data["claim"]:
+        t = c["test"]
+        value: Any = None
+        note = None
+        met: bool | None
+        if t == "two_modes":
+            value, met = psd.get("bic_k"), two
+        elif t == "no_mode_at_or_above":
+            value = max((m["mean_nm"] for m in modes), default=None)
+            met = value is not None and value < c["limit"]
+        elif t == "aspect_ratio":
+            value = median_aspect_ratio
+            met = None if value is None else _in(value, c["min"], c["max"])
+        elif not two:
+            met, note = False, f"{psd.get('bic_k')} mode(s) resolved, not 2"
+        elif t == "ratio":
+            value = m2 / m1
+            met = _in(value, c["min"], c["max"])
+        elif t == "difference":
+            value = m2 - m1
+            met = _in(value, c["min"], c["max"])
+        else:  # mode_ranges
+            value = [m1, m2]
+            met = (_in(m1, *c["mode1"], hi_open=True) and _in(m2, *c["mode2"]))
+        if few and t != "aspect_ratio" and met is not None and note is None:
+            note = (f"a mode holds fewer than {min_particles_per_mode} particles" if two
+                    else f"fewer than {min_particles_per_mode} particles")
+            met = None if met else met
+        out.append({"claim": c["claim"], "text": c["text"], "value": value, "met": met,
+                    "note": note})
+    flags = [x["met"] for x in out]
+    overall = False if False in flags else (None if None in flags else True)
+    return {"met": overall, "claims": out, "spec": {"id": claims.id, "sha256": claims.sha256}}

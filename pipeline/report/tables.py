@@ -1,0 +1,126 @@
+"""Write a run's outputs: results.json, tables/ (CSV and Parquet) and report.html.
+
+Every file is written to a temporary name beside it and renamed into place, so an
+interrupted run leaves the previous outputs whole.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RESULTS_SCHEMA_PATH", "image_rows", "results_schema", "sample_rows", "write_outputs",
+           "write_results_json"]
+
+RESULTS_SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
+
+log = logging.getLogger(__name__)
+
+_SCALAR = (str, int, float, bool, type(None))
+
+
+def results_schema() -> dict[str, Any]:
+    """The JSON schema (draft 2020-12) that results.json follows, shipped in the package."""
+    return json.loads(RESULTS_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def _atomic_write(path: Path, data: bytes) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def write_results_json(path: Path, results: dict[str, Any]) -> Path:
+    from pipeline.report_text import json_safe
+
+    text = json.dumps(json_safe(results), indent=2, allow_nan=False)
+    return _atomic_write(path, (text + "\n").encode("utf-8"))
+
+
+def image_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per image: identity, calibration and its scalar results."""
+    rows = []
+    for s in results["samples"]:
+        for im in s["images"]:
+            ps = im.get("pixel_size_um") or {}
+            row = {"sample_id": s["sample_id"], "path": im["path"], "role": im.get("role"),
+                   "status": im["status"], "error": im.get("error"), "reader": im.get("reader"),
+                   "sha256": im.get("sha256"), "pixel_size_x_um": ps.get("x"),
+                   "pixel_size_y_um": ps.get("y"),
+                   "pixel_size_source": im.get("pixel_size_source"),
+                   "calibration": im.get("calibration")}
+            for k, v in (im.get("results") or {}).items():
+                if isinstance(v, _SCALAR):
+                    row[k] = v
+            rows.append(row)
+    return rows
+
+
+def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per sample: claim-15 values with U, verdicts, void reduction, modes."""
+    rows = []
+    for s in results["samples"]:
+        row: dict[str, Any] = {"sample_id": s["sample_id"], "state": s["state"],
+                               "claim15_met": s["claim15"]["met"],
+                               "gate_outcome": s["gate"]["outcome"],
+                               "gate_rule": s["gate"]["rule"],
+                               "particle_claims_met": s["particle_claims"]["met"],
+                               "void_reduction_pct": s.get("void_reduction_pct")}
+        for name, p in s["claim15"]["properties"].items():
+            unit = "frac" if name == "porosity" else "um"
+            row[f"{name.lower()}_{unit}"] = p["value"]
+            row[f"{name.lower()}_U_{unit}"] = p["U"]
+            row[f"{name.lower()}_met"] = p["met"]
+            row[f"{name.lower()}_source"] = p["source"]
+        psd = s["metrics"].get("psd") or {}
+        modes = sorted(psd.get("modes") or [], key=lambda m: m["mean_nm"])
+        for i, m in enumerate(modes, 1):
+            row[f"mode{i}_mean_nm"] = m["mean_nm"]
+            row[f"mode{i}_number_share"] = m["number_share"]
+        row["bic_k"] = psd.get("bic_k")
+        row["n_particles"] = psd.get("n")
+        pr = s["metrics"].get("protrusions_per_mm2") or {}
+        row["protrusions_per_mm2"] = pr.get("mean")
+        row["n_flags"] = len(s["flags"])
+        rows.append(row)
+    return rows
+
+
+def _write_table(df, folder: Path, name: str) -> list[Path]:
+    out = []
+    csv = folder / f"{name}.csv"
+    out.append(_atomic_write(csv, df.to_csv(index=False).encode("utf-8")))
+    pq = folder / f"{name}.parquet"
+    tmp = pq.with_name(f".{pq.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, pq)
+    out.append(pq)
+    return out
+
+
+def write_outputs(out: Path, results: dict[str, Any], tables: list[dict[str, Any]],
+                  artifacts: dict[str, Any], *, html: bool = True) -> list[Path]:
+    """Write results.json, tables/{particles,images,samples}.{csv,parquet}, report.html."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    tdir = out / "tables"
+    tdir.mkdir(exist_ok=True)
+    written = [write_results_json(out / "results.json", results)]
+    parts = [t["particles"] for t in tables if t.get("particles") is not None]
+    particles = (pd.concat(parts, ignore_index=True) if parts
+                 else pd.DataFrame(columns=["sample_id", "path", "label", "ecd_nm"]))
+    particles.attrs = {}
+    written += _write_table(particles, tdir, "particles")
+    written += _write_table(pd.DataFrame(image_rows(results)), tdir, "images")
+    written += _write_table(pd.DataFrame(sample_rows(results)), tdir, "samples")
+    if html:
+        from pipeline.report.html import write_html
+
+        written.append(write_html(out / "report.html", results, artifacts))
+    log.info("wrote %d files to %s", len(written), out)
+    return written

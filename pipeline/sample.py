@@ -1,0 +1,233 @@
+"""One sample: measure its files, aggregate per metric, decide claim 15, the particle claims
+and the production gate. Returns a JSON-ready record, report previews and tables."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import EXIT_INDETERMINATE, ElectrodeQCError
+
+__all__ = ["measure_sample"]
+
+log = logging.getLogger(__name__)
+
+
+def _pool(tables: list) -> Any:
+    """Particle tables of several fields of view as one table for the distribution."""
+    import pandas as pd
+
+    pooled = pd.concat(tables, ignore_index=True)
+    flags: list[str] = []
+    for t in tables:
+        flags += [f for f in t.attrs.get("flags", []) if f not in flags]
+    ag = [t.attrs.get("ag_area_frac") for t in tables if t.attrs.get("ag_area_frac") is not None]
+    px = [t.attrs["pixel_size_nm"] for t in tables if t.attrs.get("pixel_size_nm")]
+    pooled.attrs = {
+        "flags": flags,
+        "ag_area_frac": float(np.mean(ag)) if ag else None,
+        "pixel_size_nm": max(px, key=lambda p: max(p["x"], p["y"])) if px else None,
+        "source_path": tables[0].attrs.get("source_path") if len(tables) == 1 else None,
+    }
+    return pooled
+
+
+def _u_cal_rel(images: list[dict], key: str, default: float | None, flags: list[str],
+               what: str) -> float | None:
+    rel = [im.get(key) for im in images if im.get(key) is not None]
+    if rel:
+        return float(max(rel))
+    if default is not None:
+        flags.append(f"{what}: calibration uncertainty not stated by an instrument profile; "
+                     f"the spec's default {default:g} (relative) is used")
+    return default
+
+
+def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: list[str]):
+    from pipeline.segmentation.porosity import gravimetric_porosity
+
+    recipe = entry.get("recipe")
+    if not which or not recipe:
+        return None
+    t, m = which.get("thickness_um"), which.get("areal_mass_mg_cm2", entry.get("areal_mass_mg_cm2"))
+    if t is None or m is None:
+        return None
+    try:
+        g = gravimetric_porosity(
+            thickness_um=t, areal_mass_mg_cm2=m, recipe=recipe,
+            thickness_u_um=which.get("u_thickness_um", entry.get("u_thickness_um")) or 0.0,
+            areal_mass_u=which.get("u_areal_mass_mg_cm2", entry.get("u_areal_mass_mg_cm2")) or 0.0)
+    except ElectrodeQCError as exc:
+        flags.append(f"gravimetric porosity: {exc.problem}")
+        return None
+    return {"value": g["porosity_frac"], "U": g["U_porosity_frac"],
+            "u": g["u_porosity_frac"], "pore_free_density_g_cm3": g["pore_free_density_g_cm3"],
+            "thickness_um": t, "areal_mass_mg_cm2": m}
+
+
+def _metrics(images: list[dict], tables: list, entry: dict[str, Any], gate_spec,
+             flags: list[str]) -> dict[str, Any]:
+    from pipeline.report.aggregate import summarize
+
+    ok = [im for im in images if im["status"] == "ok"]
+    by = {r: [im for im in ok if im["role"] == r] for r in ("psd", "surface", "cross_section",
+                                                          "height")}
+    default_rel = gate_spec.data.get("default_u_calibration_rel")
+    m: dict[str, Any] = {}
+    hts = by["height"]
+    rel_z = _u_cal_rel(hts, "z_scale_uncertainty_rel", default_rel, flags, "height maps") \
+        if hts else None
+    for key in ("Sa_um", "Sz_um"):
+        m[key] = summarize([im["results"][key] for im in hts], u_cal_rel=rel_z)
+    xs = by["cross_section"]
+    band_u = [(im["results"]["band"][1] - im["results"]["band"][0]) / (2 * math.sqrt(3))
+              for im in xs]
+    m["porosity_cross_section"] = summarize(
+        [im["results"]["porosity_frac"] for im in xs],
+        u_other=[float(np.mean(band_u)) / math.sqrt(len(band_u))] if band_u else ())
+    sf = by["surface"]
+    m["protrusions_per_mm2"] = summarize([im["results"]["per_mm2"] for im in sf])
+    m["porosity_gravimetric"] = _gravimetric(entry, entry, flags)
+    before = entry.get("before")
+    m["porosity_gravimetric_before"] = _gravimetric(entry, before, flags) if before else None
+    m["psd"], m["median_aspect_ratio"] = None, None
+    if tables:
+        from pipeline.segmentation.psd import size_distribution
+
+        pooled = _pool(tables)
+        try:
+            d = size_distribution(pooled)
+            m["psd"] = {k: d[k] for k in (
+                "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "bic_k_raw",
+                "share_ge_100nm", "merge_suspect_share", "ag_area_frac", "mode_ratio",
+                "mode_difference_nm", "number", "volume", "silver", "excluded", "flags")}
+            m["psd"]["n_fields"] = len(tables)
+        except ElectrodeQCError as exc:
+            flags.append(f"size distribution: {exc.problem}")
+        inner = pooled[(pooled["phase"] == "carbon") & ~pooled["touches_edge"]
+                       & ~pooled["merge_suspect"]]
+        if len(inner):
+            m["median_aspect_ratio"] = float(inner["aspect_ratio"].median())
+    return m
+
+
+def _claim_values(m: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
+    g, x = m.get("porosity_gravimetric"), m.get("porosity_cross_section")
+    if g is not None:
+        por = {"value": g["value"], "U": g["U"], "source": "gravimetric (thickness, areal mass, "
+                                                          "recipe)"}
+    elif x is not None:
+        por = {"value": x["mean"], "U": x["U"], "source": f"cross-sections (n={x['n']})"}
+    else:
+        por = None
+    out: dict[str, dict[str, Any] | None] = {"porosity_frac": por}
+    for key in ("Sa_um", "Sz_um"):
+        s = m.get(key)
+        out[key] = None if s is None else {"value": s["mean"], "U": s["U"],
+                                           "source": f"height maps (n={s['n']})"}
+    return out
+
+
+def _blockers(images: list[dict], m: dict[str, Any], gate_spec) -> list[str]:
+    out = []
+    for im in images:
+        if im["exit_code"] == EXIT_INDETERMINATE:
+            out.append(f"missing calibration: {im['path']}")
+        cal = str(im.get("calibration") or "")
+        if cal.startswith("expired:"):
+            out.append(f"expired calibration ({cal[8:]}): {im['path']}")
+    if gate_spec.data.get("require_particles"):
+        need = int(gate_spec.data.get("min_particles_per_mode", 500))
+        psd = m.get("psd")
+        if psd is None:
+            out.append("no particle-size measurement")
+        elif any(md["n"] < need for md in psd["modes"]):
+            out.append(f"too few particles: a mode holds fewer than {need}")
+    return out
+
+
+def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
+    """Measure one `pipeline.ingest.discover.Sample` with the run's configuration `cfg`.
+
+    Returns ``(record, artifacts, tables)``: the JSON-ready sample record, the report
+    previews ({"sem": [...], "height": [...], "histogram": ...}) and the tables
+    ({"particles": DataFrame or None, "images": list of records}).
+    """
+    from pipeline.measure import measure_file
+    from pipeline.report.claims import evaluate_particle_claims, evaluate_spec
+    from pipeline.segmentation.porosity import void_reduction
+
+    entry = sample.manifest
+    ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
+           "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
+           "expected_min_diameter_nm": entry.get("expected_min_diameter_nm")}
+    images, tables = [], []
+    art: dict[str, Any] = {"sem": [], "height": [], "histogram": None}
+    for f in sample.files:
+        res = measure_file(f, ctx)
+        rec = res["record"]
+        images.append(rec)
+        if res["table"] is not None:
+            tables.append(res["table"].assign(path=str(f)))
+        if res["artifact"] is not None:
+            art["height" if rec["role"] == "height" else "sem"].append(res["artifact"])
+        if rec["status"] == "error":
+            log.warning("%s", rec["error"])
+        if advance:
+            advance()
+    flags = [im["error"] for im in images if im["status"] != "ok"]
+    m = _metrics(images, tables, entry, cfg.gate_spec, flags)
+    values = _claim_values(m)
+    claim15 = evaluate_spec(cfg.spec, values)
+    gate = evaluate_spec(cfg.gate_spec, values, blockers=_blockers(images, m, cfg.gate_spec))
+    min_n = int(cfg.gate_spec.data.get("min_particles_per_mode", 500))
+    pclaims = evaluate_particle_claims(cfg.particle_claims, m["psd"],
+                                       median_aspect_ratio=m["median_aspect_ratio"],
+                                       min_particles_per_mode=min_n)
+    vr = None
+    g, gb = m["porosity_gravimetric"], m["porosity_gravimetric_before"]
+    if g is not None and gb is not None:
+        vr = 100.0 * void_reduction(gb["value"], g["value"])
+    if sample.state == "before":
+        flags.append("before pressing: claim 15 is judged on the pressed electrode")
+    if m["psd"] is not None:
+        flags += [f"particles: {f}" for f in m["psd"]["flags"]]
+        if previews:
+            pooled = _pool(tables)
+            sel = (pooled["phase"] == "carbon") & ~pooled["touches_edge"] & ~pooled["merge_suspect"]
+            art["histogram"] = {"ecd_nm": pooled.loc[sel, "ecd_nm"].to_numpy(),
+                                "modes": m["psd"]["modes"]}
+    record = {
+        "sample_id": sample.id,
+        "title": entry.get("title", sample.id),
+        "state": sample.state,
+        "pair": entry.get("pair"),
+        "claim15": {"met": claim15["met"], "rule": "one or more" if claim15["combine"] == "any"
+                    else "all", "decision_rule": claim15["rule"],
+                    "properties": {k: v for k, v in claim15["properties"].items()},
+                    "spec": claim15["spec"]},
+        "particle_claims": pclaims,
+        "gate": {"outcome": gate["outcome"], "rule": gate["rule"], "combine": gate["combine"],
+                 "reasons": gate["reasons"], "properties": gate["properties"],
+                 "spec": gate["spec"]},
+        "void_reduction_pct": vr,
+        "void_reduction_source": "gravimetric before/after (manifest)" if vr is not None else None,
+        "metrics": m,
+        "images": images,
+        "flags": flags,
+        "notes": list(sample.notes),
+        "provenance": {"inputs": [{"path": im["path"], "sha256": im.get("sha256"),
+                                   "reader": im.get("reader"), "role": im.get("role"),
+                                   "pixel_size_source": im.get("pixel_size_source"),
+                                   "calibration": im.get("calibration")} for im in images]},
+    }
+    particles = None
+    if tables:
+        import pandas as pd
+
+        particles = pd.concat(tables, ignore_index=True).assign(sample_id=sample.id)
+        particles.attrs = {}
+    return record, art, {"sample_id": sample.id, "particles": particles, "images": images}
