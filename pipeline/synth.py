@@ -169,8 +169,11 @@ def write_x3p(path: str | Path, z_um: np.ndarray, *, dx_um: float, dy_um: float,
 <DataLink><PointDataLink>bindata/data.bin</PointDataLink></DataLink></Record3>
 <Record4><ChecksumFile>md5checksum.hex</ChecksumFile></Record4></p:ISO5436_2>"""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("main.xml", main)
-        zf.writestr("bindata/data.bin", data.astype("<f8").tobytes())
+        for name, payload in (("main.xml", main.encode("utf-8")),
+                              ("bindata/data.bin", data.astype("<f8").tobytes())):
+            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))  # same bytes each run
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, payload)
     return path
 
 

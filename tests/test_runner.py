@@ -1,0 +1,232 @@
+"""`electrode-qc run` and `gate` end to end on small synthetic electrodes with known truth:
+verdicts, exit codes for every outcome, outputs, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from typer.testing import CliRunner
+
+from pipeline import synth
+from pipeline.cli import app
+from pipeline.report.tables import results_schema
+from pipeline.runner import gate, run
+
+RECIPE = {"carbon_black/40nm": 3.0, "carbon_black/80nm": 3.0, "silver": 2.0, "pvdf": 0.56}
+RHO_FREE = 2.2942  # g/cm3, the recipe's pore-free density
+
+
+def thickness_for(porosity: float, areal_mass: float = 2.0) -> float:
+    return round(areal_mass * 1e-3 / (RHO_FREE * (1.0 - porosity)) * 1e4, 2)
+
+
+def electrode(folder, *, sa=(0.05, 0.052), sz=(0.6, 0.62), xsec_porosity=0.35, seed=0,
+              psd=True, surface=True):
+    """A small electrode folder: psd and surface SEM, a cross-section, two height maps."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if psd:
+        img, _ = synth.particle_image((384, 512), seed=seed)
+        synth.write_sem_tiff(folder / "psd-01.tif", img, pixel_um=0.002)
+    if surface:
+        img, _ = synth.surface_image((240, 320), n_protrusions=6, seed=seed)
+        synth.write_sem_tiff(folder / "surface-100x.tif", img, pixel_um=1.0)
+    img, _ = synth.cross_section_image((256, 320), porosity=xsec_porosity, layer_rows=(40, 200),
+                                       seed=seed)
+    synth.write_sem_tiff(folder / "xsec-01.tif", img, pixel_um=0.05)
+    for i, (a, z) in enumerate(zip(sa, sz), 1):
+        h, _ = synth.height_map((96, 128), pixel_um=0.2, sa_um=a, sz_um=z, seed=seed + i)
+        synth.write_x3p(folder / f"height-0{i}.x3p", h, dx_um=0.2, dy_um=0.2)
+    (folder / "notes.txt").write_text("operator notes")
+    return folder
+
+
+def manifest(path, entries):
+    lines = ["schema_version = 1", 'id = "test"']
+    for sid, (after, before) in entries.items():
+        lines += ["[[sample]]", f'id = "{sid}"', f"thickness_um = {thickness_for(after)}",
+                  "areal_mass_mg_cm2 = 2.0", "u_thickness_um = 0.05",
+                  "u_areal_mass_mg_cm2 = 0.005", "[sample.recipe]"]
+        lines += [f'"{k}" = {v}' for k, v in RECIPE.items()]
+        if before is not None:
+            lines += ["[sample.before]", f"thickness_um = {thickness_for(before)}",
+                      "areal_mass_mg_cm2 = 2.0"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export")
+    electrode(root / "good", seed=1)
+    electrode(root / "rough", sa=(0.19, 0.21), sz=(1.5, 1.7), xsec_porosity=0.6, seed=2)
+    manifest(root / "samples.toml", {"good": (0.30, 0.50), "rough": (0.55, 0.70)})
+    out = root.parent / "out"
+    return root, out, run(root, out, report=False)
+
+
+def test_verdicts_and_void_reduction(export):
+    _root, _out, res = export
+    assert res.exit_code == 0
+    by = {s["sample_id"]: s for s in res.samples}
+    good, rough = by["good"], by["rough"]
+    assert good["claim15"]["met"] is True and rough["claim15"]["met"] is False
+    p = good["claim15"]["properties"]
+    assert p["porosity"]["value"] == pytest.approx(0.30, abs=0.002)
+    assert p["porosity"]["source"].startswith("gravimetric")
+    assert p["Sa"]["value"] == pytest.approx(0.051, rel=1e-4)
+    assert p["Sz"]["value"] == pytest.approx(0.61, rel=1e-4)
+    assert p["Sa"]["U"] > 0 and p["Sa"]["margin"] == pytest.approx(0.10 - 0.051, rel=1e-3)
+    assert good["gate"]["outcome"] == "conforming"
+    assert rough["gate"]["outcome"] == "non-conforming"
+    assert good["void_reduction_pct"] == pytest.approx(100 * (0.5 - 0.3) / 0.5, abs=0.3)
+    xs = good["metrics"]["porosity_cross_section"]
+    _img, truth = synth.cross_section_image((256, 320), porosity=0.35, layer_rows=(40, 200),
+                                            seed=1)
+    assert xs["mean"] == pytest.approx(truth["porosity_frac"], abs=0.015) and xs["n"] == 1
+    assert good["metrics"]["protrusions_per_mm2"]["mean"] > 0
+    assert {im["role"] for im in good["images"]} == {"psd", "surface", "cross_section", "height"}
+    assert any("notes.txt" in n for n in good["notes"])
+
+
+def test_outputs_validate_and_load(export):
+    import jsonschema
+
+    _root, out, res = export
+    data = json.loads((out / "results.json").read_text())
+    jsonschema.validate(data, results_schema())
+    assert data["samples"][0]["provenance"]["inputs"][0]["sha256"]
+    for name in ("particles", "images", "samples"):
+        a = pd.read_csv(out / "tables" / f"{name}.csv")
+        b = pd.read_parquet(out / "tables" / f"{name}.parquet")
+        assert len(a) == len(b) > 0
+    samples = pd.read_parquet(out / "tables" / "samples.parquet")
+    assert set(samples["sample_id"]) == {"good", "rough"}
+    assert "ecd_nm" in pd.read_parquet(out / "tables" / "particles.parquet")
+
+
+def test_schema_rejects_a_broken_record(export):
+    import jsonschema
+
+    _root, out, _res = export
+    data = json.loads((out / "results.json").read_text())
+    data["samples"][0]["gate"]["outcome"] = "probably fine"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, results_schema())
+
+
+def test_unreadable_file_exit_4_and_the_rest_measured(tmp_path):
+    root = tmp_path / "export"
+    electrode(root / "a", seed=3, psd=False, surface=False)
+    (root / "a" / "broken-psd.tif").write_bytes(b"II*\x00" + b"\x00" * 20)
+    res = run(root, tmp_path / "out", report=False)
+    assert res.exit_code == 4
+    s = res.samples[0]
+    bad = [im for im in s["images"] if im["status"] == "error"]
+    assert len(bad) == 1 and "broken-psd.tif" in bad[0]["error"]
+    assert s["claim15"]["properties"]["Sa"]["value"] is not None  # the rest was measured
+    assert (tmp_path / "out" / "results.json").is_file()
+
+
+def test_strict_exit_1_on_non_conforming(export):
+    root, _out, _res = export
+    r = CliRunner().invoke(app, ["run", str(root), "--out", str(root.parent / "o2"),
+                                 "--no-html", "--strict"])
+    assert r.exit_code == 1, r.output
+    assert "rough: claim 15 not met" in r.stdout
+
+
+def test_run_json_on_stdout(export):
+    root, _out, _res = export
+    r = CliRunner().invoke(app, ["run", str(root), "--out", str(root.parent / "o3"),
+                                 "--no-html", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["counts"]["samples"] == 2
+
+
+def test_missing_folder_is_usage_error(tmp_path):
+    r = CliRunner().invoke(app, ["run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "is not a folder" in r.output
+
+
+# --- gate: one exit code per outcome ---------------------------------------------------------
+
+def gate_code(folder, *extra):
+    r = CliRunner().invoke(app, ["gate", str(folder), "--json", *extra])
+    return r.exit_code, (json.loads(r.stdout) if r.stdout.strip() else None), r.output
+
+
+def test_gate_conforming_0(export):
+    root, _out, _res = export
+    code, out, text = gate_code(root / "good")
+    assert code == 0 and out["gate"]["outcome"] == "conforming", text
+
+
+def test_gate_non_conforming_1(export):
+    root, _out, _res = export
+    code, out, text = gate_code(root / "rough")
+    assert code == 1 and out["gate"]["outcome"] == "non-conforming", text
+
+
+def test_gate_guard_band_indeterminate_3(tmp_path):
+    """Sa 0.098 um is below 0.10 but within its U of the limit; porosity (no manifest,
+    cross-section 0.6) and Sz (1.5) clearly fail: under the guard band, indeterminate;
+    under simple acceptance, conforming on Sa."""
+    folder = electrode(tmp_path / "edge", sa=(0.096, 0.100), sz=(1.5, 1.5),
+                       xsec_porosity=0.6, seed=4, psd=False, surface=False)
+    code, out, text = gate_code(folder)
+    assert code == 3, text
+    assert out["gate"]["outcome"] == "indeterminate"
+    assert out["gate"]["properties"]["Sa"]["statement"] == "indeterminate"
+    assert any(r.startswith("Sa = 0.098") for r in out["gate"]["reasons"])
+    simple = tmp_path / "simple.toml"
+    from pipeline.calibration import calibration_dir
+
+    text_spec = (calibration_dir() / "specs" / "gate-production.toml").read_text()
+    simple.write_text(text_spec.replace('decision_rule = "guard_band"', 'decision_rule = "simple"'))
+    code, out, text = gate_code(folder, "--spec", str(simple))
+    assert code == 0 and out["gate"]["outcome"] == "conforming", text
+
+
+def test_gate_missing_calibration_3(tmp_path):
+    folder = electrode(tmp_path / "nocal", seed=5, psd=False, surface=False)
+    img, _ = synth.particle_image((256, 256), seed=5)
+    tifffile.imwrite(folder / "psd-02.tif", img)  # a plain TIFF: no pixel size anywhere
+    code, out, text = gate_code(folder)
+    assert code == 3, text
+    assert out["gate"]["outcome"] == "indeterminate"
+    assert any("missing calibration" in r and "psd-02.tif" in r for r in out["gate"]["reasons"])
+
+
+def test_gate_unreadable_4(tmp_path):
+    folder = electrode(tmp_path / "bad", seed=6, psd=False, surface=False)
+    (folder / "height-03.x3p").write_bytes(b"PK\x03\x04 not really a zip")
+    code, _out, text = gate_code(folder)
+    assert code == 4, text
+    assert "height-03.x3p" in text
+
+
+def test_gate_usage_2(tmp_path):
+    code, _out, text = gate_code(tmp_path / "missing")
+    assert code == 2 and "is not a folder" in text
+
+
+def test_gate_internal_error_70(tmp_path, monkeypatch):
+    import pipeline.runner
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated fault")
+
+    monkeypatch.setattr(pipeline.runner, "gate", boom)
+    code, _out, text = gate_code(tmp_path)
+    assert code == 70 and "simulated fault" in text and "Traceback" not in text
+
+
+def test_gate_api_matches_cli(export):
+    root, _out, _res = export
+    res = gate(root / "good")
+    assert res.exit_code == 0 and res.samples[0]["sample_id"] == "good"
+    # the parent's manifest applies: gravimetric porosity is the claim's source
+    assert res.samples[0]["claim15"]["properties"]["porosity"]["source"].startswith("gravimetric")
