@@ -156,7 +156,8 @@ def _csv_sample(row: dict[str, str]) -> dict[str, Any]:
         if k.startswith("before_"):
             before[k[len("before_"):]] = v
         elif k == "recipe":  # "carbon_black=6; silver=2; pvdf=0.56"
-            s["recipe"] = dict(p.split("=", 1) for p in v.split(";") if "=" in p)
+            s["recipe"] = {a.strip(): b.strip() for a, b in
+                           (p.split("=", 1) for p in v.split(";") if "=" in p)}
         else:
             s[k] = v
     if before:
