@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import tifffile
@@ -94,7 +93,7 @@ def test_verdicts_and_void_reduction(export):
 def test_outputs_validate_and_load(export):
     import jsonschema
 
-    _root, out, res = export
+    _root, out, _res = export
     data = json.loads((out / "results.json").read_text())
     jsonschema.validate(data, results_schema())
     assert data["samples"][0]["provenance"]["inputs"][0]["sha256"]

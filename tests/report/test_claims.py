@@ -129,6 +129,6 @@ def test_summarize_gum():
     assert one["sd"] is None and one["U"] == pytest.approx(2 * 0.0014)
     assert "single field" in one["flags"][0]
     assert summarize([]) is None and summarize([math.nan]) is None
-    assert summarize([1.0, math.nan])["flags"] == ["single field of view: repeatability not "
-                                                   "known, U from calibration only",
+    assert summarize([1.0, math.nan])["flags"] == [("single field of view: repeatability not "
+                                                   "known, U from calibration only"),
                                                    "1 non-finite value(s) left out"]
