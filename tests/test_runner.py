@@ -229,3 +229,29 @@ def test_gate_api_matches_cli(export):
     assert res.exit_code == 0 and res.samples[0]["sample_id"] == "good"
     # the parent's manifest applies: gravimetric porosity is the claim's source
     assert res.samples[0]["claim15"]["properties"]["porosity"]["source"].startswith("gravimetric")
+
+
+def test_paired_before_sample_gives_void_reduction(tmp_path):
+    """A before-pressing electrode measured on its own (cross-sections only) and paired with
+    the pressed one in the manifest: the void reduction comes from the two porosities."""
+    root = tmp_path / "export"
+    electrode(root / "pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
+    electrode(root / "as-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
+    (root / "samples.toml").write_text(
+        'schema_version = 1\n[[sample]]\nid = "as-coated"\nstate = "before"\n'
+        '[[sample]]\nid = "pressed"\npair = "as-coated"\n')
+    res = run(root, None)
+    by = {s["sample_id"]: s for s in res.samples}
+    before = by["as-coated"]["claim15"]["properties"]["porosity"]["value"]
+    after = by["pressed"]["claim15"]["properties"]["porosity"]["value"]
+    assert by["pressed"]["void_reduction_pct"] == pytest.approx(100 * (before - after) / before)
+    assert by["pressed"]["void_reduction_pct"] == pytest.approx(100 * (0.55 - 0.30) / 0.55, abs=4)
+    assert "paired" in by["pressed"]["void_reduction_source"]
+    assert any("before pressing" in f for f in by["as-coated"]["flags"])
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(export):
+    root, _out, _res = export
+    r = CliRunner().invoke(app, ["run", str(root), "--out", str(root.parent / "o4"), "--no-html"])
+    assert r.exit_code == 0
+    assert "measuring" not in r.stderr and "\x1b[" not in r.stderr
