@@ -255,3 +255,40 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(export):
     r = CliRunner().invoke(app, ["run", str(root), "--out", str(root.parent / "o4"), "--no-html"])
     assert r.exit_code == 0
     assert "measuring" not in r.stderr and "\x1b[" not in r.stderr
+
+
+def _calibration_copy(tmp_path, monkeypatch):
+    import shutil
+
+    from pipeline.calibration import calibration_dir
+
+    cal = tmp_path / "calibration"
+    shutil.copytree(calibration_dir(), cal)
+    monkeypatch.setenv("ELECTRODE_QC_CALIBRATION", str(cal))
+    return cal
+
+
+def test_gate_expired_calibration_3(tmp_path, monkeypatch):
+    """An instrument profile that matches the SEM but whose certificate has expired: the
+    values would conform, the gate says indeterminate."""
+    cal = _calibration_copy(tmp_path, monkeypatch)
+    (cal / "instruments" / "synth.toml").write_text(
+        'schema_version = 1\nid = "synth-sem"\n[match]\nvendor = "FEI"\n'
+        'model = "electrode-qc synth"\n[pixel_size]\ncorrection_factor = 1.0\n'
+        'uncertainty_rel = 0.002\n[certificate]\nid = "C-1"\ndate = 2024-01-01\n'
+        'valid_until = 2025-01-01\n')
+    folder = electrode(tmp_path / "old", seed=9, psd=False, surface=False)
+    code, out, text = gate_code(folder)
+    assert code == 3, text
+    assert any(r.startswith("expired calibration (synth-sem)") for r in out["gate"]["reasons"])
+
+
+def test_gate_too_few_particles_3(tmp_path, monkeypatch):
+    cal = _calibration_copy(tmp_path, monkeypatch)
+    spec = cal / "specs" / "gate-production.toml"
+    spec.write_text(spec.read_text().replace("require_particles = false",
+                                             "require_particles = true"))
+    folder = electrode(tmp_path / "few", seed=10, surface=False)  # a 384 x 512 psd field
+    code, out, text = gate_code(folder)
+    assert code == 3, text
+    assert any("too few particles" in r for r in out["gate"]["reasons"])
