@@ -405,6 +405,10 @@ def run(
     recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a sample is non-conforming."),
     no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
+    jobs: int | None = typer.Option(None, "--jobs", "-j", help="Samples measured in parallel processes (default: the CPUs available)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="A dask scheduler address, or 'auto' for a local cluster."),
+    db: str | None = typer.Option(None, "--db", help="Results store URL (default: sqlite at OUT/results.db)."),
+    force: bool = typer.Option(False, "--force", help="Measure again samples already in the store."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
 ):
     """Measure every electrode in FOLDER, decide claim 15 and the gate, write the report."""
@@ -413,7 +417,8 @@ def run(
         from pipeline.runner import run as run_folder
 
         res = run_folder(folder, out, spec=spec, gate_spec=gate_spec, recipe=recipe,
-                         strict=strict, report=not no_html)
+                         strict=strict, report=not no_html, jobs=jobs, scheduler=scheduler,
+                         db=db, force=force)
         if json_out:
             _emit_json(res.results)
         else:
@@ -422,6 +427,24 @@ def run(
             typer.echo(f"wrote {out / 'results.json'}" + ("" if no_html else f" and {out / 'report.html'}"),
                        err=True)
         return res.exit_code
+
+    _guard(body)
+
+
+@app.command()
+def report(
+    db: str | None = typer.Option(None, "--db", help="Results store URL (default: sqlite at OUT/results.db)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for report.html, results.json and tables."),
+    spec: Path | None = typer.Option(None, "--spec", help="Claim spec TOML for the trend charts' limits."),
+):
+    """Rebuild the report and tables from the results store alone, with trend charts."""
+
+    def body() -> int:
+        from pipeline.runner import report_from_store
+
+        res = report_from_store(db, out, spec=spec)
+        typer.echo(f"{len(res.samples)} samples from the store; wrote {out / 'report.html'}", err=True)
+        return EXIT_OK
 
     _guard(body)
 

@@ -25,6 +25,8 @@ from pipeline.errors import (
     EXIT_NONCONFORMING,
     EXIT_OK,
     EXIT_UNREADABLE,
+    EXIT_USAGE,
+    ElectrodeQCError,
 )
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "run"]
@@ -105,10 +107,65 @@ def _progress(total: int):  # -> (Progress, advance) or None
     return p, (lambda: p.advance(task))
 
 
+def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
+    """SHA-256 over what decides a sample's result: its input bytes (file SHA-256s), its
+    manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
+    instrument-profile hashes, and the package version."""
+    import hashlib
+    import json
+
+    from pipeline import __version__
+
+    ident = cfg.identities()
+    parts = {
+        "files": sorted((Path(f).name, file_sha256[str(f)]) for f in sample.files),
+        "manifest": sample.manifest,
+        "config": {k: (v.get("sha256") if isinstance(v, dict) else
+                       [p.get("path") for p in v] if isinstance(v, list) else v)
+                   for k, v in ident.items()},
+        "profiles": [p.identity for p in cfg.profiles],
+        "package_version": __version__,
+    }
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _hash_files(paths: list[Path]) -> dict[str, str]:
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: Path) -> tuple[str, str]:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        return str(p), h.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
+        return dict(ex.map(one, paths))
+
+
+def _measure_task(payload: tuple) -> dict[str, Any]:
+    """One sample in a worker: measure, write its particle table, return a small record."""
+    from pipeline.execute import worker_info
+    from pipeline.sample import measure_sample
+
+    sample, cfg, out, previews, key = payload
+    rec, art, tabs = measure_sample(sample, cfg, previews=previews)
+    ref = None
+    if out is not None and tabs.get("particles") is not None:
+        from pipeline.report.tables import write_particle_table
+
+        ref = write_particle_table(tabs["particles"], Path(out), f"{sample.id}-{key[:12]}")
+    return {"record": rec, "artifacts": art if previews else None, "particles": ref,
+            "worker": worker_info()}
+
+
 def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None = None,
         gate_spec: str | Path | None = None, recipe: str | Path | None = None,
         strict: bool = False, report: bool = True, single: bool = False,
-        today: _dt.date | None = None) -> RunResult:
+        today: _dt.date | None = None, jobs: int | None = 1, scheduler: str | None = None,
+        db: str | None = None, store: bool = True, force: bool = False) -> RunResult:
     """Measure, decide and report every sample of an export folder.
 
     Parameters
@@ -124,32 +181,124 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     strict : bool
         Exit 1 when a sample is non-conforming (and nothing worse happened).
     report : bool
-        Write report.html (needs the image previews kept in memory).
+        Write report.html (the workers then return image previews).
     single : bool
         Treat `folder` as one electrode's folder (`gate`).
+    jobs, scheduler : optional
+        Samples run in `jobs` processes (None: every CPU available), or on dask
+        (`pipeline.execute`). Results are the same whichever runs them.
+    db, store, force : optional
+        Results go to the store at `db` (a SQLAlchemy URL), by default SQLite at
+        OUT/results.db (no store when `store` is False or there is neither `db` nor `out`).
+        A sample whose idempotency key is stored already is not measured again unless
+        `force`; its stored record is reported.
     """
     from pipeline import __version__
+    from pipeline.execute import execute
     from pipeline.ingest.discover import discover
-    from pipeline.sample import measure_sample
 
     folder = Path(folder)
     cfg = _config(spec, gate_spec, recipe, today)
     samples, manifest_id = discover(folder, rules=cfg.rules, single=single)
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    records, artifacts, tables = [], {}, []
-    bar = _progress(sum(max(len(s.files), 1) for s in samples))
+    st = None
+    if store and (db is not None or out is not None):
+        from pipeline.store import Store
+
+        st = Store.open(db, out=None if out is None else Path(out))
+    previews = report and out is not None
+    sha = _hash_files([f for s in samples for f in s.files])
+    keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
+    records: dict[str, dict[str, Any]] = {}
+    artifacts: dict[str, Any] = {}
+    todo = []
+    run_id = st.begin_run(folder=str(folder), package_version=__version__,
+                          meta={"jobs": jobs, "scheduler": scheduler, "force": force,
+                                **cfg.identities()}) if st else None
+    for s in samples:
+        hit = st.find_key(keys[s.id]) if st is not None and not force else None
+        if hit is not None:
+            rec = dict(hit["record"])
+            rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
+                             "created_utc": hit["created_utc"], "reused": True}
+            records[s.id] = rec
+        else:
+            todo.append(s)
+    bar = _progress(len(todo))
+    status = "failed"
     try:
-        for s in samples:
-            rec, art, tabs = measure_sample(s, cfg, previews=report and out is not None,
-                                            advance=bar[1] if bar else None)
+        payloads = [(s, cfg, None if out is None else Path(out), previews, keys[s.id])
+                    for s in todo]
+        for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
+            s = todo[i]
+            if isinstance(res, Exception):
+                if isinstance(res, ElectrodeQCError) and res.exit_code == EXIT_USAGE:
+                    raise res
+                rec = _failed_record(s, res)
+            else:
+                rec = res["record"]
+                rec["provenance"]["worker"] = res["worker"]
+                rec["provenance"]["particles_table"] = res["particles"]
+                artifacts[s.id] = res["artifacts"]
             rec["provenance"].update(package_version=__version__, created_utc=created,
-                                     manifest=manifest_id, **cfg.identities())
-            records.append(rec)
-            artifacts[s.id] = art
-            tables.append(tabs)
+                                     manifest=manifest_id, idempotency_key=keys[s.id],
+                                     **cfg.identities())
+            if st is not None and not isinstance(res, Exception):
+                prev = st.latest(s.id)
+                reason = None if prev is None else (
+                    "re-measured (--force)" if prev["idempotency_key"] == keys[s.id]
+                    else "new input, calibration or software")
+                row = st.add_sample(rec, key=keys[s.id], run_id=run_id, reason=reason,
+                                    particles=res["particles"])
+                rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created,
+                                 "reused": False}
+            records[s.id] = rec
+            if bar:
+                bar[1]()
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         if bar is not None:
             bar[0].stop()
+        if st is not None:
+            st.finish_run(run_id, status)
+            st.close()
+    ordered = [records[s.id] for s in samples if s.id in records]
+    return _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
+                   report)
+
+
+def _failed_record(sample, exc: Exception) -> dict[str, Any]:
+    """A sample whose task failed as a whole: every file marked, nothing decided."""
+    msg = f"{sample.id}: {type(exc).__name__}: {exc}"
+    code = getattr(exc, "exit_code", EXIT_INTERNAL)
+    images = [{"path": str(f), "role": None, "status": "error", "error": msg,
+               "exit_code": code, "results": None} for f in sample.files] or [
+        {"path": sample.id, "role": None, "status": "error", "error": msg, "exit_code": code,
+         "results": None}]
+    undecided = {"met": None, "rule": "one or more", "properties": {
+        n: {"value": None, "U": None, "limit": lim, "comparison": c, "met": None,
+            "statement": "indeterminate", "unit": None, "source": None, "margin": None}
+        for n, lim, c in (("porosity", 0.40, "<="), ("Sa", 0.10, "<"), ("Sz", 1.0, "<"))}}
+    return {"sample_id": sample.id, "title": sample.manifest.get("title", sample.id),
+            "state": sample.state, "pair": sample.manifest.get("pair"), "claim15": undecided,
+            "particle_claims": {"met": None, "claims": []},
+            "gate": {"outcome": "indeterminate", "rule": "guard_band", "reasons": [msg]},
+            "void_reduction_pct": None,
+            "metrics": {k: None for k in ("Sa_um", "Sz_um", "porosity_cross_section",
+                                          "porosity_gravimetric", "protrusions_per_mm2",
+                                          "psd")},
+            "images": images, "flags": [msg], "notes": list(sample.notes),
+            "provenance": {"inputs": [{"path": str(f), "sha256": None, "reader": None,
+                                       "pixel_size_source": None} for f in sample.files]}}
+
+
+def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, report,
+            trends=None):
+    from pipeline import __version__
+
     _pairs(records)
     codes = [im["exit_code"] for r in records for im in r["images"]]
     code = _worst(codes)
@@ -169,6 +318,8 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
             "measured_files": sum(im["status"] == "ok" for r in records for im in r["images"]),
             "unreadable_files": sum(im["exit_code"] == EXIT_UNREADABLE
                                     for r in records for im in r["images"]),
+            "reused_from_store": sum(bool((r.get("stored") or {}).get("reused"))
+                                     for r in records),
         },
         **cfg.identities(),
         "manifest": manifest_id,
@@ -178,8 +329,41 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     if out is not None:
         from pipeline.report.tables import write_outputs
 
-        result.files_written = write_outputs(Path(out), results, tables, artifacts, html=report)
+        result.files_written = write_outputs(Path(out), results, artifacts, html=report,
+                                             trends=trends)
     return result
+
+
+def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | None = None,
+                      gate_spec: str | Path | None = None) -> RunResult:
+    """Rebuild report.html, results.json and the tables from the results store alone.
+
+    The latest (not superseded) row of every sample is reported, with a trend chart per
+    metric over every stored measurement. `db` None means SQLite at OUT/results.db.
+    """
+    from pipeline.report.trends import trends
+    from pipeline.store import Store
+
+    out = Path(out)
+    cfg = _config(spec, gate_spec, None, None)
+    st = Store.open(db, out=out)
+    try:
+        rows = st.samples(latest_only=True)
+        history = st.history()
+    finally:
+        st.close()
+    records = []
+    for r in sorted(rows, key=lambda r: r["record"]["sample_id"]):
+        rec = dict(r["record"])
+        rec["stored"] = {"row_id": r["row_id"], "run_id": r["run_id"],
+                         "created_utc": r["created_utc"], "reused": True}
+        records.append(rec)
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    from sqlalchemy.engine import make_url
+
+    where = make_url(st.url).render_as_string(hide_password=True)
+    return _finish(records, {}, f"results store {where}", out, cfg, None, created,
+                   False, True, trends=trends(history, cfg.spec))
 
 
 def _pairs(records: list[dict[str, Any]]) -> None:

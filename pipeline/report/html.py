@@ -372,7 +372,7 @@ def _run_view(results: Mapping) -> dict:
 
 
 # ------------------------------------------------------------------------------ public API
-def render_html(results: dict, artifacts: dict) -> str:
+def render_html(results: dict, artifacts: dict, trends: list | None = None) -> str:
     """The report as one self-contained HTML string.
 
     Parameters
@@ -385,6 +385,9 @@ def render_html(results: dict, artifacts: dict) -> str:
     artifacts : dict
         ``{sample_id: {"sem": [...], "height": [...], "histogram": {...} | None}}`` (see
         the module notes of `pipeline.report`); a sample may be absent.
+    trends : list, optional
+        Trend charts from the store (`pipeline.report.trends.trends`): shown after the
+        summary.
 
     Returns
     -------
@@ -403,13 +406,26 @@ def render_html(results: dict, artifacts: dict) -> str:
     views.sort(key=_order_key)  # stable: ties keep the results' order
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(TEMPLATE).render(css=CSS, run=_run_view(results), samples=views)
+    from pipeline.report.figures import data_uri, png_size
+
+    trend_views = []
+    for t in trends or []:
+        w, h = png_size(t["png"])
+        lim = t.get("limits")
+        caption = (f"{t['title']}: {t['n']} measurements" + (
+            "" if lim is None else f"; centre {lim['centre']:.4g}, control limits "
+            f"{lim['lcl']:.4g} to {lim['ucl']:.4g} (process, not spec)"))
+        trend_views.append({"uri": data_uri(t["png"]), "width": w, "height": h,
+                            "caption": caption})
+    return env.from_string(TEMPLATE).render(css=CSS, run=_run_view(results), samples=views,
+                                            trends=trend_views)
 
 
-def write_html(path: str | os.PathLike, results: dict, artifacts: dict) -> Path:
+def write_html(path: str | os.PathLike, results: dict, artifacts: dict,
+               trends: list | None = None) -> Path:
     """Render the report and write it to `path` (UTF-8, parent folders made); returns the path."""
     path = Path(path)
-    html = render_html(results, artifacts)
+    html = render_html(results, artifacts, trends)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(html, encoding="utf-8")

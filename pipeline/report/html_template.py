@@ -88,6 +88,18 @@ claim 15 not met first, then samples with unreadable files.</p>
 <p class="alert">No samples in the results.</p>
 {% endif %}
 </section>
+{% if trends %}
+
+<section id="trends">
+<h2>Trends</h2>
+<p class="note">Individuals and moving range per metric from the results store, oldest first.
+Control limits (grey) describe the process; the spec limit (dashed red) is the requirement.</p>
+{% for t in trends %}
+<figure><img src="{{ t.uri }}" width="{{ t.width }}" height="{{ t.height }}" alt="{{ t.caption }}">
+<figcaption>{{ t.caption }}</figcaption></figure>
+{% endfor %}
+</section>
+{% endif %}
 
 {% for s in samples %}
 <section class="sample" id="{{ s.anchor }}">

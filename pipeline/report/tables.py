@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RESULTS_SCHEMA_PATH", "image_rows", "results_schema", "sample_rows", "write_outputs",
-           "write_results_json"]
+           "write_particle_table", "write_results_json"]
 
 RESULTS_SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
@@ -102,25 +102,51 @@ def _write_table(df, folder: Path, name: str) -> list[Path]:
     return out
 
 
-def write_outputs(out: Path, results: dict[str, Any], tables: list[dict[str, Any]],
-                  artifacts: dict[str, Any], *, html: bool = True) -> list[Path]:
-    """Write results.json, tables/{particles,images,samples}.{csv,parquet}, report.html."""
+def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
+    """One sample's particle table as tables/particles/<name>.parquet and .csv (pyarrow).
+
+    Written by the worker that measured the sample. Returns the reference the record and the
+    store keep: ``{"path"`` (relative to `out`), ``"sha256"`` (of the Parquet file),
+    ``"rows"}``.
+    """
+    import hashlib
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    folder = out / "tables" / "particles"
+    folder.mkdir(parents=True, exist_ok=True)
+    df = df.copy()
+    df.attrs = {}
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    target = folder / f"{name}.parquet"
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, target)
+    csv = folder / f"{name}.csv"
+    tmp = csv.with_name(f".{csv.name}.tmp")
+    pacsv.write_csv(table, tmp)
+    os.replace(tmp, csv)
+    h = hashlib.sha256(target.read_bytes()).hexdigest()
+    return {"path": str(target.relative_to(out)), "sha256": h, "rows": int(table.num_rows)}
+
+
+def write_outputs(out: Path, results: dict[str, Any], artifacts: dict[str, Any], *,
+                  html: bool = True, trends: list | None = None) -> list[Path]:
+    """Write results.json, tables/{images,samples}.{csv,parquet} and report.html (the
+    per-sample particle tables are written by the workers, `write_particle_table`)."""
     import pandas as pd
 
     out.mkdir(parents=True, exist_ok=True)
     tdir = out / "tables"
     tdir.mkdir(exist_ok=True)
     written = [write_results_json(out / "results.json", results)]
-    parts = [t["particles"] for t in tables if t.get("particles") is not None]
-    particles = (pd.concat(parts, ignore_index=True) if parts
-                 else pd.DataFrame(columns=["sample_id", "path", "label", "ecd_nm"]))
-    particles.attrs = {}
-    written += _write_table(particles, tdir, "particles")
     written += _write_table(pd.DataFrame(image_rows(results)), tdir, "images")
     written += _write_table(pd.DataFrame(sample_rows(results)), tdir, "samples")
     if html:
         from pipeline.report.html import write_html
 
-        written.append(write_html(out / "report.html", results, artifacts))
+        written.append(write_html(out / "report.html", results, artifacts, trends))
     log.info("wrote %d files to %s", len(written), out)
     return written

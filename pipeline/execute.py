@@ -1,0 +1,133 @@
+"""Run per-sample tasks in-process, in a process pool (``--jobs N``) or on dask.distributed
+(``--scheduler ADDRESS`` or ``auto`` for a local cluster on loopback).
+
+Every executor yields ``(index, result)`` pairs as tasks complete (results stream in), and
+a task that raises yields ``(index, exception)``: one bad sample fails alone. Tasks are plain
+module-level functions with picklable arguments; they return small records and write their
+particle tables themselves. `worker_info` tells which package versions a worker ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+__all__ = ["available_cpus", "execute", "worker_info"]
+
+log = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_info() -> dict[str, Any]:
+    """Host, process and the versions of the packages that shape a result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pipeline
+
+    vers = {}
+    for name in ("numpy", "scipy", "scikit-image", "opencv-python-headless", "scikit-learn",
+                 "tifffile", "pandas"):
+        try:
+            vers[name] = version(name)
+        except PackageNotFoundError:
+            vers[name] = None
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "python": platform.python_version(), "electrode_qc": pipeline.__version__,
+            "packages": vers}
+
+
+def _safe(fn: Callable, arg: Any) -> Any:
+    try:
+        return fn(arg)
+    except Exception as exc:  # returned, not raised: one task's failure stays its own
+        log.debug("task failed", exc_info=True)
+        return exc
+
+
+def _in_process(fn, args) -> Iterator[tuple[int, Any]]:
+    for i, a in enumerate(args):
+        yield i, _safe(fn, a)
+
+
+def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # "spawn": workers start clean (no inherited threads or open database handles)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+        futs = {ex.submit(_safe, fn, a): i for i, a in enumerate(args)}
+        try:
+            for f in as_completed(futs):
+                try:
+                    yield futs[f], f.result()
+                except Exception as exc:  # the worker process itself died
+                    yield futs[f], exc
+        finally:
+            for f in futs:
+                f.cancel()
+
+
+def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(None, "--scheduler needs dask.distributed: pip install "
+                                "'electrode-qc[dask]'") from None
+    cluster = None
+    if scheduler == "auto":
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futs = [client.submit(_safe, fn, a, pure=False) for a in args]
+        index = {f.key: i for i, f in enumerate(futs)}
+        for f in as_completed(futs):
+            try:
+                yield index[f.key], f.result()
+            except Exception as exc:  # a worker lost mid-task
+                yield index[f.key], exc
+            f.release()
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None = 1,
+            scheduler: str | None = None) -> Iterator[tuple[int, Any]]:
+    """Run ``fn(a)`` for every ``a`` in `args`; yield ``(index, result or exception)`` as
+    each completes.
+
+    Parameters
+    ----------
+    jobs : int or None
+        Processes (None: `available_cpus`). 1 runs in this process.
+    scheduler : str, optional
+        A dask scheduler address, or "auto" for a LocalCluster of `jobs` workers on
+        127.0.0.1. Takes precedence over the process pool.
+    """
+    jobs = available_cpus() if jobs is None else int(jobs)
+    if jobs < 1:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(None, f"--jobs must be >= 1, not {jobs}")
+    if scheduler:
+        return _dask(fn, args, scheduler, jobs)
+    if jobs == 1 or len(args) <= 1:
+        return _in_process(fn, args)
+    return _pool(fn, args, min(jobs, len(args)))
