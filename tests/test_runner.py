@@ -4,6 +4,7 @@ verdicts, exit codes for every outcome, outputs, and bad input."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -97,13 +98,18 @@ def test_outputs_validate_and_load(export):
     data = json.loads((out / "results.json").read_text())
     jsonschema.validate(data, results_schema())
     assert data["samples"][0]["provenance"]["inputs"][0]["sha256"]
-    for name in ("particles", "images", "samples"):
+    for name in ("images", "samples"):
         a = pd.read_csv(out / "tables" / f"{name}.csv")
         b = pd.read_parquet(out / "tables" / f"{name}.parquet")
         assert len(a) == len(b) > 0
     samples = pd.read_parquet(out / "tables" / "samples.parquet")
     assert set(samples["sample_id"]) == {"good", "rough"}
-    assert "ecd_nm" in pd.read_parquet(out / "tables" / "particles.parquet")
+    # one particle table per sample, written by the worker that measured it
+    parts = pd.read_parquet(out / "tables" / "particles")
+    assert set(parts["sample_id"]) == {"good", "rough"} and "ecd_nm" in parts
+    ref = data["samples"][0]["provenance"]["particles_table"]
+    csv = pd.read_csv(out / "tables" / "particles-csv" / Path(ref["path"]).with_suffix(".csv").name)
+    assert len(csv) == ref["rows"] == len(pd.read_parquet(out / ref["path"]))
 
 
 def test_schema_rejects_a_broken_record(export):

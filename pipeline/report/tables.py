@@ -92,7 +92,9 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _write_table(df, folder: Path, name: str) -> list[Path]:
     out = []
-    csv = folder / f"{name}.csv"
+    csv_dir = out / "tables" / "particles-csv"  # apart: pyarrow reads particles/ as one dataset
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    csv = csv_dir / f"{name}.csv"
     out.append(_atomic_write(csv, df.to_csv(index=False).encode("utf-8")))
     pq = folder / f"{name}.parquet"
     tmp = pq.with_name(f".{pq.name}.tmp")
@@ -103,7 +105,8 @@ def _write_table(df, folder: Path, name: str) -> list[Path]:
 
 
 def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
-    """One sample's particle table as tables/particles/<name>.parquet and .csv (pyarrow).
+    """One sample's particle table as tables/particles/<name>.parquet and
+    tables/particles-csv/<name>.csv (pyarrow).
 
     Written by the worker that measured the sample. Returns the reference the record and the
     store keep: ``{"path"`` (relative to `out`), ``"sha256"`` (of the Parquet file),
@@ -124,7 +127,9 @@ def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
     tmp = target.with_name(f".{target.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, target)
-    csv = folder / f"{name}.csv"
+    csv_dir = out / "tables" / "particles-csv"  # apart: pyarrow reads particles/ as one dataset
+    csv_dir.mkdir(parents=True, exist_ok=True)
+    csv = csv_dir / f"{name}.csv"
     tmp = csv.with_name(f".{csv.name}.tmp")
     pacsv.write_csv(table, tmp)
     os.replace(tmp, csv)
