@@ -29,7 +29,8 @@ from pipeline.errors import (
     ElectrodeQCError,
 )
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "run"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "idempotency_key",
+           "process_sample_into_store", "report_from_store", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -332,6 +333,46 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
         result.files_written = write_outputs(Path(out), results, artifacts, html=report,
                                              trends=trends)
     return result
+
+
+def process_sample_into_store(sample, store, *, out: str | Path | None = None,
+                              cfg: _Config | None = None, force: bool = False,
+                              run_id: str | None = None) -> dict[str, Any]:
+    """Measure one discovered sample in this process and add it to `store` (the watcher's
+    unit of work). Idempotent: a sample whose key is stored already is not measured again
+    (unless `force`); the stored record is returned with ``stored.reused`` True."""
+    from pipeline import __version__
+
+    cfg = cfg or _config(None, None, None, None)
+    key = idempotency_key(sample, cfg, _hash_files(list(sample.files)))
+    hit = None if force else store.find_key(key)
+    if hit is not None:
+        rec = dict(hit["record"])
+        rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
+                         "created_utc": hit["created_utc"], "reused": True}
+        return rec
+    res = _measure_task((sample, cfg, None if out is None else Path(out), False, key))
+    rec = res["record"]
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    rec["provenance"].update(package_version=__version__, created_utc=created,
+                             idempotency_key=key, worker=res["worker"],
+                             particles_table=res["particles"], **cfg.identities())
+    prev = store.latest(sample.id)
+    reason = None if prev is None else ("re-measured (--force)" if prev["idempotency_key"] == key
+                                        else "new input, calibration or software")
+    own_run = run_id is None
+    if own_run:
+        run_id = store.begin_run(folder=str(Path(sample.files[0]).parent) if sample.files
+                                 else sample.id, package_version=__version__,
+                                 meta={"watch": True})
+    try:
+        row = store.add_sample(rec, key=key, run_id=run_id, reason=reason,
+                               particles=res["particles"])
+    finally:
+        if own_run:
+            store.finish_run(run_id, "completed")
+    rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created, "reused": False}
+    return rec
 
 
 def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | None = None,
