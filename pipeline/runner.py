@@ -109,8 +109,8 @@ def _progress(total: int):  # -> (Progress, advance) or None
 
 
 def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
-    """SHA-256 over what decides a sample's result: its input bytes (file SHA-256s), its
-    manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
+    """SHA-256 over what decides a sample's result: its id, its input bytes (file SHA-256s),
+    its manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
     instrument-profile hashes, and the package version."""
     import hashlib
     import json
@@ -119,6 +119,7 @@ def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
 
     ident = cfg.identities()
     parts = {
+        "sample_id": sample.id,
         "files": sorted((Path(f).name, file_sha256[str(f)]) for f in sample.files),
         "manifest": sample.manifest,
         "config": {k: (v.get("sha256") if isinstance(v, dict) else
@@ -365,12 +366,14 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
         run_id = store.begin_run(folder=str(Path(sample.files[0]).parent) if sample.files
                                  else sample.id, package_version=__version__,
                                  meta={"watch": True})
+    status = "failed"
     try:
         row = store.add_sample(rec, key=key, run_id=run_id, reason=reason,
                                particles=res["particles"])
+        status = "completed"
     finally:
         if own_run:
-            store.finish_run(run_id, "completed")
+            store.finish_run(run_id, status)
     rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created, "reused": False}
     return rec
 
