@@ -92,9 +92,7 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _write_table(df, folder: Path, name: str) -> list[Path]:
     out = []
-    csv_dir = out / "tables" / "particles-csv"  # apart: pyarrow reads particles/ as one dataset
-    csv_dir.mkdir(parents=True, exist_ok=True)
-    csv = csv_dir / f"{name}.csv"
+    csv = folder / f"{name}.csv"
     out.append(_atomic_write(csv, df.to_csv(index=False).encode("utf-8")))
     pq = folder / f"{name}.parquet"
     tmp = pq.with_name(f".{pq.name}.tmp")

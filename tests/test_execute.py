@@ -1,0 +1,81 @@
+"""Executors: in-process, process pool and dask give the same results; a failing task fails
+alone; results stream in as tasks complete."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.execute import available_cpus, execute, worker_info
+from pipeline.runner import run
+from tests.test_runner import electrode
+
+
+def _square_or_fail(x):
+    if x == 3:
+        raise ValueError("three is bad")
+    return x * x
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_one_task_fails_alone(jobs):
+    got = dict(execute(_square_or_fail, list(range(6)), jobs=jobs))
+    assert sorted(got) == list(range(6))
+    assert isinstance(got[3], ValueError) and "three is bad" in str(got[3])
+    assert [got[i] for i in (0, 1, 2, 4, 5)] == [0, 1, 4, 16, 25]
+
+
+def test_jobs_validated_and_default():
+    with pytest.raises(ConfigError, match="--jobs must be >= 1"):
+        execute(_square_or_fail, [1], jobs=0)
+    assert available_cpus() >= 1
+    info = worker_info()
+    assert info["electrode_qc"] and info["packages"]["numpy"]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    for i in range(3):
+        electrode(root / f"e{i}", seed=20 + i, surface=False,
+                  sa=(0.05 + 0.01 * i, 0.052 + 0.01 * i))
+    (root / "e3").mkdir()
+    (root / "e3" / "psd-01.tif").write_bytes(b"II*\x00broken")
+    return root
+
+
+def _summary(res):
+    out = []
+    for s in res.samples:
+        psd = s["metrics"]["psd"] or {}
+        out.append((s["sample_id"], s["gate"]["outcome"], s["claim15"]["met"],
+                    s["claim15"]["properties"]["Sa"]["value"],
+                    s["claim15"]["properties"]["porosity"]["value"],
+                    psd.get("x50_nm"), tuple(m["mean_nm"] for m in psd.get("modes", [])),
+                    tuple(im["status"] for im in s["images"])))
+    return out
+
+
+def _same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for u, v in zip(x, y):
+            if isinstance(u, float) and isinstance(v, float):
+                assert math.isclose(u, v, rel_tol=1e-12), (x, y)
+            else:
+                assert u == v, (x, y)
+
+
+def test_pool_and_dask_match_in_process(export, tmp_path):
+    one = run(export, tmp_path / "o1", jobs=1, report=False, store=False)
+    pool = run(export, tmp_path / "o2", jobs=2, report=False, store=False)
+    dask = run(export, tmp_path / "o3", jobs=2, scheduler="auto", report=False, store=False)
+    assert one.exit_code == pool.exit_code == dask.exit_code == 4  # e3 is unreadable
+    _same(_summary(one), _summary(pool))
+    _same(_summary(pool), _summary(dask))
+    workers = {s["provenance"]["worker"]["pid"] for s in dask.samples
+               if "worker" in s["provenance"]}
+    assert workers and all(s["provenance"]["worker"]["electrode_qc"] for s in dask.samples
+                           if "worker" in s["provenance"])
