@@ -251,7 +251,7 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
                     "re-measured (--force)" if prev["idempotency_key"] == keys[s.id]
                     else "new input, calibration or software")
                 row = st.add_sample(rec, key=keys[s.id], run_id=run_id, reason=reason,
-                                    particles=res["particles"])
+                                    particles=res["particles"], force=force)
                 rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created,
                                  "reused": False}
             records[s.id] = rec
@@ -369,7 +369,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     status = "failed"
     try:
         row = store.add_sample(rec, key=key, run_id=run_id, reason=reason,
-                               particles=res["particles"])
+                               particles=res["particles"], force=force)
         status = "completed"
     finally:
         if own_run:

@@ -1,0 +1,1 @@
+"""Schema revisions of the results store, oldest first (0001, 0002, ...)."""

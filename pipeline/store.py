@@ -1,0 +1,544 @@
+"""The results store: every measured sample, append-only, in SQLite or PostgreSQL.
+
+SQLAlchemy Core, no ORM. A verdict row is never updated or deleted: a re-measurement is a new
+`samples` row whose ``supersedes`` names the row it replaces, with a reason. The constraints
+keep every sample's rows one chain (one first row per sample id, no row superseded twice), so
+exactly one row per sample is the latest. The schema is made and upgraded by the Alembic
+migrations in ``pipeline/migrations``, run by `Store.open`.
+
+SQLite runs in WAL mode with foreign keys on and a busy timeout, and a write transaction takes
+the write lock at BEGIN (``BEGIN IMMEDIATE``); PostgreSQL writes take an advisory lock per
+sample id. Either way "read the latest row, then add one after it" is atomic.
+
+JSON (records, run metadata, image results) is stored as TEXT; numbers are floats or NULL,
+never NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+
+from pipeline.errors import EXIT_USAGE, ConfigError, ElectrodeQCError
+from pipeline.report_text import json_safe
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["METADATA", "RUN_STATUSES", "DuplicateKey", "Store", "display_url", "normalize_url"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+BUSY_TIMEOUT_S = 30
+CONNECT_TIMEOUT_S = 10
+RUN_STATUSES = ("completed", "failed", "interrupted")
+_MIGRATION_LOCK = 0x45514353_544F5245  # pg_advisory_xact_lock key while migrating
+_DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql": "postgresql+psycopg",
+            "postgres": "postgresql+psycopg", "postgresql+psycopg": "postgresql+psycopg"}
+
+
+class DuplicateKey(ElectrodeQCError):
+    """A sample row whose idempotency key is stored already (and the caller did not force)."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, key: str, row_id: int, sample_id: str):
+        self.key, self.row_id, self.sample_id = key, row_id, sample_id
+        super().__init__(None, f"idempotency key {key} is stored already (row {row_id}, sample "
+                               f"{sample_id!r}); look it up with find_key, or re-measure with "
+                               "force=True (--force)")
+
+
+# The tables as the migrations leave them (tests compare the two). Queries use these.
+METADATA = sa.MetaData()
+RUNS = sa.Table(
+    "runs", METADATA,
+    sa.Column("run_id", sa.String(36), primary_key=True),
+    sa.Column("folder", sa.Text, nullable=False),
+    sa.Column("package_version", sa.String(64), nullable=False),
+    sa.Column("started_utc", sa.String(32), nullable=False),
+    sa.Column("finished_utc", sa.String(32)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("meta_json", sa.Text, nullable=False),
+)
+SAMPLES = sa.Table(
+    "samples", METADATA,
+    sa.Column("row_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sample_id", sa.String(255), nullable=False, index=True),
+    sa.Column("idempotency_key", sa.String(64), nullable=False, index=True),
+    sa.Column("forced", sa.Boolean, nullable=False),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("created_utc", sa.String(32), nullable=False),
+    sa.Column("package_version", sa.String(64), nullable=False),
+    sa.Column("claim15_met", sa.Boolean),
+    sa.Column("gate_outcome", sa.String(32)),
+    sa.Column("gate_rule", sa.String(64)),
+    sa.Column("porosity_frac", sa.Float),
+    sa.Column("porosity_U", sa.Float),
+    sa.Column("porosity_source", sa.Text),
+    sa.Column("sa_um", sa.Float),
+    sa.Column("sa_U", sa.Float),
+    sa.Column("sz_um", sa.Float),
+    sa.Column("sz_U", sa.Float),
+    sa.Column("void_reduction_pct", sa.Float),
+    sa.Column("supersedes", sa.Integer, sa.ForeignKey("samples.row_id"), unique=True),
+    sa.Column("supersede_reason", sa.Text),
+    sa.Column("record_json", sa.Text, nullable=False),
+    sa.Column("particles_path", sa.Text),
+    sa.Column("particles_sha256", sa.String(64)),
+    sa.Column("particles_rows", sa.Integer),
+    sa.CheckConstraint("supersedes IS NULL OR supersede_reason IS NOT NULL",
+                       name="ck_samples_supersede_reason"),
+)
+# one first row per sample id, and an idempotency key once unless re-measured on purpose
+sa.Index("uq_samples_first_row", SAMPLES.c.sample_id, unique=True,
+         sqlite_where=sa.text("supersedes IS NULL"), postgresql_where=sa.text("supersedes IS NULL"))
+sa.Index("uq_samples_key_unforced", SAMPLES.c.idempotency_key, unique=True,
+         sqlite_where=sa.text("NOT forced"), postgresql_where=sa.text("NOT forced"))
+IMAGES = sa.Table(
+    "images", METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("sample_row_id", sa.Integer, sa.ForeignKey("samples.row_id"), nullable=False,
+              index=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("role", sa.String(32)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("reader", sa.String(64)),
+    sa.Column("results_json", sa.Text),
+)
+QUARANTINE = sa.Table(
+    "quarantine", METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64)),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_utc", sa.String(32), nullable=False),
+    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id")),
+)
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The SQLAlchemy URL the store uses: ``postgresql://`` (and ``postgres://``) go through
+    psycopg 3. Raises `ConfigError` (password masked) for a malformed or unsupported URL."""
+    try:
+        u = make_url(url)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(display_url(url), f"not a database URL ({exc}); expected "
+                          "sqlite:///PATH or postgresql://USER@HOST:PORT/DB") from None
+    driver = _DRIVERS.get(u.drivername)
+    if driver is None:
+        raise ConfigError(display_url(u), f"unsupported database {u.drivername!r}; the results "
+                          "store runs on sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    return u.set(drivername=driver)
+
+
+def display_url(url: str | URL) -> str:
+    """`url` with its password masked, for messages and reports."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        text = str(url)
+        scheme, sep, rest = text.partition("://")
+        cred, at, host = rest.rpartition("@")
+        if sep and at and ":" in cred:
+            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
+        return text
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _float(v: Any) -> float | None:
+    """A finite float or None (NULL; never NaN)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _json(v: Any) -> str:
+    return json.dumps(json_safe(v), allow_nan=False, ensure_ascii=False)
+
+
+def _str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # pysqlite's own transaction handling off: the "begin" hook below issues BEGIN itself
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    cur.close()
+    if mode.lower() not in ("wal", "memory"):
+        log.warning("SQLite refused WAL journal mode (got %s); concurrent readers may block", mode)
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("eqc_write")
+                         else "BEGIN")
+
+
+def _engine(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        engine = sa.create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True,
+                            connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
+
+
+def _alembic_config():
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    cfg.set_main_option("path_separator", "os")
+    return cfg
+
+
+def _lock_key(text: str) -> int:
+    """A signed 64-bit advisory lock key for `text`."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+class Store:
+    """The results store at one database URL. Open with `Store.open`; close when done
+    (or use it as a context manager).
+
+    Attributes
+    ----------
+    url : str
+        The normalized URL (``sqlite:///...`` or ``postgresql+psycopg://...``), password
+        included; `display_url` is the one to show.
+    """
+
+    def __init__(self, url: URL, engine: Engine):
+        self._u = url
+        self.url = url.render_as_string(hide_password=False)
+        self._engine = engine
+        self._write = engine.execution_options(eqc_write=True)
+        self._pg = url.get_backend_name() == "postgresql"
+
+    @property
+    def display_url(self) -> str:
+        return display_url(self._u)
+
+    def __repr__(self) -> str:
+        return f"Store({self.display_url!r})"
+
+    # ---- opening -------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | None = None, *, out: Path | None = None) -> Store:
+        """Open (and create or upgrade to the newest schema) the store at `url`.
+
+        Parameters
+        ----------
+        url : str, optional
+            ``sqlite:///PATH`` or ``postgresql://USER[:PASSWORD]@HOST[:PORT]/DB`` (also
+            ``postgresql+psycopg://``). None: SQLite at ``out / "results.db"``.
+        out : path, optional
+            The output folder (created) when `url` is None.
+
+        Raises
+        ------
+        ConfigError
+            A malformed or unsupported URL, a database that cannot be reached or opened, or
+            one whose schema is newer than this package knows. The message shows the URL
+            with its password masked.
+        """
+        if url is None:
+            if out is None:
+                raise ConfigError(None, "no results database: give a database URL (--db) or "
+                                  "an output folder")
+            out = Path(out)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(out, f"cannot create the output folder: {exc}") from None
+            u = URL.create("sqlite", database=str(out.resolve() / "results.db"))
+        else:
+            u = normalize_url(url)
+        try:
+            engine = _engine(u)
+        except ImportError as exc:
+            raise ConfigError(display_url(u), f"the database driver is not installed ({exc}); "
+                              "for PostgreSQL: pip install 'electrode-qc[postgres]'") from None
+        store = cls(u, engine)
+        try:
+            store._migrate()
+        except sa.exc.DBAPIError as exc:
+            engine.dispose()
+            raise ConfigError(store.display_url, store._problem(exc)) from None
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    def _problem(self, exc: sa.exc.DBAPIError) -> str:
+        msg = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+        if self._u.password:
+            msg = msg.replace(str(self._u.password), "***")
+        if isinstance(exc, sa.exc.OperationalError):
+            return (f"cannot open the results database: {msg}; check the URL, that the server "
+                    "runs and accepts this user, and that the file's folder exists")
+        return f"cannot bring the results database's schema up to date: {msg}"
+
+    def _migrate(self) -> None:
+        """Bring the schema to the newest revision (under a write lock, only if needed)."""
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        cfg = _alembic_config()
+        script = ScriptDirectory.from_config(cfg)
+        head = script.get_current_head()
+        with self._engine.connect() as conn:
+            heads = MigrationContext.configure(conn).get_current_heads()
+        self._refuse_newer(heads, script)
+        if heads == (head,):
+            return
+        with self._write.begin() as conn:
+            if self._pg:  # one process at a time migrates
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            self._refuse_newer(MigrationContext.configure(conn).get_current_heads(), script)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def _refuse_newer(self, heads: tuple[str, ...], script) -> None:
+        known = {r.revision for r in script.walk_revisions()}
+        unknown = sorted(h for h in heads if h not in known)
+        if unknown:
+            from pipeline import __version__
+
+            raise ConfigError(self.display_url, (
+                f"the database's schema is at revision {', '.join(unknown)}, newer than "
+                f"electrode-qc {__version__} knows (newest: {script.get_current_head()}); "
+                "open it with the newer electrode-qc that wrote it"))
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- runs ----------------------------------------------------------------------------
+    def begin_run(self, *, folder: str, package_version: str, meta: dict) -> str:
+        """Record the start of a run (status "running"); returns its run_id."""
+        run_id = uuid.uuid4().hex
+        with self._write.begin() as conn:
+            conn.execute(RUNS.insert().values(
+                run_id=run_id, folder=str(folder), package_version=str(package_version),
+                started_utc=_now(), finished_utc=None, status="running", meta_json=_json(meta)))
+        return run_id
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        """Set a run's final status: "completed", "failed" or "interrupted"."""
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status {status!r}: expected one of {', '.join(RUN_STATUSES)}")
+        with self._write.begin() as conn:
+            n = conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
+                             .values(status=status, finished_utc=_now())).rowcount
+        if n != 1:
+            raise ValueError(f"no run {run_id!r} in {self.display_url}")
+
+    def runs(self) -> list[dict]:
+        """Every run, oldest first, with "meta" (JSON-decoded)."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(RUNS).order_by(RUNS.c.started_utc, RUNS.c.run_id))
+            return [_decode(r, "meta_json", "meta") for r in rows.mappings()]
+
+    # ---- samples -------------------------------------------------------------------------
+    def _rows(self):
+        """samples joined to the row that supersedes each (None for the latest)."""
+        later = SAMPLES.alias("later")
+        return (sa.select(SAMPLES, later.c.row_id.label("superseded_by"))
+                .select_from(SAMPLES.outerjoin(later, later.c.supersedes == SAMPLES.c.row_id)),
+                later)
+
+    def find_key(self, key: str) -> dict | None:
+        """The stored sample row with idempotency key `key` (the newest if re-measured with
+        force), with "record" (JSON-decoded) and "superseded_by"; None if there is none."""
+        q, _ = self._rows()
+        q = q.where(SAMPLES.c.idempotency_key == key).order_by(SAMPLES.c.row_id.desc()).limit(1)
+        with self._engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else _decode(row, "record_json", "record")
+
+    def latest(self, sample_id: str) -> dict | None:
+        """The newest row of `sample_id`: the one no other row supersedes."""
+        q, later = self._rows()
+        q = (q.where(SAMPLES.c.sample_id == sample_id, later.c.row_id.is_(None))
+             .order_by(SAMPLES.c.row_id.desc()).limit(1))
+        with self._engine.connect() as conn:
+            row = conn.execute(q).mappings().first()
+        return None if row is None else _decode(row, "record_json", "record")
+
+    def add_sample(self, record: dict, *, key: str, run_id: str, reason: str | None = None,
+                   particles: dict | None = None, force: bool = False) -> int:
+        """Store one measured sample and its images in one transaction; returns the row_id.
+
+        If `record["sample_id"]` has a latest row already, the new row supersedes it and
+        `reason` is required (``ValueError`` otherwise); without one, `reason` is not stored.
+        `key` may be stored once: a second row with a stored key raises `DuplicateKey`
+        unless `force` (a deliberate re-measurement of the same input). `particles` is
+        ``{"path", "sha256", "rows"}`` of the particle table the worker wrote.
+        """
+        sample_id = str(record["sample_id"])
+        props = (record.get("claim15") or {}).get("properties") or {}
+        gate = record.get("gate") or {}
+        par = particles or {}
+
+        def prop(name: str, field: str) -> Any:
+            return (props.get(name) or {}).get(field)
+
+        values = {
+            "sample_id": sample_id, "idempotency_key": key, "forced": bool(force),
+            "run_id": run_id, "created_utc": _now(),
+            "claim15_met": (record.get("claim15") or {}).get("met"),
+            "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("rule")),
+            "porosity_frac": _float(prop("porosity", "value")),
+            "porosity_U": _float(prop("porosity", "U")),
+            "porosity_source": _str(prop("porosity", "source")),
+            "sa_um": _float(prop("Sa", "value")), "sa_U": _float(prop("Sa", "U")),
+            "sz_um": _float(prop("Sz", "value")), "sz_U": _float(prop("Sz", "U")),
+            "void_reduction_pct": _float(record.get("void_reduction_pct")),
+            "record_json": _json(record),
+            "particles_path": _str(par.get("path")), "particles_sha256": _str(par.get("sha256")),
+            "particles_rows": None if par.get("rows") is None else int(par["rows"]),
+        }
+        images = [{"position": i, "path": _str(im.get("path")), "sha256": _str(im.get("sha256")),
+                   "role": _str(im.get("role")), "status": _str(im.get("status")),
+                   "error": _str(im.get("error")), "reader": _str(im.get("reader")),
+                   "results_json": None if im.get("results") is None else _json(im["results"])}
+                  for i, im in enumerate(record.get("images") or [])]
+        try:
+            with self._write.begin() as conn:
+                if self._pg:  # writers of one sample id queue here
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                                 {"k": _lock_key(sample_id)})
+                if not force:
+                    self._refuse_duplicate(conn, key)
+                version = conn.execute(sa.select(RUNS.c.package_version)
+                                       .where(RUNS.c.run_id == run_id)).scalar()
+                if version is None:
+                    raise ValueError(f"no run {run_id!r} in {self.display_url}: begin_run first")
+                later = SAMPLES.alias("later")
+                prev = conn.execute(
+                    sa.select(SAMPLES.c.row_id)
+                    .where(SAMPLES.c.sample_id == sample_id,
+                           ~sa.exists().where(later.c.supersedes == SAMPLES.c.row_id))
+                    .order_by(SAMPLES.c.row_id.desc()).limit(1)).scalar()
+                if prev is not None and not reason:
+                    raise ValueError(f"sample {sample_id!r} has a stored row ({prev}): a new row "
+                                     "supersedes it and needs a reason")
+                version = (record.get("provenance") or {}).get("package_version") or version
+                row_id = conn.execute(SAMPLES.insert().values(
+                    **values, package_version=str(version), supersedes=prev,
+                    supersede_reason=None if prev is None else str(reason))
+                ).inserted_primary_key[0]
+                if images:
+                    conn.execute(IMAGES.insert(), [dict(im, sample_row_id=row_id)
+                                                   for im in images])
+        except sa.exc.IntegrityError:
+            if not force:  # a writer of another sample id stored the same key meanwhile
+                with self._engine.connect() as conn:
+                    self._refuse_duplicate(conn, key)
+            raise
+        return int(row_id)
+
+    @staticmethod
+    def _refuse_duplicate(conn: Connection, key: str) -> None:
+        hit = conn.execute(sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id)
+                           .where(SAMPLES.c.idempotency_key == key)
+                           .order_by(SAMPLES.c.row_id).limit(1)).first()
+        if hit is not None:
+            raise DuplicateKey(key, hit.row_id, hit.sample_id)
+
+    def samples(self, *, latest_only: bool = True) -> list[dict]:
+        """Stored sample rows with "record" (the full sample record, JSON-decoded) and
+        "superseded_by", ordered by sample id and newest first within a sample. With
+        `latest_only` only the rows no other row supersedes (one per sample)."""
+        q, later = self._rows()
+        if latest_only:
+            q = q.where(later.c.row_id.is_(None))
+        q = q.order_by(SAMPLES.c.sample_id, SAMPLES.c.row_id.desc())
+        with self._engine.connect() as conn:
+            return [_decode(r, "record_json", "record") for r in conn.execute(q).mappings()]
+
+    def images(self, row_id: int) -> list[dict]:
+        """The image rows of sample row `row_id`, in record order, "results" JSON-decoded."""
+        q = (sa.select(IMAGES).where(IMAGES.c.sample_row_id == row_id)
+             .order_by(IMAGES.c.position))
+        with self._engine.connect() as conn:
+            return [_decode(r, "results_json", "results") for r in conn.execute(q).mappings()]
+
+    def history(self) -> pd.DataFrame:
+        """Every stored sample row, oldest first: row_id, sample_id, created_utc,
+        porosity_frac, Sa_um, Sz_um, void_reduction_pct (floats, NaN where not measured),
+        gate_outcome and superseded (bool)."""
+        import pandas as pd
+
+        _, later = self._rows()
+        q = (sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.created_utc,
+                       SAMPLES.c.porosity_frac, SAMPLES.c.sa_um.label("Sa_um"),
+                       SAMPLES.c.sz_um.label("Sz_um"), SAMPLES.c.void_reduction_pct,
+                       SAMPLES.c.gate_outcome, later.c.row_id.label("superseded_by"))
+             .select_from(SAMPLES.outerjoin(later, later.c.supersedes == SAMPLES.c.row_id))
+             .order_by(SAMPLES.c.row_id))
+        with self._engine.connect() as conn:
+            rows = conn.execute(q).all()
+        cols = ["row_id", "sample_id", "created_utc", "porosity_frac", "Sa_um", "Sz_um",
+                "void_reduction_pct", "gate_outcome", "superseded_by"]
+        df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
+        df["row_id"] = df["row_id"].astype("int64")
+        for c in ("porosity_frac", "Sa_um", "Sz_um", "void_reduction_pct"):
+            df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
+        df["superseded"] = df.pop("superseded_by").notna().astype(bool)
+        return df
+
+    # ---- quarantine ----------------------------------------------------------------------
+    def quarantine(self, path: str, reason: str, *, sha256: str | None = None,
+                   run_id: str | None = None) -> int:
+        """Record a file that will not be processed, and why; returns the entry's id."""
+        with self._write.begin() as conn:
+            return int(conn.execute(QUARANTINE.insert().values(
+                path=str(path), sha256=sha256, reason=str(reason), created_utc=_now(),
+                run_id=run_id)).inserted_primary_key[0])
+
+    def quarantined(self) -> list[dict]:
+        """Every quarantine entry, oldest first."""
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(QUARANTINE).order_by(QUARANTINE.c.id)).mappings()
+            return [dict(r) for r in rows]
+
+
+def _decode(row, column: str, name: str) -> dict:
+    d = dict(row)
+    text = d.pop(column)
+    d[name] = None if text is None else json.loads(text)
+    return d
