@@ -1,0 +1,151 @@
+"""Runs with the results store: re-runs are no-ops, --force supersedes, a batch killed with
+SIGKILL and run again stores every sample once with no partial rows, and the report is
+rebuilt from the store alone with trend charts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.runner import run
+from pipeline.store import Store
+from tests.test_runner import electrode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("store-export")
+    for i in range(3):
+        electrode(root / f"e{i}", seed=30 + i, psd=False, surface=False,
+                  sa=(0.04 + 0.02 * i, 0.041 + 0.02 * i))
+    return root
+
+
+def test_rerun_is_a_no_op_and_force_supersedes(export, tmp_path):
+    out = tmp_path / "out"
+    first = run(export, out, report=False)
+    assert first.results["counts"]["reused_from_store"] == 0
+    again = run(export, out, report=False)
+    assert again.results["counts"]["reused_from_store"] == 3
+    assert [s["claim15"] for s in again.samples] == [s["claim15"] for s in first.samples]
+    forced = run(export, out, report=False, force=True)
+    assert forced.results["counts"]["reused_from_store"] == 0
+    with Store.open(None, out=out) as st:
+        rows = st.samples(latest_only=False)
+        latest = st.samples(latest_only=True)
+        assert len(rows) == 6 and len(latest) == 3
+        assert {r["supersede_reason"] for r in latest} == {"re-measured (--force)"}
+        hist = st.history()
+        assert len(hist) == 6 and int(hist["superseded"].sum()) == 3
+
+
+def test_changed_input_supersedes_with_reason(export, tmp_path):
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(export, src)
+    out = tmp_path / "out"
+    run(src, out, report=False)
+    from pipeline import synth
+
+    z, _ = synth.height_map((96, 128), pixel_um=0.2, sa_um=0.2, sz_um=1.5, seed=99)
+    synth.write_x3p(src / "e0" / "height-03.x3p", z, dx_um=0.2, dy_um=0.2)
+    res = run(src, out, report=False)
+    assert res.results["counts"]["reused_from_store"] == 2
+    with Store.open(None, out=out) as st:
+        e0 = st.latest("e0")
+        assert e0["supersede_reason"] == "new input, calibration or software"
+        assert e0["record"]["metrics"]["Sa_um"]["n"] == 3
+
+
+def _count(db: Path, sql: str) -> int:
+    eng = sa.create_engine(f"sqlite:///{db}")
+    try:
+        with eng.connect() as c:
+            return int(c.execute(sa.text(sql)).scalar())
+    finally:
+        eng.dispose()
+
+
+def test_sigkill_half_way_then_rerun_stores_each_sample_once(tmp_path):
+    root = tmp_path / "export"
+    n = 8
+    for i in range(n):
+        electrode(root / f"k{i}", seed=40 + i, surface=False)  # ~0.3 s of work each
+    out = tmp_path / "out"
+    db = out / "results.db"
+    cmd = [sys.executable, "-m", "pipeline.cli", "run", str(root), "--out", str(out),
+           "--no-html", "--jobs", "1"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    stored = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                stored = _count(db, "select count(*) from samples")
+            except sa.exc.OperationalError:  # tables not created yet
+                stored = 0
+            if stored >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the batch finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    killed_at = _count(db, "select count(*) from samples")
+    assert 2 <= killed_at < n
+    # every stored sample is whole: its images are there, and no image without its sample
+    assert _count(db, "select count(*) from images where sample_row_id not in "
+                      "(select row_id from samples)") == 0
+    assert _count(db, "select count(*) from samples s where (select count(*) from images i "
+                      "where i.sample_row_id = s.row_id) != 4") == 0
+    again = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _count(db, "select count(*) from samples") == n
+    assert _count(db, "select count(distinct sample_id) from samples") == n
+    assert _count(db, "select count(*) from samples where supersedes is not null") == 0
+    with Store.open(None, out=out) as st:
+        runs = st.runs()
+        assert len(runs) == 2 and runs[-1]["status"] == "completed"
+        assert runs[0]["status"] != "completed"  # the killed one never finished
+
+
+def test_report_from_store_with_trends(export, tmp_path):
+    out = tmp_path / "out"
+    run(export, out, report=False)
+    run(export, out, report=False, force=True)
+    rep = tmp_path / "rebuilt"
+    r = CliRunner().invoke(app, ["report", "--db", f"sqlite:///{out / 'results.db'}",
+                                 "--out", str(rep)])
+    assert r.exit_code == 0, r.output
+    html = (rep / "report.html").read_text()
+    assert 'id="trends"' in html and "Individuals and moving range per metric" in html
+    assert html.count('src="data:image/png;base64,') >= 3
+    import json
+
+    import jsonschema
+
+    from pipeline.report.tables import results_schema
+
+    data = json.loads((rep / "results.json").read_text())
+    jsonschema.validate(data, results_schema())
+    assert sorted(s["sample_id"] for s in data["samples"]) == ["e0", "e1", "e2"]
+    assert all(s["stored"]["reused"] for s in data["samples"])
+
+
+def test_report_from_an_empty_or_missing_store(tmp_path):
+    r = CliRunner().invoke(app, ["report", "--db", "postgresql://u:secret@127.0.0.1:1/none",
+                                 "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "secret" not in r.output
