@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["available_cpus", "execute", "worker_info"]
+__all__ = ["available_cpus", "execute", "single_threaded", "worker_info"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,27 @@ def worker_info() -> dict[str, Any]:
             "packages": vers}
 
 
+def single_threaded() -> None:
+    """Limit this process's compute libraries to one thread (OpenCV, BLAS/OpenMP pools).
+
+    Run in every worker when samples run in parallel: N processes x M library threads on
+    N cores only trade places on the CPU. A single in-process job keeps the libraries'
+    own threading.
+    """
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a core dependency
+        pass
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - comes with scikit-learn
+        pass
+
+
 def _safe(fn: Callable, arg: Any) -> Any:
     try:
         return fn(arg)
@@ -65,7 +86,8 @@ def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # "spawn": workers start clean (no inherited threads or open database handles)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as ex:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
+                             initializer=single_threaded) as ex:
         futs = {ex.submit(_safe, fn, a): i for i, a in enumerate(args)}
         try:
             for f in as_completed(futs):
@@ -94,6 +116,7 @@ def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
     else:
         client = Client(scheduler)
     try:
+        client.run(single_threaded)
         futs = [client.submit(_safe, fn, a, pure=False) for a in args]
         index = {f.key: i for i, f in enumerate(futs)}
         for f in as_completed(futs):
