@@ -450,6 +450,26 @@ def report(
 
 
 @app.command()
+def watch(
+    folder: Path = typer.Argument(..., help="An instrument export folder (one sub-folder per electrode)."),
+    db: str | None = typer.Option(None, "--db", help="Results store URL (default: sqlite at OUT/results.db)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where particle tables (and the default store) go; outside FOLDER."),
+    poll: bool = typer.Option(False, "--poll", help="Poll instead of file-system events (network shares)."),
+    stable_seconds: float = typer.Option(2.0, "--stable-seconds", help="A file is ready once its size and mtime hold this long."),
+    scan_interval: float = typer.Option(60.0, "--scan-interval", help="Seconds between reconciliation scans."),
+):
+    """Measure new exports as they arrive, into the results store, until SIGTERM."""
+
+    def body() -> int:
+        from pipeline.watch import watch as watch_folder
+
+        return watch_folder(folder, db_url=db, out=out, poll=poll, stable_seconds=stable_seconds,
+                            scan_interval_s=scan_interval)
+
+    _guard(body)
+
+
+@app.command()
 def gate(
     sample: Path = typer.Argument(..., help="One electrode's folder."),
     spec: Path | None = typer.Option(None, "--spec", help="Gate spec TOML (default: calibration/specs/gate-production.toml)."),
