@@ -1,7 +1,7 @@
 """Batch throughput: 200 synthetic samples with 1 job, 2 jobs and a local dask cluster; and
 writing 1 000 000 particle rows.
 
-Run by hand: ``python benchmarks/batch.py [--samples 200] [--distinct 8]``. Builds `distinct`
+Run by hand: ``python benchmarks/batch.py [--samples 200] [--distinct 8] [--repeat 3]``. Builds `distinct`
 small electrodes with `pipeline.synth` (a 512 x 640 psd field at 2 nm/px, a cross-section, a
 256 x 256 height map) and links them into `samples` sample folders, then times
 `pipeline.run(..., report=False)` (results store on, previews off) in the same run:
@@ -82,6 +82,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200)
     ap.add_argument("--distinct", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
     from pipeline.report.tables import write_particle_table
 
@@ -91,23 +92,32 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         build(folder, args.samples, args.distinct)
         print(f"{args.samples} samples built in {time.perf_counter() - t0:.1f} s")
-        t1, r1 = timed_run(folder, tmp / "o1", jobs=1)
-        t2, r2 = timed_run(folder, tmp / "o2", jobs=2)
-        td, rd = timed_run(folder, tmp / "od", jobs=2, scheduler="auto")
+        runs: dict[str, list[float]] = {"1": [], "2": [], "dask": []}
+        results = {}
+        for rep in range(args.repeat):  # interleaved, so drift hits every configuration
+            for name, kw in (("1", {"jobs": 1}), ("2", {"jobs": 2}),
+                             ("dask", {"jobs": 2, "scheduler": "auto"})):
+                t, res = timed_run(folder, tmp / f"o{name}-{rep}", **kw)
+                runs[name].append(t)
+                results[name] = summary(res)
         from pipeline.execute import single_threaded
 
         single_threaded()  # from here on this process computes on one thread, as a worker does
         t1s, r1s = timed_run(folder, tmp / "o1s", jobs=1)
-        same = summary(r1) == summary(r2) == summary(rd) == summary(r1s)
+        t1, t2, td = (float(np.median(runs[k])) for k in ("1", "2", "dask"))
+        same = results["1"] == results["2"] == results["dask"] == summary(r1s)
+        print(f"medians of {args.repeat} interleaved runs")
         print(f"1 job        : {t1:7.2f} s  {args.samples / t1:6.2f} samples/s "
               "(OpenCV and BLAS threads on)")
         print(f"1 job, 1 thread: {t1s:5.2f} s  {args.samples / t1s:6.2f} samples/s "
-              "(as each parallel worker runs)")
+              "(as each parallel worker runs; one run)")
         print(f"2 jobs (pool): {t2:7.2f} s  {args.samples / t2:6.2f} samples/s  "
               f"speed-up {t1 / t2:.2f}x over 1 job, {t1s / t2:.2f}x over 1 job on 1 thread "
               "(target >= 1.7)")
         print(f"dask local   : {td:7.2f} s  overhead against the pool {td / t2 - 1:+.1%} "
               f"(target <= 15 %)")
+        print("all runs (s): " + ", ".join(f"{k}: {[round(x, 1) for x in v]}"
+                                            for k, v in runs.items()))
         print(f"results identical across executors: {same}")
         df = particle_rows(1_000_000)
         times = []
