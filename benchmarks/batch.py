@@ -64,6 +64,32 @@ def summary(res) -> list:
              (s["metrics"]["psd"] or {}).get("x50_nm")) for s in res.samples]
 
 
+def _spin(_):
+    s = 0
+    for i in range(6_000_000):
+        s += i * i
+    a = np.random.default_rng(0).random((1500, 1500))
+    for _ in range(20):
+        a = np.sqrt(a * a + 1.0)
+    return s
+
+
+def hardware_ceiling(tasks: int = 12) -> float:
+    """Speed-up of 2 processes over 1 on independent CPU-bound tasks: what this machine
+    gives any two-worker pool, whatever it runs."""
+    import multiprocessing as mp
+
+    t0 = time.perf_counter()
+    for i in range(tasks):
+        _spin(i)
+    serial = time.perf_counter() - t0
+    with mp.get_context("spawn").Pool(2) as pool:
+        t0 = time.perf_counter()
+        pool.map(_spin, range(tasks))
+        parallel = time.perf_counter() - t0
+    return serial / parallel
+
+
 def particle_rows(n: int):
     import pandas as pd
 
@@ -119,6 +145,8 @@ def main(argv=None) -> None:
         print("all runs (s): " + ", ".join(f"{k}: {[round(x, 1) for x in v]}"
                                             for k, v in runs.items()))
         print(f"results identical across executors: {same}")
+        print(f"this machine's ceiling for 2 processes on independent CPU-bound work: "
+              f"{hardware_ceiling():.2f}x")
         df = particle_rows(1_000_000)
         times = []
         for i in range(3):
