@@ -127,7 +127,11 @@ def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
     if scheduler == "auto":
         # the workers' statistical profiler samples every thread's stack every 10 ms: on
         # tasks that spend much time in Python it costs ~20 %; nobody reads it here
-        dask.config.set({"distributed.worker.profile.enabled": False})
+        # and the event-loop watchdogs wake every 20-500 ms, taking the GIL from the task
+        dask.config.set({"distributed.worker.profile.enabled": False,
+                         "distributed.admin.tick.interval": "1s",
+                         "distributed.admin.system-monitor.interval": "5s",
+                         "distributed.worker.memory.monitor-interval": "2s"})
         cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
                                host="127.0.0.1", dashboard_address=None)
         client = Client(cluster)
