@@ -109,8 +109,8 @@ def _progress(total: int):  # -> (Progress, advance) or None
 
 
 def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
-    """SHA-256 over what decides a sample's result: its id, its input bytes (file SHA-256s),
-    its manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
+    """SHA-256 over what decides a sample's result: its id, its input bytes (file and
+    sidecar SHA-256s), its manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
     instrument-profile hashes, and the package version."""
     import hashlib
     import json
@@ -121,6 +121,8 @@ def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
     parts = {
         "sample_id": sample.id,
         "files": sorted((Path(f).name, file_sha256[str(f)]) for f in sample.files),
+        "sidecars": sorted((p.name, file_sha256[str(p)]) for f in sample.files
+                           for p in sidecars_of(Path(f))),
         "manifest": sample.manifest,
         "config": {k: (v.get("sha256") if isinstance(v, dict) else
                        [p.get("path") for p in v] if isinstance(v, list) else v)
@@ -130,6 +132,25 @@ def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
     }
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+SIDECAR_SUFFIXES = (".txt", ".hdr")
+
+
+def sidecars_of(image: Path) -> list[Path]:
+    """Text files beside an image that some vendors keep its scale in (Hitachi and JEOL
+    ``<stem>.txt``, TESCAN ``<stem>-tif.hdr``): part of what decides its result."""
+    try:
+        siblings = list(image.parent.iterdir())
+    except OSError:
+        return []
+    return sorted(p for p in siblings if p != image and p.is_file()
+                  and p.suffix.lower() in SIDECAR_SUFFIXES and p.name.startswith(image.stem))
+
+
+def _inputs(files) -> list[Path]:
+    """Files and their sidecars, once each."""
+    return sorted({Path(x) for f in files for x in (Path(f), *sidecars_of(Path(f)))})
 
 
 def _hash_files(paths: list[Path]) -> dict[str, str]:
@@ -209,7 +230,7 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
 
         st = Store.open(db, out=None if out is None else Path(out))
     previews = report and out is not None
-    sha = _hash_files([f for s in samples for f in s.files])
+    sha = _hash_files(_inputs(f for s in samples for f in s.files))
     keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
     records: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {}
@@ -345,7 +366,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     from pipeline import __version__
 
     cfg = cfg or _config(None, None, None, None)
-    key = idempotency_key(sample, cfg, _hash_files(list(sample.files)))
+    key = idempotency_key(sample, cfg, _hash_files(_inputs(sample.files)))
     hit = None if force else store.find_key(key)
     if hit is not None:
         rec = dict(hit["record"])

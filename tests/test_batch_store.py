@@ -149,3 +149,22 @@ def test_report_from_an_empty_or_missing_store(tmp_path):
     r = CliRunner().invoke(app, ["report", "--db", "postgresql://u:secret@127.0.0.1:1/none",
                                  "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "secret" not in r.output
+
+
+def test_changed_sidecar_changes_the_key(tmp_path):
+    from pipeline.ingest.discover import discover
+    from pipeline.runner import _config, _hash_files, _inputs, idempotency_key
+
+    folder = tmp_path / "e"
+    folder.mkdir()
+    (folder / "psd-01.tif").write_bytes(b"image")
+    (folder / "psd-01.txt").write_text("PixelSize=2.0\n")
+    (folder / "other.txt").write_text("not a sidecar of psd-01")
+    cfg = _config(None, None, None, None)
+    (s,), _ = discover(tmp_path / "e", single=True)
+    assert [p.name for p in _inputs(s.files)] == ["psd-01.tif", "psd-01.txt"]
+    k1 = idempotency_key(s, cfg, _hash_files(_inputs(s.files)))
+    (folder / "other.txt").write_text("changed, still not a sidecar")
+    assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) == k1
+    (folder / "psd-01.txt").write_text("PixelSize=2.5\n")
+    assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) != k1
