@@ -159,9 +159,12 @@ def _hash_files(paths: list[Path]) -> dict[str, str]:
 
     def one(p: Path) -> tuple[str, str]:
         h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as exc:  # measured (and reported, exit 4) with the rest of its sample
+            return str(p), f"unreadable: {exc.strerror or exc}"
         return str(p), h.hexdigest()
 
     with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
@@ -406,11 +409,19 @@ def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | Non
     The latest (not superseded) row of every sample is reported, with a trend chart per
     metric over every stored measurement. `db` None means SQLite at OUT/results.db.
     """
+    from pipeline.errors import ConfigError
     from pipeline.report.trends import trends
     from pipeline.store import Store
 
     out = Path(out)
     cfg = _config(spec, gate_spec, None, None)
+    if db is None or db.startswith("sqlite"):
+        from sqlalchemy.engine import make_url
+
+        where = out / "results.db" if db is None else Path(make_url(db).database or "")
+        if not where.is_file():
+            raise ConfigError(where, "no results store here; give --db URL of an existing "
+                                     "store, or the --out folder of a run")
     st = Store.open(db, out=out)
     try:
         rows = st.samples(latest_only=True)

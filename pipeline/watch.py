@@ -348,10 +348,12 @@ class Watcher:
                 sha = sha256_file(path)
             except ElectrodeQCError:  # read, but e.g. without a scale: measured, and flagged
                 sha = sha256_file(path)
-        except OSError:
-            sha = None
+        except OSError as exc:  # stable but not readable (permissions): quarantined, like
+            # a broken file, and tried again when its size or mtime changes
+            sha = f"unreadable:{st[0]}:{st[1]}"
+            reason = f"cannot be read: {exc.strerror or exc}"
         now = _stat(path)
-        if sha is None or now != st or self._sidecars(path) != sidecars:
+        if now != st or self._sidecars(path) != sidecars:
             if now is not None:  # it changed while being read: let it settle again
                 self._settling[path] = _Settling(now, self.clock())
             else:

@@ -168,3 +168,38 @@ def test_changed_sidecar_changes_the_key(tmp_path):
     assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) == k1
     (folder / "psd-01.txt").write_text("PixelSize=2.5\n")
     assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) != k1
+
+
+def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
+    """A file that cannot be opened (here: it vanishes after discovery) costs only itself:
+    exit 4, the rest of its sample measured."""
+    from pipeline.runner import _hash_files
+
+    got = _hash_files([tmp_path / "gone.tif"])
+    assert got[str(tmp_path / "gone.tif")].startswith("unreadable:")
+    root = tmp_path / "export"
+    electrode(root / "v", seed=50, psd=False, surface=False)
+    victim = root / "v" / "psd-09.tif"
+    victim.write_bytes(b"soon gone")
+    import pipeline.runner as runner
+
+    real = runner._hash_files
+
+    def vanish_then_hash(paths):
+        victim.unlink(missing_ok=True)
+        return real(paths)
+
+    monkeypatch.setattr(runner, "_hash_files", vanish_then_hash)
+    res = run(root, tmp_path / "out", report=False)
+    assert res.exit_code == 4
+    s = res.samples[0]
+    assert any("psd-09.tif" in im["path"] and im["status"] == "error" for im in s["images"])
+    assert s["claim15"]["properties"]["Sa"]["value"] is not None
+
+
+def test_report_needs_an_existing_store(tmp_path):
+    r = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "new")])
+    assert r.exit_code == 2 and "no results store here" in r.output
+    r = CliRunner().invoke(app, ["report", "--db", f"sqlite:///{tmp_path / 'nothere.db'}",
+                                 "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and not (tmp_path / "nothere.db").exists()
