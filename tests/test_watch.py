@@ -246,6 +246,31 @@ def test_quarantined_once_per_content_and_again_when_bytes_change(tmp_path, stor
     assert len(store.quarantined()) == 2
 
 
+def test_unopenable_file_is_quarantined_not_retried_forever(tmp_path, store, monkeypatch):
+    """A stable file that cannot be opened (permissions; simulated, as root reads anything)
+    is quarantined with the reason and its sample still goes on without it."""
+    from pipeline.ingest import registry
+
+    folder = tmp_path / "export"
+    locked = put(folder / "S1" / "locked.x3p", x3p_bytes(tmp_path, seed=5))
+    put(folder / "S1" / "open.x3p", x3p_bytes(tmp_path, seed=6))
+    real_read = registry.read
+
+    def read(path, *a, **k):
+        if Path(path).name == "locked.x3p":
+            raise PermissionError(13, "Permission denied")
+        return real_read(path, *a, **k)
+
+    monkeypatch.setattr(registry, "read", read)
+    rec = Recorder()
+    with running(make_watcher(folder, store, rec)):
+        (call,) = rec.wait("S1")
+        wait_until(lambda: store.quarantined(), "a quarantine row for the locked file")
+    assert list(call.files) == ["open.x3p"]
+    (row,) = store.quarantined()
+    assert row["path"] == str(locked) and "Permission denied" in row["reason"]
+
+
 # -- nothing missed -----------------------------------------------------------------------
 @pytest.mark.parametrize("poll", [False, True], ids=["events", "polling"])
 def test_file_added_while_stopped_is_picked_up_at_start(tmp_path, store, poll):
