@@ -95,22 +95,43 @@ def _in_process(fn, args) -> Iterator[tuple[int, Any]]:
 
 
 def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
+    """A spawn process pool. If a worker process dies (killed, out of memory, a crash in a
+    native library), the pool breaks and every unfinished task with it: those are run again
+    in a fresh pool, and a task caught in a second break is run alone, so only the task that
+    kills its worker fails."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
-    # "spawn": workers start clean (no inherited threads or open database handles)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=single_threaded) as ex:
-        futs = {ex.submit(_safe, fn, a): i for i, a in enumerate(args)}
-        try:
-            for f in as_completed(futs):
+    ctx = mp.get_context("spawn")  # workers start clean (no inherited threads or handles)
+    pending = list(range(len(args)))
+    breaks = dict.fromkeys(pending, 0)
+    while pending:
+        alone = [i for i in pending if breaks[i] >= 2]
+        batch = [[i] for i in alone] + ([[i for i in pending if breaks[i] < 2]]
+                                        if len(alone) < len(pending) else [])
+        pending = []
+        for group in batch:
+            workers = 1 if len(group) == 1 else min(jobs, len(group))
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                     initializer=single_threaded) as ex:
+                futs = {ex.submit(_safe, fn, args[i]): i for i in group}
                 try:
-                    yield futs[f], f.result()
-                except Exception as exc:  # the worker process itself died
-                    yield futs[f], exc
-        finally:
-            for f in futs:
-                f.cancel()
+                    for f in as_completed(futs):
+                        i = futs[f]
+                        try:
+                            yield i, f.result()
+                        except BrokenProcessPool as exc:
+                            breaks[i] += 1
+                            if len(group) == 1:  # it broke a pool of its own: the culprit
+                                yield i, exc
+                            else:
+                                pending.append(i)
+                finally:
+                    for f in futs:
+                        f.cancel()
+            if pending:
+                log.warning("a worker process died; %d task(s) run again", len(pending))
 
 
 def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:

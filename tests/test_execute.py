@@ -79,3 +79,20 @@ def test_pool_and_dask_match_in_process(export, tmp_path):
                if "worker" in s["provenance"]}
     assert workers and all(s["provenance"]["worker"]["electrode_qc"] for s in dask.samples
                            if "worker" in s["provenance"])
+
+
+def _die_on_one(x):
+    if x == 1:
+        import os
+
+        os._exit(3)  # the worker process dies, as on an out-of-memory kill
+    return x + 100
+
+
+def test_a_dying_worker_fails_only_its_own_task():
+    got = dict(execute(_die_on_one, list(range(6)), jobs=2))
+    assert sorted(got) == list(range(6))
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert isinstance(got[1], BrokenProcessPool)
+    assert [got[i] for i in (0, 2, 3, 4, 5)] == [100, 102, 103, 104, 105]
