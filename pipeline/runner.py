@@ -241,13 +241,14 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     run_id = st.begin_run(folder=str(folder), package_version=__version__,
                           meta={"jobs": jobs, "scheduler": scheduler, "force": force,
                                 **cfg.identities()}) if st else None
+    reused: dict[str, dict[str, Any]] = {}
     for s in samples:
-        hit = st.find_key(keys[s.id]) if st is not None and not force else None
+        hit = _current_hit(st, s.id, keys[s.id]) if st is not None and not force else None
         if hit is not None:
-            rec = dict(hit["record"])
-            rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
-                             "created_utc": hit["created_utc"], "reused": True}
-            records[s.id] = rec
+            reused[s.id] = hit
+            records[s.id] = _reused_record(hit)
+            if previews:  # measured again for the report's pictures only, not stored
+                todo.append(s)
         else:
             todo.append(s)
     bar = _progress(len(todo))
@@ -257,10 +258,16 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
                     for s in todo]
         for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
             s = todo[i]
+            if bar:
+                bar[1]()
+            if s.id in reused:
+                if not isinstance(res, Exception):
+                    artifacts[s.id] = res["artifacts"]
+                continue
             if isinstance(res, Exception):
                 if isinstance(res, ElectrodeQCError) and res.exit_code == EXIT_USAGE:
                     raise res
-                rec = _failed_record(s, res)
+                rec = _failed_record(s, res, cfg)
             else:
                 rec = res["record"]
                 rec["provenance"]["worker"] = res["worker"]
@@ -270,17 +277,9 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
                                      manifest=manifest_id, idempotency_key=keys[s.id],
                                      **cfg.identities())
             if st is not None and not isinstance(res, Exception):
-                prev = st.latest(s.id)
-                reason = None if prev is None else (
-                    "re-measured (--force)" if prev["idempotency_key"] == keys[s.id]
-                    else "new input, calibration or software")
-                row = st.add_sample(rec, key=keys[s.id], run_id=run_id, reason=reason,
-                                    particles=res["particles"], force=force)
-                rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created,
-                                 "reused": False}
+                rec = _store_record(st, s.id, rec, keys[s.id], run_id, res["particles"],
+                                    force=force, created=created)
             records[s.id] = rec
-            if bar:
-                bar[1]()
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
@@ -296,7 +295,55 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
                    report)
 
 
-def _failed_record(sample, exc: Exception) -> dict[str, Any]:
+def _reused_record(hit: dict[str, Any]) -> dict[str, Any]:
+    rec = dict(hit["record"])
+    rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
+                     "created_utc": hit["created_utc"], "reused": True}
+    return rec
+
+
+def _current_hit(st, sample_id: str, key: str) -> dict[str, Any] | None:
+    """The stored row with `key`, if it is still the sample's latest: a key that a later
+    measurement superseded (input A, then B, then A again) is not current."""
+    hit = st.find_key(key)
+    if hit is None:
+        return None
+    latest = st.latest(sample_id)
+    return hit if latest is not None and latest["row_id"] == hit["row_id"] else None
+
+
+def _store_record(st, sample_id: str, rec: dict[str, Any], key: str, run_id: str,
+                  particles, *, force: bool, created: str) -> dict[str, Any]:
+    """Append a measured sample to the store; the reason says why it supersedes a row.
+
+    A row with the same key that is not the latest (A, B, A again) is added anew as
+    "input restored". If another process stored the same key meanwhile, its row is used.
+    """
+    from pipeline.store import DuplicateKey
+
+    prev = st.latest(sample_id)
+    known = st.find_key(key)
+    if prev is None:
+        reason = None
+    elif prev["idempotency_key"] == key:
+        reason = "re-measured (--force)"
+    elif known is not None:
+        reason = "input restored to an earlier state"
+    else:
+        reason = "new input, calibration or software"
+    try:
+        row = st.add_sample(rec, key=key, run_id=run_id, reason=reason, particles=particles,
+                            force=force or known is not None)
+    except DuplicateKey:  # a concurrent run stored this very input first
+        hit = st.find_key(key)
+        if hit is None:
+            raise
+        return _reused_record(hit)
+    rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created, "reused": False}
+    return rec
+
+
+def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
     """A sample whose task failed as a whole: every file marked, nothing decided."""
     msg = f"{sample.id}: {type(exc).__name__}: {exc}"
     code = getattr(exc, "exit_code", EXIT_INTERNAL)
@@ -304,14 +351,17 @@ def _failed_record(sample, exc: Exception) -> dict[str, Any]:
                "exit_code": code, "results": None} for f in sample.files] or [
         {"path": sample.id, "role": None, "status": "error", "error": msg, "exit_code": code,
          "results": None}]
-    undecided = {"met": None, "rule": "one or more", "properties": {
-        n: {"value": None, "U": None, "limit": lim, "comparison": c, "met": None,
-            "statement": "indeterminate", "unit": None, "source": None, "margin": None}
-        for n, lim, c in (("porosity", 0.40, "<="), ("Sa", 0.10, "<"), ("Sz", 1.0, "<"))}}
+    from pipeline.report.claims import evaluate_spec
+
+    undecided = evaluate_spec(cfg.spec, {})
+    undecided["rule"] = "one or more" if undecided["combine"] == "any" else "all"
+    gate = evaluate_spec(cfg.gate_spec, {}, blockers=[msg])
     return {"sample_id": sample.id, "title": sample.manifest.get("title", sample.id),
             "state": sample.state, "pair": sample.manifest.get("pair"), "claim15": undecided,
             "particle_claims": {"met": None, "claims": []},
-            "gate": {"outcome": "indeterminate", "rule": "guard_band", "reasons": [msg]},
+            "gate": {"outcome": "indeterminate", "rule": gate["rule"], "reasons": gate["reasons"],
+                     "combine": gate["combine"], "properties": gate["properties"],
+                     "spec": gate["spec"]},
             "void_reduction_pct": None,
             "metrics": {k: None for k in ("Sa_um", "Sz_um", "porosity_cross_section",
                                           "porosity_gravimetric", "protrusions_per_mm2",
@@ -370,21 +420,15 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
 
     cfg = cfg or _config(None, None, None, None)
     key = idempotency_key(sample, cfg, _hash_files(_inputs(sample.files)))
-    hit = None if force else store.find_key(key)
+    hit = None if force else _current_hit(store, sample.id, key)
     if hit is not None:
-        rec = dict(hit["record"])
-        rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
-                         "created_utc": hit["created_utc"], "reused": True}
-        return rec
+        return _reused_record(hit)
     res = _measure_task((sample, cfg, None if out is None else Path(out), False, key))
     rec = res["record"]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rec["provenance"].update(package_version=__version__, created_utc=created,
                              idempotency_key=key, worker=res["worker"],
                              particles_table=res["particles"], **cfg.identities())
-    prev = store.latest(sample.id)
-    reason = None if prev is None else ("re-measured (--force)" if prev["idempotency_key"] == key
-                                        else "new input, calibration or software")
     own_run = run_id is None
     if own_run:
         run_id = store.begin_run(folder=str(Path(sample.files[0]).parent) if sample.files
@@ -392,13 +436,12 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
                                  meta={"watch": True})
     status = "failed"
     try:
-        row = store.add_sample(rec, key=key, run_id=run_id, reason=reason,
-                               particles=res["particles"], force=force)
+        rec = _store_record(store, sample.id, rec, key, run_id, res["particles"], force=force,
+                            created=created)
         status = "completed"
     finally:
         if own_run:
             store.finish_run(run_id, status)
-    rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created, "reused": False}
     return rec
 
 

@@ -181,7 +181,7 @@ def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     electrode(root / "v", seed=50, psd=False, surface=False)
     victim = root / "v" / "psd-09.tif"
     victim.write_bytes(b"soon gone")
-    import pipeline.runner as runner
+    from pipeline import runner
 
     real = runner._hash_files
 
@@ -203,3 +203,62 @@ def test_report_needs_an_existing_store(tmp_path):
     r = CliRunner().invoke(app, ["report", "--db", f"sqlite:///{tmp_path / 'nothere.db'}",
                                  "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and not (tmp_path / "nothere.db").exists()
+
+
+def test_rerun_keeps_the_report_pictures(export, tmp_path):
+    out = tmp_path / "out"
+    run(export, out)
+    n_img = (out / "report.html").read_text().count("<img")
+    again = run(export, out)
+    assert again.results["counts"]["reused_from_store"] == 3
+    assert (out / "report.html").read_text().count("<img") == n_img > 0
+    with Store.open(None, out=out) as st:
+        assert len(st.samples(latest_only=False)) == 3  # pictures only: nothing stored again
+
+
+def test_input_a_then_b_then_a_again_is_current(export, tmp_path):
+    import shutil
+
+    from pipeline import synth
+
+    src = tmp_path / "src"
+    shutil.copytree(export / "e0", src / "e0")
+    out = tmp_path / "out"
+    a = (src / "e0" / "height-01.x3p").read_bytes()
+    first = run(src, out, report=False).samples[0]["claim15"]["properties"]["Sa"]["value"]
+    z, _ = synth.height_map((96, 128), pixel_um=0.2, sa_um=0.3, sz_um=2.0, seed=7)
+    synth.write_x3p(src / "e0" / "height-01.x3p", z, dx_um=0.2, dy_um=0.2)
+    run(src, out, report=False)
+    (src / "e0" / "height-01.x3p").write_bytes(a)
+    back = run(src, out, report=False).samples[0]
+    assert back["claim15"]["properties"]["Sa"]["value"] == pytest.approx(first)
+    with Store.open(None, out=out) as st:
+        latest = st.latest("e0")
+        assert latest["record"]["claim15"]["properties"]["Sa"]["value"] == pytest.approx(first)
+        assert latest["supersede_reason"] == "input restored to an earlier state"
+        assert len(st.samples(latest_only=False)) == 3
+
+
+def test_concurrent_store_of_the_same_input_reuses_the_other_row(export, tmp_path, monkeypatch):
+    """Two runs measure the same input; the second to store finds the key taken (its view
+    of the store was stale) and reports the stored row instead of failing."""
+    from pipeline.runner import _store_record
+
+    out = tmp_path / "out"
+    rec = run(export, out, report=False).samples[0]
+    key = rec["provenance"]["idempotency_key"]
+    with Store.open(None, out=out) as st:
+        real_find = st.find_key
+        calls = []
+
+        def stale_then_real(k):  # the first look misses the row another process just wrote
+            calls.append(k)
+            return None if len(calls) == 1 else real_find(k)
+
+        monkeypatch.setattr(st, "latest", lambda sid: None)
+        monkeypatch.setattr(st, "find_key", stale_then_real)
+        run_id = st.begin_run(folder="x", package_version="0", meta={})
+        got = _store_record(st, rec["sample_id"], dict(rec), key, run_id, None, force=False,
+                            created="now")
+        assert got["stored"]["reused"] is True and len(calls) == 2
+        assert len(st.samples(latest_only=False)) == 3
