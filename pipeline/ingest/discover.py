@@ -247,10 +247,27 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None,
     skip = list(grouping.get("skip", []))
     pattern = re.compile(grouping["sample_pattern"]) if grouping.get("sample_pattern") else None
     manifest, ident = load_manifest(folder)
-    if single and not manifest and (folder.parent / "samples.toml").is_file():
-        parent, pid = load_manifest(folder.parent)
-        if folder.name in parent:
-            manifest, ident = {folder.name: parent[folder.name]}, pid
+    single_id = folder.name
+    if single:  # the electrode's own entry: in its folder's manifest, else its parent's
+        entries, eid = (manifest, ident) if manifest else load_manifest(folder.parent)
+        mine = [sid for sid, m in entries.items() if m.get("folder", sid) == folder.name]
+        if not mine and len(manifest) == 1:  # a manifest inside the folder, for it alone
+            mine = list(manifest)
+        manifest, ident = ({mine[0]: entries[mine[0]]}, eid) if mine else ({}, None)
+        single_id = mine[0] if mine else folder.name
+    else:
+        mapped: dict[str, str] = {}
+        for sid, m in manifest.items():
+            f = m.get("folder")
+            if f is None:
+                continue
+            if f in mapped:
+                raise ConfigError(ident["path"], f"samples {mapped[f]!r} and {sid!r} both "
+                                                 f"name folder {f!r}")
+            if not (folder / f).is_dir():
+                raise ConfigError(ident["path"], f"sample {sid!r}: folder {f!r} is not a "
+                                                 f"sub-folder of {folder}")
+            mapped[f] = sid
     samples: dict[str, Sample] = {}
 
     def sample(sid: str) -> Sample:
@@ -259,7 +276,7 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None,
         return samples[sid]
 
     if single:
-        s = sample(folder.name)
+        s = sample(single_id)
         s.files = _files_in(folder, skip, s.notes)
     else:
         by_folder = {m.get("folder", sid): sid for sid, m in manifest.items()}
@@ -268,7 +285,7 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None,
                 continue
             if p.is_dir():
                 s = sample(by_folder.get(p.name, p.name))
-                s.files = _files_in(p, skip, s.notes)
+                s.files = sorted(s.files + _files_in(p, skip, s.notes))
             elif p.is_file() and p.name not in MANIFEST_NAMES:
                 if _skipped(p.name, skip):
                     log.info("skipped %s: not an image (discovery skip rule)", p)
@@ -277,12 +294,11 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None,
                 sid = m.group("sample") if m else folder.name
                 sample(by_folder.get(sid, sid)).files.append(p)
     for sid, entry in manifest.items():
-        if single and sid != folder.name:
-            continue
         sample(sid).manifest = entry
     out = [s for s in sorted(samples.values(), key=lambda s: s.id)
            if s.files or s.manifest or s.notes]
     for s in out:
+        s.files.sort()
         if not s.files and not s.manifest:
             s.notes.append("no image files")
     log.info("%s: %d samples, %d files", folder, len(out), sum(len(s.files) for s in out))

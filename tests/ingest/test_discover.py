@@ -146,3 +146,35 @@ def test_real_files_get_roles(tmp_path):
     img, _ = synth.particle_image((128, 128), seed=1)
     p = synth.write_sem_tiff(tmp_path / "field7.tif", img, pixel_um=0.002)
     assert assign_role(read(p), p, load_rules()) == "psd"
+
+
+def test_single_folder_found_through_the_parents_folder_mapping(tmp_path):
+    (tmp_path / "line-42").mkdir()
+    (tmp_path / "line-42" / "psd.tif").write_bytes(b"x")
+    (tmp_path / "samples.csv").write_text("id,folder,thickness_um,areal_mass_mg_cm2\n"
+                                          "E42,line-42,13.7,2.0\n")
+    (s,), ident = discover(tmp_path / "line-42", single=True)
+    assert s.id == "E42" and s.manifest["thickness_um"] == 13.7
+    assert ident["id"] == "samples.csv"
+    (whole,), _ = discover(tmp_path)
+    assert whole.id == "E42" and [p.name for p in whole.files] == ["psd.tif"]
+
+
+def test_folder_mapping_errors_and_merged_files(tmp_path):
+    (tmp_path / "zdir").mkdir()
+    (tmp_path / "zdir" / "xsec.tif").write_bytes(b"x")
+    (tmp_path / "A_psd.tif").write_bytes(b"x")
+    (tmp_path / "A_height.x3p").write_bytes(b"x")
+    (tmp_path / "samples.toml").write_text('schema_version = 1\n[[sample]]\nid = "A"\n'
+                                           'folder = "zdir"\n')
+    (a,), _ = discover(tmp_path)
+    assert [p.name for p in a.files] == ["A_height.x3p", "A_psd.tif", "xsec.tif"]
+    (tmp_path / "samples.toml").write_text('schema_version = 1\n[[sample]]\nid = "A"\n'
+                                           'folder = "typo"\n')
+    with pytest.raises(ConfigError, match="'typo' is not a sub-folder"):
+        discover(tmp_path)
+    (tmp_path / "samples.toml").write_text(
+        'schema_version = 1\n[[sample]]\nid = "A"\nfolder = "zdir"\n'
+        '[[sample]]\nid = "B"\nfolder = "zdir"\n')
+    with pytest.raises(ConfigError, match="both name folder 'zdir'"):
+        discover(tmp_path)
