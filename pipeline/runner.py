@@ -182,7 +182,8 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
     if out is not None and tabs.get("particles") is not None:
         from pipeline.report.tables import write_particle_table
 
-        ref = write_particle_table(tabs["particles"], Path(out), f"{sample.id}-{key[:12]}")
+        ref = write_particle_table(tabs["particles"], Path(out), f"{sample.id}-{key[:12]}",
+                                   sample_id=sample.id)
     return {"record": rec, "artifacts": art if previews else None, "particles": ref,
             "worker": worker_info()}
 

@@ -262,3 +262,21 @@ def test_concurrent_store_of_the_same_input_reuses_the_other_row(export, tmp_pat
                             created="now")
         assert got["stored"]["reused"] is True and len(calls) == 2
         assert len(st.samples(latest_only=False)) == 3
+
+
+def test_particle_tables_hold_each_sample_once(tmp_path):
+    import pandas as pd
+
+    from pipeline import synth
+
+    root = tmp_path / "export"
+    electrode(root / "p1", seed=60, surface=False)
+    out = tmp_path / "out"
+    first = run(root, out, report=False)
+    n = first.samples[0]["provenance"]["particles_table"]["rows"]
+    z, _ = synth.height_map((96, 128), pixel_um=0.2, sa_um=0.1, sz_um=1.2, seed=61)
+    synth.write_x3p(root / "p1" / "height-03.x3p", z, dx_um=0.2, dy_um=0.2)
+    run(root, out, report=False)  # new input: a new key, a new table
+    assert len(pd.read_parquet(out / "tables" / "particles")) == n
+    assert len(list((out / "tables" / "particles-superseded").glob("*.parquet"))) == 1
+    assert len(list((out / "tables" / "particles-csv").glob("*.csv"))) == 1

@@ -102,13 +102,29 @@ def _write_table(df, folder: Path, name: str) -> list[Path]:
     return out
 
 
-def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
+def _retire_tables(out: Path, sample_id: str, keep: str) -> None:
+    """Move a sample's older particle tables to tables/particles-superseded/ (so that
+    tables/particles/ read as one dataset holds each sample once)."""
+    import re
+
+    pat = re.compile(rf"^{re.escape(sample_id)}-[0-9a-f]{{12}}\.(parquet|csv)$")
+    for sub in ("particles", "particles-csv"):
+        for p in (out / "tables" / sub).glob(f"{sample_id}-*"):
+            if pat.match(p.name) and p.stem != keep:
+                dest = out / "tables" / "particles-superseded" / p.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(p, dest)
+
+
+def write_particle_table(df, out: Path, name: str, *, sample_id: str | None = None
+                         ) -> dict[str, Any]:
     """One sample's particle table as tables/particles/<name>.parquet and
     tables/particles-csv/<name>.csv (pyarrow).
 
-    Written by the worker that measured the sample. Returns the reference the record and the
-    store keep: ``{"path"`` (relative to `out`), ``"sha256"`` (of the Parquet file),
-    ``"rows"}``.
+    Written by the worker that measured the sample. With `sample_id` (names are
+    ``<sample_id>-<12 hex digits of its key>``), the sample's earlier tables move to
+    tables/particles-superseded/. Returns the reference the record and the store keep:
+    ``{"path"`` (relative to `out`), ``"sha256"`` (of the Parquet file), ``"rows"}``.
     """
     import hashlib
 
@@ -131,6 +147,8 @@ def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
     tmp = csv.with_name(f".{csv.name}.tmp")
     pacsv.write_csv(table, tmp)
     os.replace(tmp, csv)
+    if sample_id is not None:
+        _retire_tables(out, sample_id, keep=name)
     h = hashlib.sha256(target.read_bytes()).hexdigest()
     return {"path": str(target.relative_to(out)), "sha256": h, "rows": int(table.num_rows)}
 
