@@ -227,6 +227,10 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     folder = Path(folder)
     cfg = _config(spec, gate_spec, recipe, today)
     samples, manifest_id = discover(folder, rules=cfg.rules, single=single)
+    if not samples:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(folder, "holds no samples: no image files and no manifest entry")
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     st = None
     if store and (db is not None or out is not None):
@@ -380,7 +384,7 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
     codes = [im["exit_code"] for r in records for im in r["images"]]
     code = _worst(codes)
     if code == EXIT_OK and strict and any(r["gate"]["outcome"] == "non-conforming"
-                                          for r in records):
+                                          and r.get("state") != "before" for r in records):
         code = EXIT_NONCONFORMING
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,

@@ -55,6 +55,10 @@ def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: lis
     t, m = which.get("thickness_um"), which.get("areal_mass_mg_cm2", entry.get("areal_mass_mg_cm2"))
     if t is None or m is None:
         return None
+    for k, what in (("u_thickness_um", "thickness"), ("u_areal_mass_mg_cm2", "areal mass")):
+        if which.get(k, entry.get(k)) is None:
+            flags.append(f"gravimetric porosity: no uncertainty of the {what} in the manifest "
+                         f"({k}); U leaves it out")
     try:
         g = gravimetric_porosity(
             thickness_um=t, areal_mass_mg_cm2=m, recipe=recipe,

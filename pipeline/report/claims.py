@@ -180,8 +180,10 @@ def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None
     """The particle claims against a size distribution (`size_distribution` output).
 
     Claims about two modes hold only when two modes are resolved (``bic_k == 2``); with one
-    they are not met. A claim whose modes hold fewer than `min_particles_per_mode` particles
-    is not decided (``met`` None). ``met`` overall: False if any claim fails, None if any is
+    they are not met. When the modes hold fewer than `min_particles_per_mode` particles, a
+    claim that would hold is not decided (``met`` None, with a note): too few particles
+    cannot confirm it; a claim that fails stays failed (a mode at 120 nm does not become
+    40 nm with more particles). ``met`` overall: False if any claim fails, None if any is
     undecided, else True.
     """
     out = []
