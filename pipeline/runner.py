@@ -220,8 +220,7 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         A sample whose idempotency key is stored already is not measured again unless
         `force`; its stored record is reported.
     """
-    from pipeline import __version__
-    from pipeline.execute import execute
+    from pipeline.execute import available_cpus, discard_warm, prewarm
     from pipeline.ingest.discover import discover
 
     folder = Path(folder)
@@ -231,6 +230,22 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         from pipeline.errors import ConfigError
 
         raise ConfigError(folder, "holds no samples: no image files and no manifest entry")
+    n_jobs = available_cpus() if jobs is None else int(jobs)
+    if scheduler is None and n_jobs > 1 and len(samples) > n_jobs:
+        prewarm(n_jobs)  # workers import while this process hashes and asks the store
+    try:
+        return _run_samples(samples, manifest_id, cfg, folder, out, strict=strict,
+                            report=report, jobs=n_jobs, scheduler=scheduler, db=db,
+                            store=store, force=force)
+    finally:
+        discard_warm()
+
+
+def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs, scheduler,
+                 db, store, force) -> RunResult:
+    from pipeline import __version__
+    from pipeline.execute import execute
+
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     st = None
     if store and (db is not None or out is not None):
