@@ -72,7 +72,13 @@ def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: lis
             "thickness_um": t, "areal_mass_mg_cm2": m}
 
 
-def _metrics(images: list[dict], tables: list, entry: dict[str, Any], gate_spec,
+def _inner_carbon(pooled):
+    """Carbon particles that count for the statistics: off the edge, not merge suspects."""
+    return pooled[(pooled["phase"] == "carbon") & ~pooled["touches_edge"]
+                  & ~pooled["merge_suspect"]]
+
+
+def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
              flags: list[str]) -> dict[str, Any]:
     from pipeline.report.aggregate import summarize
 
@@ -98,21 +104,19 @@ def _metrics(images: list[dict], tables: list, entry: dict[str, Any], gate_spec,
     before = entry.get("before")
     m["porosity_gravimetric_before"] = _gravimetric(entry, before, flags) if before else None
     m["psd"], m["median_aspect_ratio"] = None, None
-    if tables:
+    if pooled is not None:
         from pipeline.segmentation.psd import size_distribution
 
-        pooled = _pool(tables)
         try:
             d = size_distribution(pooled)
             m["psd"] = {k: d[k] for k in (
                 "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "bic_k_raw",
                 "share_ge_100nm", "merge_suspect_share", "ag_area_frac", "mode_ratio",
                 "mode_difference_nm", "number", "volume", "silver", "excluded", "flags")}
-            m["psd"]["n_fields"] = len(tables)
+            m["psd"]["n_fields"] = int(pooled["path"].nunique())
         except ElectrodeQCError as exc:
             flags.append(f"size distribution: {exc.problem}")
-        inner = pooled[(pooled["phase"] == "carbon") & ~pooled["touches_edge"]
-                       & ~pooled["merge_suspect"]]
+        inner = _inner_carbon(pooled)
         if len(inner):
             m["median_aspect_ratio"] = float(inner["aspect_ratio"].median())
     return m
@@ -183,7 +187,8 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         if advance:
             advance()
     flags = [im["error"] for im in images if im["status"] != "ok"]
-    m = _metrics(images, tables, entry, cfg.gate_spec, flags)
+    pooled = _pool(tables) if tables else None  # every psd field's particles, once
+    m = _metrics(images, pooled, entry, cfg.gate_spec, flags)
     values = _claim_values(m)
     claim15 = evaluate_spec(cfg.spec, values)
     gate = evaluate_spec(cfg.gate_spec, values, blockers=_blockers(images, m, cfg.gate_spec))
@@ -200,9 +205,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     if m["psd"] is not None:
         flags += [f"particles: {f}" for f in m["psd"]["flags"]]
         if previews:
-            pooled = _pool(tables)
-            sel = (pooled["phase"] == "carbon") & ~pooled["touches_edge"] & ~pooled["merge_suspect"]
-            art["histogram"] = {"ecd_nm": pooled.loc[sel, "ecd_nm"].to_numpy(),
+            art["histogram"] = {"ecd_nm": _inner_carbon(pooled)["ecd_nm"].to_numpy(),
                                 "modes": m["psd"]["modes"]}
     record = {
         "sample_id": sample.id,
@@ -211,7 +214,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         "pair": entry.get("pair"),
         "claim15": {"met": claim15["met"], "rule": "one or more" if claim15["combine"] == "any"
                     else "all", "decision_rule": claim15["rule"],
-                    "properties": {k: v for k, v in claim15["properties"].items()},
+                    "properties": claim15["properties"],
                     "spec": claim15["spec"]},
         "particle_claims": pclaims,
         "gate": {"outcome": gate["outcome"], "rule": gate["rule"], "combine": gate["combine"],
@@ -229,9 +232,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
                                    "calibration": im.get("calibration")} for im in images]},
     }
     particles = None
-    if tables:
-        import pandas as pd
-
-        particles = pd.concat(tables, ignore_index=True).assign(sample_id=sample.id)
+    if pooled is not None:
+        particles = pooled.assign(sample_id=sample.id)
         particles.attrs = {}
     return record, art, {"sample_id": sample.id, "particles": particles, "images": images}

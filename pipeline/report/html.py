@@ -183,9 +183,9 @@ def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
     return rows
 
 
-def _psd_rows(psd: Mapping | None) -> tuple[list[tuple[str, str]], list[list[str]], list[str]]:
+def _psd_rows(psd: Mapping | None) -> tuple[list[tuple[str, str]], list[list[str]]]:
     if not psd:
-        return [], [], []
+        return [], []
     rows = [("particles measured", fmt(psd.get("n")))]
     for q in ("x10_nm", "x50_nm", "x90_nm"):
         if q in psd:
@@ -199,7 +199,7 @@ def _psd_rows(psd: Mapping | None) -> tuple[list[tuple[str, str]], list[list[str
     modes = [[str(i), f"{fmt(m.get('mean_nm'))} nm", f"{fmt(m.get('sd_nm'))} nm", fmt(m.get("gsd")),
               fmt(m.get("number_share")), fmt(m.get("volume_share")), fmt(m.get("n"))]
              for i, m in enumerate(psd.get("modes") or [], 1)]
-    return rows, modes, [str(f) for f in psd.get("flags") or []]
+    return rows, modes  # its flags are among the sample's flags already
 
 
 def _figure_error(what: str, path: Any, exc: Exception) -> str:
@@ -305,7 +305,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
     art = art or {}
     c15 = _c15_rows(claim15)
     by_name = {r["name"]: r for r in c15}
-    psd_rows, mode_rows, _psd_flags = _psd_rows(metrics.get("psd"))
+    psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
     vr = _num(s.get("void_reduction_pct"))
     return {
         "anchor": f"sample-{index + 1}",
@@ -329,7 +329,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,
         "mode_rows": mode_rows,
-        "flags": [str(f) for f in s.get("flags") or []],  # psd flags are among them already
+        "flags": [str(f) for f in s.get("flags") or []],
         "unreadable": [{"path": fmt(im.get("path")), "role": fmt(im.get("role")),
                         "error": fmt(im.get("error"))} for im in images if im.get("status") == "error"],
         "inputs": _input_rows(images),
