@@ -5,7 +5,6 @@ Machine output (``--json``) goes to stdout; messages and errors go to stderr.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -50,9 +49,9 @@ def _guard(fn: Callable[[], int]) -> None:
 
 def _emit_json(obj: Any) -> None:
     """Strict JSON on stdout: numpy scalars as numbers, NaN and infinities as null."""
-    from pipeline.report_text import json_safe
+    from pipeline.report_text import to_json
 
-    sys.stdout.write(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    sys.stdout.write(to_json(obj, indent=2) + "\n")
 
 
 def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):

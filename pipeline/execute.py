@@ -9,6 +9,7 @@ particle tables themselves. `worker_info` tells which package versions a worker 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -32,7 +33,14 @@ def available_cpus() -> int:
 
 
 def worker_info() -> dict[str, Any]:
-    """Host, process and the versions of the packages that shape a result."""
+    """Host, process and the versions of the packages that shape a result (a fresh copy;
+    read once per process: reading package metadata takes milliseconds)."""
+    info = _worker_info()
+    return dict(info, pid=os.getpid(), packages=dict(info["packages"]))
+
+
+@functools.cache
+def _worker_info() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     import pipeline

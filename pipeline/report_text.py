@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["formats_table", "inspect_record", "inspect_text", "json_safe", "surface_text"]
+__all__ = ["formats_table", "inspect_record", "inspect_text", "json_safe", "surface_text",
+           "to_json"]
 
 _SURFACE_COLUMNS = (
     ("Sa_um", "Sa um"),
@@ -39,6 +40,17 @@ def json_safe(v: Any) -> Any:
     if isinstance(v, Path):
         return str(v)
     return v
+
+
+def to_json(v: Any, **kw) -> str:
+    """`v` as JSON text, NaN and inf as null (never the non-standard NaN). Values that are
+    plain JSON already go straight to the encoder; others pass through `json_safe` first."""
+    import json
+
+    try:
+        return json.dumps(v, allow_nan=False, **kw)
+    except (TypeError, ValueError):  # numpy integers, paths, NaN: convert, then encode
+        return json.dumps(json_safe(v), allow_nan=False, **kw)
 
 
 def inspect_record(da) -> dict[str, Any]:

@@ -262,8 +262,9 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                           meta={"jobs": jobs, "scheduler": scheduler, "force": force,
                                 **cfg.identities()}) if st else None
     reused: dict[str, dict[str, Any]] = {}
+    current = st.current(keys.values()) if st is not None and not force else {}
     for s in samples:
-        hit = _current_hit(st, s.id, keys[s.id]) if st is not None and not force else None
+        hit = current.get(keys[s.id])
         if hit is not None:
             reused[s.id] = hit
             records[s.id] = _reused_record(hit)
@@ -297,7 +298,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                                      manifest=manifest_id, idempotency_key=keys[s.id],
                                      **cfg.identities())
             if st is not None and not isinstance(res, Exception):
-                rec = _store_record(st, s.id, rec, keys[s.id], run_id, res["particles"],
+                rec = _store_record(st, rec, keys[s.id], run_id, res["particles"],
                                     force=force, created=created)
             records[s.id] = rec
         status = "completed"
@@ -322,38 +323,14 @@ def _reused_record(hit: dict[str, Any]) -> dict[str, Any]:
     return rec
 
 
-def _current_hit(st, sample_id: str, key: str) -> dict[str, Any] | None:
-    """The stored row with `key`, if it is still the sample's latest: a key that a later
-    measurement superseded (input A, then B, then A again) is not current."""
-    hit = st.find_key(key)
-    if hit is None:
-        return None
-    latest = st.latest(sample_id)
-    return hit if latest is not None and latest["row_id"] == hit["row_id"] else None
-
-
-def _store_record(st, sample_id: str, rec: dict[str, Any], key: str, run_id: str,
-                  particles, *, force: bool, created: str) -> dict[str, Any]:
-    """Append a measured sample to the store; the reason says why it supersedes a row.
-
-    A row with the same key that is not the latest (A, B, A again) is added anew as
-    "input restored". If another process stored the same key meanwhile, its row is used.
-    """
+def _store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
+                  force: bool, created: str) -> dict[str, Any]:
+    """Append a measured sample to the store (`Store.append` says why it supersedes a row).
+    If another process stored this very input meanwhile, its row is reported instead."""
     from pipeline.store import DuplicateKey
 
-    prev = st.latest(sample_id)
-    known = st.find_key(key)
-    if prev is None:
-        reason = None
-    elif prev["idempotency_key"] == key:
-        reason = "re-measured (--force)"
-    elif known is not None:
-        reason = "input restored to an earlier state"
-    else:
-        reason = "new input, calibration or software"
     try:
-        row = st.add_sample(rec, key=key, run_id=run_id, reason=reason, particles=particles,
-                            force=force or known is not None)
+        row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force)
     except DuplicateKey:  # a concurrent run stored this very input first
         hit = st.find_key(key)
         if hit is None:
@@ -440,7 +417,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
 
     cfg = cfg or _config(None, None, None, None)
     key = idempotency_key(sample, cfg, _hash_files(_inputs(sample.files)))
-    hit = None if force else _current_hit(store, sample.id, key)
+    hit = None if force else store.current([key]).get(key)
     if hit is not None:
         return _reused_record(hit)
     res = _measure_task((sample, cfg, None if out is None else Path(out), False, key))
@@ -456,7 +433,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
                                  meta={"watch": True})
     status = "failed"
     try:
-        rec = _store_record(store, sample.id, rec, key, run_id, res["particles"], force=force,
+        rec = _store_record(store, rec, key, run_id, res["particles"], force=force,
                             created=created)
         status = "completed"
     finally:

@@ -30,7 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from pipeline.errors import EXIT_USAGE, ConfigError, ElectrodeQCError
-from pipeline.report_text import json_safe
+from pipeline.report_text import to_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,6 +129,13 @@ QUARANTINE = sa.Table(
     sa.Column("created_utc", sa.String(32), nullable=False),
     sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id")),
 )
+# sample rows joined to the row that supersedes each (superseded_by None: the latest). Built
+# once: an alias rebuilds its column collection every time it is made.
+_LATER = SAMPLES.alias("later")
+_ROWS = (sa.select(SAMPLES, _LATER.c.row_id.label("superseded_by"))
+         .select_from(SAMPLES.outerjoin(_LATER, _LATER.c.supersedes == SAMPLES.c.row_id)))
+_IS_LATEST = _LATER.c.row_id.is_(None)
+_KEY_CHUNK = 500  # keys per IN (...) query
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -175,7 +182,7 @@ def _float(v: Any) -> float | None:
 
 
 def _json(v: Any) -> str:
-    return json.dumps(json_safe(v), allow_nan=False, ensure_ascii=False)
+    return to_json(v, ensure_ascii=False)
 
 
 def _str(v: Any) -> str | None:
@@ -373,30 +380,35 @@ class Store:
             return [_decode(r, "meta_json", "meta") for r in rows.mappings()]
 
     # ---- samples -------------------------------------------------------------------------
-    def _rows(self):
-        """samples joined to the row that supersedes each (None for the latest)."""
-        later = SAMPLES.alias("later")
-        return (sa.select(SAMPLES, later.c.row_id.label("superseded_by"))
-                .select_from(SAMPLES.outerjoin(later, later.c.supersedes == SAMPLES.c.row_id)),
-                later)
-
     def find_key(self, key: str) -> dict | None:
         """The stored sample row with idempotency key `key` (the newest if re-measured with
         force), with "record" (JSON-decoded) and "superseded_by"; None if there is none."""
-        q, _ = self._rows()
-        q = q.where(SAMPLES.c.idempotency_key == key).order_by(SAMPLES.c.row_id.desc()).limit(1)
+        q = _ROWS.where(SAMPLES.c.idempotency_key == key).order_by(SAMPLES.c.row_id.desc())
         with self._engine.connect() as conn:
-            row = conn.execute(q).mappings().first()
+            row = conn.execute(q.limit(1)).mappings().first()
         return None if row is None else _decode(row, "record_json", "record")
 
     def latest(self, sample_id: str) -> dict | None:
         """The newest row of `sample_id`: the one no other row supersedes."""
-        q, later = self._rows()
-        q = (q.where(SAMPLES.c.sample_id == sample_id, later.c.row_id.is_(None))
+        q = (_ROWS.where(SAMPLES.c.sample_id == sample_id, _IS_LATEST)
              .order_by(SAMPLES.c.row_id.desc()).limit(1))
         with self._engine.connect() as conn:
             row = conn.execute(q).mappings().first()
         return None if row is None else _decode(row, "record_json", "record")
+
+    def current(self, keys) -> dict[str, dict]:
+        """The rows whose idempotency key is in `keys` and that are still their sample's
+        latest, by key: the inputs whose stored result is current. A key that a later
+        measurement superseded (input A, then B, then A again) is left out. One query per
+        500 keys."""
+        keys = list(dict.fromkeys(keys))
+        found: dict[str, dict] = {}
+        with self._engine.connect() as conn:
+            for i in range(0, len(keys), _KEY_CHUNK):
+                q = _ROWS.where(SAMPLES.c.idempotency_key.in_(keys[i:i + _KEY_CHUNK]), _IS_LATEST)
+                for row in conn.execute(q).mappings():
+                    found[row["idempotency_key"]] = _decode(row, "record_json", "record")
+        return found
 
     def add_sample(self, record: dict, *, key: str, run_id: str, reason: str | None = None,
                    particles: dict | None = None, force: bool = False) -> int:
@@ -408,57 +420,67 @@ class Store:
         unless `force` (a deliberate re-measurement of the same input). `particles` is
         ``{"path", "sha256", "rows"}`` of the particle table the worker wrote.
         """
+        def decide(conn: Connection, prev) -> tuple[str | None, bool]:
+            if not force:
+                self._refuse_duplicate(conn, key)
+            if prev is not None and not reason:
+                raise ValueError(f"sample {record['sample_id']!r} has a stored row "
+                                 f"({prev.row_id}): a new row supersedes it and needs a reason")
+            return reason, force
+
+        return self._add(record, key, run_id, particles, force, decide)[0]
+
+    def append(self, record: dict, *, key: str, run_id: str, particles: dict | None = None,
+               force: bool = False) -> tuple[int, str | None]:
+        """Store a new measurement of a sample, choosing the reason it supersedes the latest
+        row in the same transaction: "new input, calibration or software"; "input restored
+        to an earlier state" when `key` is stored on an older row (A, B, then A again);
+        "re-measured (--force)" when the latest row has `key` and `force` is given.
+
+        Returns ``(row_id, reason)``. Raises `DuplicateKey` when the latest row has `key`
+        already and `force` is not given (another run stored this very input first).
+        """
+        def decide(conn: Connection, prev) -> tuple[str | None, bool]:
+            stored = conn.execute(sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id)
+                                  .where(SAMPLES.c.idempotency_key == key)
+                                  .order_by(SAMPLES.c.row_id.desc()).limit(1)).first()
+            if prev is not None and prev.idempotency_key == key:
+                if not force:
+                    raise DuplicateKey(key, prev.row_id, prev.sample_id)
+                return "re-measured (--force)", True
+            if stored is None:
+                return (None if prev is None else "new input, calibration or software"), force
+            if prev is None and not force:
+                raise DuplicateKey(key, stored.row_id, stored.sample_id)
+            return "input restored to an earlier state", True
+
+        return self._add(record, key, run_id, particles, force, decide)
+
+    def _add(self, record: dict, key: str, run_id: str, particles: dict | None, force: bool,
+             decide) -> tuple[int, str | None]:
+        """The transaction behind `add_sample` and `append`: lock, check the run, find the
+        latest row, let `decide(conn, prev)` give (reason, forced), insert sample and images."""
         sample_id = str(record["sample_id"])
-        props = (record.get("claim15") or {}).get("properties") or {}
-        gate = record.get("gate") or {}
-        par = particles or {}
-
-        def prop(name: str, field: str) -> Any:
-            return (props.get(name) or {}).get(field)
-
-        values = {
-            "sample_id": sample_id, "idempotency_key": key, "forced": bool(force),
-            "run_id": run_id, "created_utc": _now(),
-            "claim15_met": (record.get("claim15") or {}).get("met"),
-            "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("rule")),
-            "porosity_frac": _float(prop("porosity", "value")),
-            "porosity_U": _float(prop("porosity", "U")),
-            "porosity_source": _str(prop("porosity", "source")),
-            "sa_um": _float(prop("Sa", "value")), "sa_U": _float(prop("Sa", "U")),
-            "sz_um": _float(prop("Sz", "value")), "sz_U": _float(prop("Sz", "U")),
-            "void_reduction_pct": _float(record.get("void_reduction_pct")),
-            "record_json": _json(record),
-            "particles_path": _str(par.get("path")), "particles_sha256": _str(par.get("sha256")),
-            "particles_rows": None if par.get("rows") is None else int(par["rows"]),
-        }
-        images = [{"position": i, "path": _str(im.get("path")), "sha256": _str(im.get("sha256")),
-                   "role": _str(im.get("role")), "status": _str(im.get("status")),
-                   "error": _str(im.get("error")), "reader": _str(im.get("reader")),
-                   "results_json": None if im.get("results") is None else _json(im["results"])}
-                  for i, im in enumerate(record.get("images") or [])]
+        values, images = _sample_values(record, key, particles)
         try:
             with self._write.begin() as conn:
                 if self._pg:  # writers of one sample id queue here
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"),
                                  {"k": _lock_key(sample_id)})
-                if not force:
-                    self._refuse_duplicate(conn, key)
                 version = conn.execute(sa.select(RUNS.c.package_version)
                                        .where(RUNS.c.run_id == run_id)).scalar()
                 if version is None:
                     raise ValueError(f"no run {run_id!r} in {self.display_url}: begin_run first")
-                later = SAMPLES.alias("later")
                 prev = conn.execute(
-                    sa.select(SAMPLES.c.row_id)
+                    sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.idempotency_key)
                     .where(SAMPLES.c.sample_id == sample_id,
-                           ~sa.exists().where(later.c.supersedes == SAMPLES.c.row_id))
-                    .order_by(SAMPLES.c.row_id.desc()).limit(1)).scalar()
-                if prev is not None and not reason:
-                    raise ValueError(f"sample {sample_id!r} has a stored row ({prev}): a new row "
-                                     "supersedes it and needs a reason")
+                           ~sa.exists().where(_LATER.c.supersedes == SAMPLES.c.row_id))
+                    .order_by(SAMPLES.c.row_id.desc()).limit(1)).first()
+                reason, forced = decide(conn, prev)
                 version = (record.get("provenance") or {}).get("package_version") or version
                 row_id = conn.execute(SAMPLES.insert().values(
-                    **values, package_version=str(version), supersedes=prev,
+                    **values, forced=bool(forced), run_id=run_id, package_version=str(version),
+                    supersedes=None if prev is None else prev.row_id,
                     supersede_reason=None if prev is None else str(reason))
                 ).inserted_primary_key[0]
                 if images:
@@ -469,7 +491,7 @@ class Store:
                 with self._engine.connect() as conn:
                     self._refuse_duplicate(conn, key)
             raise
-        return int(row_id)
+        return int(row_id), None if prev is None else str(reason)
 
     @staticmethod
     def _refuse_duplicate(conn: Connection, key: str) -> None:
@@ -483,9 +505,7 @@ class Store:
         """Stored sample rows with "record" (the full sample record, JSON-decoded) and
         "superseded_by", ordered by sample id and newest first within a sample. With
         `latest_only` only the rows no other row supersedes (one per sample)."""
-        q, later = self._rows()
-        if latest_only:
-            q = q.where(later.c.row_id.is_(None))
+        q = _ROWS.where(_IS_LATEST) if latest_only else _ROWS
         q = q.order_by(SAMPLES.c.sample_id, SAMPLES.c.row_id.desc())
         with self._engine.connect() as conn:
             return [_decode(r, "record_json", "record") for r in conn.execute(q).mappings()]
@@ -503,12 +523,11 @@ class Store:
         gate_outcome and superseded (bool)."""
         import pandas as pd
 
-        _, later = self._rows()
         q = (sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.created_utc,
                        SAMPLES.c.porosity_frac, SAMPLES.c.sa_um.label("Sa_um"),
                        SAMPLES.c.sz_um.label("Sz_um"), SAMPLES.c.void_reduction_pct,
-                       SAMPLES.c.gate_outcome, later.c.row_id.label("superseded_by"))
-             .select_from(SAMPLES.outerjoin(later, later.c.supersedes == SAMPLES.c.row_id))
+                       SAMPLES.c.gate_outcome, _LATER.c.row_id.label("superseded_by"))
+             .select_from(SAMPLES.outerjoin(_LATER, _LATER.c.supersedes == SAMPLES.c.row_id))
              .order_by(SAMPLES.c.row_id))
         with self._engine.connect() as conn:
             rows = conn.execute(q).all()
@@ -535,6 +554,38 @@ class Store:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(QUARANTINE).order_by(QUARANTINE.c.id)).mappings()
             return [dict(r) for r in rows]
+
+
+def _sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict, list[dict]]:
+    """The `samples` columns (but run, version and supersedes) and the `images` rows of a
+    sample record."""
+    props = (record.get("claim15") or {}).get("properties") or {}
+    gate = record.get("gate") or {}
+    par = particles or {}
+
+    def prop(name: str, field: str) -> Any:
+        return (props.get(name) or {}).get(field)
+
+    values = {
+        "sample_id": str(record["sample_id"]), "idempotency_key": key, "created_utc": _now(),
+        "claim15_met": (record.get("claim15") or {}).get("met"),
+        "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("rule")),
+        "porosity_frac": _float(prop("porosity", "value")),
+        "porosity_U": _float(prop("porosity", "U")),
+        "porosity_source": _str(prop("porosity", "source")),
+        "sa_um": _float(prop("Sa", "value")), "sa_U": _float(prop("Sa", "U")),
+        "sz_um": _float(prop("Sz", "value")), "sz_U": _float(prop("Sz", "U")),
+        "void_reduction_pct": _float(record.get("void_reduction_pct")),
+        "record_json": _json(record),
+        "particles_path": _str(par.get("path")), "particles_sha256": _str(par.get("sha256")),
+        "particles_rows": None if par.get("rows") is None else int(par["rows"]),
+    }
+    images = [{"position": i, "path": _str(im.get("path")), "sha256": _str(im.get("sha256")),
+               "role": _str(im.get("role")), "status": _str(im.get("status")),
+               "error": _str(im.get("error")), "reader": _str(im.get("reader")),
+               "results_json": None if im.get("results") is None else _json(im["results"])}
+              for i, im in enumerate(record.get("images") or [])]
+    return values, images
 
 
 def _decode(row, column: str, name: str) -> dict:

@@ -35,9 +35,9 @@ def _atomic_write(path: Path, data: bytes) -> Path:
 
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
-    from pipeline.report_text import json_safe
+    from pipeline.report_text import to_json
 
-    text = json.dumps(json_safe(results), indent=2, allow_nan=False)
+    text = to_json(results, indent=2)
     return _atomic_write(path, (text + "\n").encode("utf-8"))
 
 

@@ -197,6 +197,40 @@ def test_duplicate_key_is_refused(db_url, store, run_id):
     assert len(raw_rows(db_url, "samples")) == 1 and store.latest("S9") is None
 
 
+def test_append_chooses_the_reason_in_its_transaction(db_url, store, run_id):
+    """A, B, A again, A forced: each new row's reason follows from what is stored."""
+    a, b = key(1), key(2)
+    first, reason = store.append(sample_result("S1", porosity=0.30), key=a, run_id=run_id)
+    assert reason is None and store.latest("S1")["supersedes"] is None
+    with pytest.raises(DuplicateKey) as exc:  # the latest row holds this very input
+        store.append(sample_result("S1"), key=a, run_id=run_id)
+    assert exc.value.row_id == first
+    steps = [(b, False, "new input, calibration or software", False),
+             (a, False, "input restored to an earlier state", True),
+             (a, True, "re-measured (--force)", True)]
+    for k, force, want, forced in steps:
+        row, reason = store.append(sample_result("S1"), key=k, run_id=run_id, force=force)
+        latest = store.latest("S1")
+        assert (reason, latest["row_id"], latest["supersede_reason"]) == (want, row, want)
+        assert latest["forced"] is forced and latest["idempotency_key"] == k
+    with pytest.raises(DuplicateKey):  # another sample id cannot take a stored key
+        store.append(sample_result("S9"), key=b, run_id=run_id)
+    assert len(raw_rows(db_url, "samples")) == 4 and store.latest("S9") is None
+
+
+def test_current_gives_only_keys_that_are_still_latest(store, run_id):
+    store.append(sample_result("S1"), key=key(1), run_id=run_id)
+    store.append(sample_result("S1"), key=key(2), run_id=run_id)  # supersedes key 1
+    store.append(sample_result("S2"), key=key(3), run_id=run_id)
+    got = store.current([key(1), key(2), key(3), key(4), key(3)])
+    assert sorted(got) == [key(2), key(3)]
+    assert got[key(3)]["sample_id"] == "S2" and got[key(3)]["record"]["sample_id"] == "S2"
+    assert got[key(2)]["superseded_by"] is None
+    assert store.current([]) == {}
+    many = [key(100 + i) for i in range(1200)] + [key(3)]  # more keys than one IN (...) holds
+    assert list(store.current(many)) == [key(3)]
+
+
 def test_unknown_run_is_refused(db_url, store):
     with pytest.raises(ValueError, match="no run 'nope'.*begin_run first"):
         store.add_sample(sample_result("S1"), key=key(1), run_id="nope")
