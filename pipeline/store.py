@@ -98,6 +98,7 @@ SAMPLES = sa.Table(
     sa.Column("particles_path", sa.Text),
     sa.Column("particles_sha256", sa.String(64)),
     sa.Column("particles_rows", sa.Integer),
+    sa.Column("state", sa.String(16)),  # "before"/"after" pressing (revision 0002)
     sa.CheckConstraint("supersedes IS NULL OR supersede_reason IS NOT NULL",
                        name="ck_samples_supersede_reason"),
 )
@@ -518,12 +519,13 @@ class Store:
             return [_decode(r, "results_json", "results") for r in conn.execute(q).mappings()]
 
     def history(self) -> pd.DataFrame:
-        """Every stored sample row, oldest first: row_id, sample_id, created_utc,
-        porosity_frac, Sa_um, Sz_um, void_reduction_pct (floats, NaN where not measured),
-        gate_outcome and superseded (bool)."""
+        """Every stored sample row, oldest first: row_id, sample_id, state ("before",
+        "after" or None), created_utc, porosity_frac, Sa_um, Sz_um, void_reduction_pct
+        (floats, NaN where not measured), gate_outcome and superseded (bool)."""
         import pandas as pd
 
-        q = (sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.created_utc,
+        q = (sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.state,
+                       SAMPLES.c.created_utc,
                        SAMPLES.c.porosity_frac, SAMPLES.c.sa_um.label("Sa_um"),
                        SAMPLES.c.sz_um.label("Sz_um"), SAMPLES.c.void_reduction_pct,
                        SAMPLES.c.gate_outcome, _LATER.c.row_id.label("superseded_by"))
@@ -531,13 +533,14 @@ class Store:
              .order_by(SAMPLES.c.row_id))
         with self._engine.connect() as conn:
             rows = conn.execute(q).all()
-        cols = ["row_id", "sample_id", "created_utc", "porosity_frac", "Sa_um", "Sz_um",
+        cols = ["row_id", "sample_id", "state", "created_utc", "porosity_frac", "Sa_um", "Sz_um",
                 "void_reduction_pct", "gate_outcome", "superseded_by"]
         df = pd.DataFrame([tuple(r) for r in rows], columns=cols)
         df["row_id"] = df["row_id"].astype("int64")
         for c in ("porosity_frac", "Sa_um", "Sz_um", "void_reduction_pct"):
             df[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
         df["superseded"] = df.pop("superseded_by").notna().astype(bool)
+        df["state"] = pd.Series([r[2] for r in rows], index=df.index, dtype=object)
         return df
 
     # ---- quarantine ----------------------------------------------------------------------
@@ -579,6 +582,7 @@ def _sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict
         "record_json": _json(record),
         "particles_path": _str(par.get("path")), "particles_sha256": _str(par.get("sha256")),
         "particles_rows": None if par.get("rows") is None else int(par["rows"]),
+        "state": record.get("state") if record.get("state") in ("before", "after") else None,
     }
     images = [{"position": i, "path": _str(im.get("path")), "sha256": _str(im.get("sha256")),
                "role": _str(im.get("role")), "status": _str(im.get("status")),

@@ -93,7 +93,8 @@ claim 15 not met first, then samples with unreadable files.</p>
 <section id="trends">
 <h2>Trends</h2>
 <p class="note">Individuals and moving range per metric from the results store, oldest first.
-Control limits (grey) describe the process; the spec limit (dashed red) is the requirement.</p>
+Control limits (grey) describe the process; the spec limit (dashed red) is the requirement.
+Samples measured before pressing are charted apart, without the claim's limits.</p>
 {% for t in trends %}
 <figure><img src="{{ t.uri }}" width="{{ t.width }}" height="{{ t.height }}" alt="{{ t.caption }}">
 <figcaption>{{ t.caption }}</figcaption></figure>

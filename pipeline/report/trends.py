@@ -83,26 +83,33 @@ def trend_png(values, labels, *, title: str, unit: str, spec_limit: float | None
 def trends(history, spec) -> list[dict[str, Any]]:
     """One I-MR chart per metric of `history` (`Store.history()`), limits from `spec`.
 
-    Returns a list of {"metric", "title", "png", "n", "limits"} for metrics with at least
-    one value; the stored rows superseded by a later measurement are left out.
+    Returns a list of {"metric", "state", "title", "png", "n", "limits"} for metrics with at
+    least one value; the stored rows superseded by a later measurement are left out. Samples
+    measured before pressing are a different process state: they get charts of their own
+    ("... before pressing", state "before", without the claim's spec limits, which judge the
+    pressed layer) and never share control limits with the pressed electrodes.
     """
     limits = {p["name"]: p["limit"] for p in spec.data.get("property", [])}
     h = history
     if "superseded" in h:
         h = h[~h["superseded"].astype(bool)]
+    before = (h["state"] == "before").to_numpy() if "state" in h else np.zeros(len(h), bool)
     out = []
-    for col, (title, unit, spec_key, scale) in METRICS.items():
-        if col not in h:
-            continue
-        sel = h[np.isfinite(h[col].astype(float))]
-        if sel.empty:
-            continue
-        v = sel[col].astype(float).to_numpy() * scale
-        lim = limits.get(spec_key) if spec_key else None
-        png = trend_png(v, sel["sample_id"].tolist(), title=f"{title}: I-MR chart",
-                        unit=unit, spec_limit=None if lim is None else lim * scale)
-        stats = imr_limits(v)
-        out.append({"metric": col, "title": title, "png": png, "n": int(v.size),
-                    "limits": None if stats is None else {k: stats[k] for k in
-                                                          ("centre", "ucl", "lcl", "mr_bar")}})
+    for state, rows in ((None, h[~before]), ("before", h[before])):
+        for col, (title, unit, spec_key, scale) in METRICS.items():
+            if col not in rows or (state == "before" and col == "void_reduction_pct"):
+                continue
+            sel = rows[np.isfinite(rows[col].astype(float))]
+            if sel.empty:
+                continue
+            v = sel[col].astype(float).to_numpy() * scale
+            lim = limits.get(spec_key) if spec_key and state is None else None
+            name = title if state is None else f"{title} before pressing"
+            png = trend_png(v, sel["sample_id"].tolist(), title=f"{name}: I-MR chart",
+                            unit=unit, spec_limit=None if lim is None else lim * scale)
+            stats = imr_limits(v)
+            out.append({"metric": col, "state": state, "title": name, "png": png,
+                        "n": int(v.size),
+                        "limits": None if stats is None else {
+                            k: stats[k] for k in ("centre", "ucl", "lcl", "mr_bar")}})
     return out

@@ -31,5 +31,24 @@ def test_trends_leave_out_superseded_rows_and_use_spec_limits():
     assert out["Sa_um"]["png"][:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_before_pressing_rows_get_charts_of_their_own():
+    """Porosity before pressing (~57 %) and after (~36 %) are different process states: mixed,
+    they would give one wide, meaningless set of control limits."""
+    h = pd.DataFrame({
+        "row_id": [1, 2, 3, 4, 5], "sample_id": ["a0", "a1", "b0", "b1", "c"],
+        "state": ["after", "after", "before", "before", None],
+        "created_utc": ["t1", "t2", "t3", "t4", "t5"],
+        "porosity_frac": [0.36, 0.38, 0.57, 0.59, 0.37], "Sa_um": [0.05, 0.06, 0.2, 0.3, 0.07],
+        "Sz_um": [np.nan] * 5, "void_reduction_pct": [36.0, 35.0, np.nan, np.nan, 34.0],
+        "gate_outcome": ["conforming"] * 5, "superseded": [False] * 5})
+    out = {(t["metric"], t["state"]): t for t in trends(h, load_spec())}
+    assert set(out) == {("porosity_frac", None), ("Sa_um", None), ("void_reduction_pct", None),
+                        ("porosity_frac", "before"), ("Sa_um", "before")}
+    assert out[("porosity_frac", None)]["limits"]["centre"] == pytest.approx(37.0)
+    assert out[("porosity_frac", None)]["n"] == 3
+    assert out[("porosity_frac", "before")]["limits"]["centre"] == pytest.approx(58.0)
+    assert out[("porosity_frac", "before")]["title"] == "Porosity before pressing"
+
+
 def test_single_value_chart_draws():
     assert trend_png([0.05], ["a"], title="Sa", unit="um", spec_limit=0.1)[:4] == b"\x89PNG"

@@ -59,7 +59,7 @@ def test_migrations_create_the_schema_from_empty(db_url):
         with engine.connect() as conn:
             assert TABLES <= set(sa.inspect(conn).get_table_names())
             ctx = MigrationContext.configure(conn)
-            assert ctx.get_current_heads() == ("0001",)
+            assert ctx.get_current_heads() == ("0002",)
             # the migrations leave exactly the tables the store's queries describe
             assert compare_metadata(ctx, METADATA) == []
     finally:
@@ -76,7 +76,41 @@ def test_opening_twice_keeps_the_data_and_the_schema(db_url):
     with Store.open(db_url) as st:
         assert [r["row_id"] for r in st.samples()] == [row]
     assert raw_rows(db_url, "samples") == before
-    assert raw_rows(db_url, "alembic_version") == [("0001",)]
+    assert raw_rows(db_url, "alembic_version") == [("0002",)]
+
+
+def test_upgrade_from_0001_fills_the_state_of_stored_rows(db_url):
+    """A store written at revision 0001 (no state column) is upgraded on open; each row's
+    state comes from its own stored record, and nothing else in the row changes."""
+    from alembic import command
+
+    from pipeline.store import _alembic_config, normalize_url
+
+    engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0001")
+            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
+                                 "'completed', '{}')")
+            for row, (sid, state) in enumerate((("A", "before"), ("B", "after"), ("C", None),
+                                                ("D", "sideways")), start=1):
+                rec = json.dumps({**sample_result(sid), "state": state})
+                conn.execute(sa.text(
+                    "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
+                    "created_utc, package_version, record_json) VALUES (:r, :s, :k, false, "
+                    "'r1', 't', '0.1.0', :j)"), {"r": row, "s": sid, "k": key(row), "j": rec})
+        before = raw_rows(db_url, "samples")
+    finally:
+        engine.dispose()
+    with Store.open(db_url) as st:
+        h = st.history()
+        assert h["state"].tolist() == ["before", "after", None, None]
+        assert st.latest("A")["record"]["sample_id"] == "A"
+    after = raw_rows(db_url, "samples")
+    assert [r[:-1] for r in after] == before  # the new column is last; the rest unchanged
+    assert raw_rows(db_url, "alembic_version") == [("0002",)]
 
 
 def test_postgresql_url_goes_through_psycopg(pg_url):
@@ -128,8 +162,9 @@ def test_add_find_latest_samples_history(store, run_id):
     assert imgs[0]["results"] == {}
 
     h = store.history()
-    assert list(h.columns) == ["row_id", "sample_id", "created_utc", "porosity_frac", "Sa_um",
-                               "Sz_um", "void_reduction_pct", "gate_outcome", "superseded"]
+    assert list(h.columns) == ["row_id", "sample_id", "state", "created_utc", "porosity_frac",
+                               "Sa_um", "Sz_um", "void_reduction_pct", "gate_outcome",
+                               "superseded"]
     assert h["row_id"].tolist() == [r1, r2] and h["sample_id"].tolist() == ["S1", "S2"]
     np.testing.assert_allclose(h["porosity_frac"], [0.31, 0.45], rtol=1e-12)
     assert h["superseded"].dtype == bool and not h["superseded"].any()
@@ -309,8 +344,9 @@ def test_missing_values_are_null_never_nan(db_url, store, run_id):
     assert hit["void_reduction_pct"] is None and hit["claim15_met"] is None
     assert hit["sa_um"] == pytest.approx(0.07) and type(hit["sa_um"]) is float
     assert hit["record"]["claim15"]["properties"]["porosity"]["value"] is None
-    stored = raw_rows(db_url, "samples", f"WHERE row_id = {row}")[0]
-    assert "NaN" not in stored[-4] and json.loads(stored[-4])["void_reduction_pct"] is None
+    (stored,) = raw_rows(db_url, "samples", f"WHERE row_id = {row}")
+    text = next(v for v in stored if isinstance(v, str) and v.startswith("{"))
+    assert "NaN" not in text and json.loads(text)["void_reduction_pct"] is None
     h = store.history()
     assert math.isnan(h.loc[0, "porosity_frac"]) and h.loc[0, "Sa_um"] == pytest.approx(0.07)
 
@@ -378,12 +414,12 @@ def test_a_newer_database_is_refused(db_url):
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0042_future'")
     engine.dispose()
     with pytest.raises(ConfigError, match=r"schema is at revision 0042_future, newer than "
-                                          r"electrode-qc .* knows \(newest: 0001\)"):
+                                          r"electrode-qc .* knows \(newest: 0002\)"):
         Store.open(db_url)
     assert raw_rows(db_url, "alembic_version") == [("0042_future",)]
 
 
-def test_the_first_migration_downgrades_to_empty(db_url):
+def test_the_migrations_downgrade_to_empty(db_url):
     from alembic import command
 
     from pipeline.store import _alembic_config, normalize_url
