@@ -29,8 +29,8 @@ from pipeline.errors import (
     ElectrodeQCError,
 )
 
-__all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "idempotency_key",
-           "process_sample_into_store", "report_from_store", "run"]
+__all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "process_sample_into_store",
+           "report_from_store", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -106,69 +106,6 @@ def _progress(total: int):  # -> (Progress, advance) or None
     p.start()
     task = p.add_task("measuring", total=total)
     return p, (lambda: p.advance(task))
-
-
-def idempotency_key(sample, cfg: _Config, file_sha256: dict[str, str]) -> str:
-    """SHA-256 over what decides a sample's result: its id, its input bytes (file and
-    sidecar SHA-256s), its manifest entry, the recipe, spec, gate-spec, particle-claims, materials, discovery and
-    instrument-profile hashes, and the package version."""
-    import hashlib
-    import json
-
-    from pipeline import __version__
-
-    ident = cfg.identities()
-    parts = {
-        "sample_id": sample.id,
-        "files": sorted((Path(f).name, file_sha256[str(f)]) for f in sample.files),
-        "sidecars": sorted((p.name, file_sha256[str(p)]) for f in sample.files
-                           for p in sidecars_of(Path(f))),
-        "manifest": sample.manifest,
-        "config": {k: (v.get("sha256") if isinstance(v, dict) else
-                       [p.get("path") for p in v] if isinstance(v, list) else v)
-                   for k, v in ident.items()},
-        "profiles": [p.identity for p in cfg.profiles],
-        "package_version": __version__,
-    }
-    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
-
-
-SIDECAR_SUFFIXES = (".txt", ".hdr")
-
-
-def sidecars_of(image: Path) -> list[Path]:
-    """Text files beside an image that some vendors keep its scale in (Hitachi and JEOL
-    ``<stem>.txt``, TESCAN ``<stem>-tif.hdr``): part of what decides its result."""
-    try:
-        siblings = list(image.parent.iterdir())
-    except OSError:
-        return []
-    return sorted(p for p in siblings if p != image and p.is_file()
-                  and p.suffix.lower() in SIDECAR_SUFFIXES and p.name.startswith(image.stem))
-
-
-def _inputs(files) -> list[Path]:
-    """Files and their sidecars, once each."""
-    return sorted({Path(x) for f in files for x in (Path(f), *sidecars_of(Path(f)))})
-
-
-def _hash_files(paths: list[Path]) -> dict[str, str]:
-    import hashlib
-    from concurrent.futures import ThreadPoolExecutor
-
-    def one(p: Path) -> tuple[str, str]:
-        h = hashlib.sha256()
-        try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        except OSError as exc:  # measured (and reported, exit 4) with the rest of its sample
-            return str(p), f"unreadable: {exc.strerror or exc}"
-        return str(p), h.hexdigest()
-
-    with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
-        return dict(ex.map(one, paths))
 
 
 def _measure_task(payload: tuple) -> dict[str, Any]:
@@ -253,7 +190,9 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
 
         st = Store.open(db, out=None if out is None else Path(out))
     previews = report and out is not None
-    sha = _hash_files(_inputs(f for s in samples for f in s.files))
+    from pipeline.identity import hash_files, idempotency_key, inputs
+
+    sha = hash_files(inputs(f for s in samples for f in s.files))
     keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
     records: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {}
@@ -416,7 +355,9 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     from pipeline import __version__
 
     cfg = cfg or _config(None, None, None, None)
-    key = idempotency_key(sample, cfg, _hash_files(_inputs(sample.files)))
+    from pipeline.identity import hash_files, idempotency_key, inputs
+
+    key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
     hit = None if force else store.current([key]).get(key)
     if hit is not None:
         return _reused_record(hit)

@@ -16,21 +16,31 @@ never NaN.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
-import json
 import logging
-import math
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
 from pipeline.errors import EXIT_USAGE, ConfigError, ElectrodeQCError
-from pipeline.report_text import to_json
+from pipeline.store_tables import (
+    IMAGES,
+    IS_LATEST,
+    LATER,
+    METADATA,
+    QUARANTINE,
+    ROWS,
+    RUNS,
+    SAMPLES,
+    decode,
+    json_text,
+    now,
+    sample_values,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +50,7 @@ __all__ = ["METADATA", "RUN_STATUSES", "DuplicateKey", "Store", "display_url", "
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_KEY_CHUNK = 500  # keys per IN (...) query
 BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
 RUN_STATUSES = ("completed", "failed", "interrupted")
@@ -58,85 +69,6 @@ class DuplicateKey(ElectrodeQCError):
         super().__init__(None, f"idempotency key {key} is stored already (row {row_id}, sample "
                                f"{sample_id!r}); look it up with find_key, or re-measure with "
                                "force=True (--force)")
-
-
-# The tables as the migrations leave them (tests compare the two). Queries use these.
-METADATA = sa.MetaData()
-RUNS = sa.Table(
-    "runs", METADATA,
-    sa.Column("run_id", sa.String(36), primary_key=True),
-    sa.Column("folder", sa.Text, nullable=False),
-    sa.Column("package_version", sa.String(64), nullable=False),
-    sa.Column("started_utc", sa.String(32), nullable=False),
-    sa.Column("finished_utc", sa.String(32)),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("meta_json", sa.Text, nullable=False),
-)
-SAMPLES = sa.Table(
-    "samples", METADATA,
-    sa.Column("row_id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("sample_id", sa.String(255), nullable=False, index=True),
-    sa.Column("idempotency_key", sa.String(64), nullable=False, index=True),
-    sa.Column("forced", sa.Boolean, nullable=False),
-    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id"), nullable=False),
-    sa.Column("created_utc", sa.String(32), nullable=False),
-    sa.Column("package_version", sa.String(64), nullable=False),
-    sa.Column("claim15_met", sa.Boolean),
-    sa.Column("gate_outcome", sa.String(32)),
-    sa.Column("gate_rule", sa.String(64)),
-    sa.Column("porosity_frac", sa.Float),
-    sa.Column("porosity_U", sa.Float),
-    sa.Column("porosity_source", sa.Text),
-    sa.Column("sa_um", sa.Float),
-    sa.Column("sa_U", sa.Float),
-    sa.Column("sz_um", sa.Float),
-    sa.Column("sz_U", sa.Float),
-    sa.Column("void_reduction_pct", sa.Float),
-    sa.Column("supersedes", sa.Integer, sa.ForeignKey("samples.row_id"), unique=True),
-    sa.Column("supersede_reason", sa.Text),
-    sa.Column("record_json", sa.Text, nullable=False),
-    sa.Column("particles_path", sa.Text),
-    sa.Column("particles_sha256", sa.String(64)),
-    sa.Column("particles_rows", sa.Integer),
-    sa.Column("state", sa.String(16)),  # "before"/"after" pressing (revision 0002)
-    sa.CheckConstraint("supersedes IS NULL OR supersede_reason IS NOT NULL",
-                       name="ck_samples_supersede_reason"),
-)
-# one first row per sample id, and an idempotency key once unless re-measured on purpose
-sa.Index("uq_samples_first_row", SAMPLES.c.sample_id, unique=True,
-         sqlite_where=sa.text("supersedes IS NULL"), postgresql_where=sa.text("supersedes IS NULL"))
-sa.Index("uq_samples_key_unforced", SAMPLES.c.idempotency_key, unique=True,
-         sqlite_where=sa.text("NOT forced"), postgresql_where=sa.text("NOT forced"))
-IMAGES = sa.Table(
-    "images", METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("sample_row_id", sa.Integer, sa.ForeignKey("samples.row_id"), nullable=False,
-              index=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("sha256", sa.String(64)),
-    sa.Column("role", sa.String(32)),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("error", sa.Text),
-    sa.Column("reader", sa.String(64)),
-    sa.Column("results_json", sa.Text),
-)
-QUARANTINE = sa.Table(
-    "quarantine", METADATA,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("sha256", sa.String(64)),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("created_utc", sa.String(32), nullable=False),
-    sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id")),
-)
-# sample rows joined to the row that supersedes each (superseded_by None: the latest). Built
-# once: an alias rebuilds its column collection every time it is made.
-_LATER = SAMPLES.alias("later")
-_ROWS = (sa.select(SAMPLES, _LATER.c.row_id.label("superseded_by"))
-         .select_from(SAMPLES.outerjoin(_LATER, _LATER.c.supersedes == SAMPLES.c.row_id)))
-_IS_LATEST = _LATER.c.row_id.is_(None)
-_KEY_CHUNK = 500  # keys per IN (...) query
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -165,29 +97,6 @@ def display_url(url: str | URL) -> str:
         if sep and at and ":" in cred:
             return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
         return text
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-
-
-def _float(v: Any) -> float | None:
-    """A finite float or None (NULL; never NaN)."""
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _json(v: Any) -> str:
-    return to_json(v, ensure_ascii=False)
-
-
-def _str(v: Any) -> str | None:
-    return None if v is None else str(v)
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
@@ -361,7 +270,7 @@ class Store:
         with self._write.begin() as conn:
             conn.execute(RUNS.insert().values(
                 run_id=run_id, folder=str(folder), package_version=str(package_version),
-                started_utc=_now(), finished_utc=None, status="running", meta_json=_json(meta)))
+                started_utc=now(), finished_utc=None, status="running", meta_json=json_text(meta)))
         return run_id
 
     def finish_run(self, run_id: str, status: str) -> None:
@@ -370,7 +279,7 @@ class Store:
             raise ValueError(f"run status {status!r}: expected one of {', '.join(RUN_STATUSES)}")
         with self._write.begin() as conn:
             n = conn.execute(RUNS.update().where(RUNS.c.run_id == run_id)
-                             .values(status=status, finished_utc=_now())).rowcount
+                             .values(status=status, finished_utc=now())).rowcount
         if n != 1:
             raise ValueError(f"no run {run_id!r} in {self.display_url}")
 
@@ -378,24 +287,24 @@ class Store:
         """Every run, oldest first, with "meta" (JSON-decoded)."""
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(RUNS).order_by(RUNS.c.started_utc, RUNS.c.run_id))
-            return [_decode(r, "meta_json", "meta") for r in rows.mappings()]
+            return [decode(r, "meta_json", "meta") for r in rows.mappings()]
 
     # ---- samples -------------------------------------------------------------------------
     def find_key(self, key: str) -> dict | None:
         """The stored sample row with idempotency key `key` (the newest if re-measured with
         force), with "record" (JSON-decoded) and "superseded_by"; None if there is none."""
-        q = _ROWS.where(SAMPLES.c.idempotency_key == key).order_by(SAMPLES.c.row_id.desc())
+        q = ROWS.where(SAMPLES.c.idempotency_key == key).order_by(SAMPLES.c.row_id.desc())
         with self._engine.connect() as conn:
             row = conn.execute(q.limit(1)).mappings().first()
-        return None if row is None else _decode(row, "record_json", "record")
+        return None if row is None else decode(row, "record_json", "record")
 
     def latest(self, sample_id: str) -> dict | None:
         """The newest row of `sample_id`: the one no other row supersedes."""
-        q = (_ROWS.where(SAMPLES.c.sample_id == sample_id, _IS_LATEST)
+        q = (ROWS.where(SAMPLES.c.sample_id == sample_id, IS_LATEST)
              .order_by(SAMPLES.c.row_id.desc()).limit(1))
         with self._engine.connect() as conn:
             row = conn.execute(q).mappings().first()
-        return None if row is None else _decode(row, "record_json", "record")
+        return None if row is None else decode(row, "record_json", "record")
 
     def current(self, keys) -> dict[str, dict]:
         """The rows whose idempotency key is in `keys` and that are still their sample's
@@ -406,9 +315,9 @@ class Store:
         found: dict[str, dict] = {}
         with self._engine.connect() as conn:
             for i in range(0, len(keys), _KEY_CHUNK):
-                q = _ROWS.where(SAMPLES.c.idempotency_key.in_(keys[i:i + _KEY_CHUNK]), _IS_LATEST)
+                q = ROWS.where(SAMPLES.c.idempotency_key.in_(keys[i:i + _KEY_CHUNK]), IS_LATEST)
                 for row in conn.execute(q).mappings():
-                    found[row["idempotency_key"]] = _decode(row, "record_json", "record")
+                    found[row["idempotency_key"]] = decode(row, "record_json", "record")
         return found
 
     def add_sample(self, record: dict, *, key: str, run_id: str, reason: str | None = None,
@@ -462,7 +371,7 @@ class Store:
         """The transaction behind `add_sample` and `append`: lock, check the run, find the
         latest row, let `decide(conn, prev)` give (reason, forced), insert sample and images."""
         sample_id = str(record["sample_id"])
-        values, images = _sample_values(record, key, particles)
+        values, images = sample_values(record, key, particles)
         try:
             with self._write.begin() as conn:
                 if self._pg:  # writers of one sample id queue here
@@ -475,7 +384,7 @@ class Store:
                 prev = conn.execute(
                     sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id, SAMPLES.c.idempotency_key)
                     .where(SAMPLES.c.sample_id == sample_id,
-                           ~sa.exists().where(_LATER.c.supersedes == SAMPLES.c.row_id))
+                           ~sa.exists().where(LATER.c.supersedes == SAMPLES.c.row_id))
                     .order_by(SAMPLES.c.row_id.desc()).limit(1)).first()
                 reason, forced = decide(conn, prev)
                 version = (record.get("provenance") or {}).get("package_version") or version
@@ -506,17 +415,17 @@ class Store:
         """Stored sample rows with "record" (the full sample record, JSON-decoded) and
         "superseded_by", ordered by sample id and newest first within a sample. With
         `latest_only` only the rows no other row supersedes (one per sample)."""
-        q = _ROWS.where(_IS_LATEST) if latest_only else _ROWS
+        q = ROWS.where(IS_LATEST) if latest_only else ROWS
         q = q.order_by(SAMPLES.c.sample_id, SAMPLES.c.row_id.desc())
         with self._engine.connect() as conn:
-            return [_decode(r, "record_json", "record") for r in conn.execute(q).mappings()]
+            return [decode(r, "record_json", "record") for r in conn.execute(q).mappings()]
 
     def images(self, row_id: int) -> list[dict]:
         """The image rows of sample row `row_id`, in record order, "results" JSON-decoded."""
         q = (sa.select(IMAGES).where(IMAGES.c.sample_row_id == row_id)
              .order_by(IMAGES.c.position))
         with self._engine.connect() as conn:
-            return [_decode(r, "results_json", "results") for r in conn.execute(q).mappings()]
+            return [decode(r, "results_json", "results") for r in conn.execute(q).mappings()]
 
     def history(self) -> pd.DataFrame:
         """Every stored sample row, oldest first: row_id, sample_id, state ("before",
@@ -528,8 +437,8 @@ class Store:
                        SAMPLES.c.created_utc,
                        SAMPLES.c.porosity_frac, SAMPLES.c.sa_um.label("Sa_um"),
                        SAMPLES.c.sz_um.label("Sz_um"), SAMPLES.c.void_reduction_pct,
-                       SAMPLES.c.gate_outcome, _LATER.c.row_id.label("superseded_by"))
-             .select_from(SAMPLES.outerjoin(_LATER, _LATER.c.supersedes == SAMPLES.c.row_id))
+                       SAMPLES.c.gate_outcome, LATER.c.row_id.label("superseded_by"))
+             .select_from(SAMPLES.outerjoin(LATER, LATER.c.supersedes == SAMPLES.c.row_id))
              .order_by(SAMPLES.c.row_id))
         with self._engine.connect() as conn:
             rows = conn.execute(q).all()
@@ -549,7 +458,7 @@ class Store:
         """Record a file that will not be processed, and why; returns the entry's id."""
         with self._write.begin() as conn:
             return int(conn.execute(QUARANTINE.insert().values(
-                path=str(path), sha256=sha256, reason=str(reason), created_utc=_now(),
+                path=str(path), sha256=sha256, reason=str(reason), created_utc=now(),
                 run_id=run_id)).inserted_primary_key[0])
 
     def quarantined(self) -> list[dict]:
@@ -557,43 +466,3 @@ class Store:
         with self._engine.connect() as conn:
             rows = conn.execute(sa.select(QUARANTINE).order_by(QUARANTINE.c.id)).mappings()
             return [dict(r) for r in rows]
-
-
-def _sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict, list[dict]]:
-    """The `samples` columns (but run, version and supersedes) and the `images` rows of a
-    sample record."""
-    props = (record.get("claim15") or {}).get("properties") or {}
-    gate = record.get("gate") or {}
-    par = particles or {}
-
-    def prop(name: str, field: str) -> Any:
-        return (props.get(name) or {}).get(field)
-
-    values = {
-        "sample_id": str(record["sample_id"]), "idempotency_key": key, "created_utc": _now(),
-        "claim15_met": (record.get("claim15") or {}).get("met"),
-        "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("rule")),
-        "porosity_frac": _float(prop("porosity", "value")),
-        "porosity_U": _float(prop("porosity", "U")),
-        "porosity_source": _str(prop("porosity", "source")),
-        "sa_um": _float(prop("Sa", "value")), "sa_U": _float(prop("Sa", "U")),
-        "sz_um": _float(prop("Sz", "value")), "sz_U": _float(prop("Sz", "U")),
-        "void_reduction_pct": _float(record.get("void_reduction_pct")),
-        "record_json": _json(record),
-        "particles_path": _str(par.get("path")), "particles_sha256": _str(par.get("sha256")),
-        "particles_rows": None if par.get("rows") is None else int(par["rows"]),
-        "state": record.get("state") if record.get("state") in ("before", "after") else None,
-    }
-    images = [{"position": i, "path": _str(im.get("path")), "sha256": _str(im.get("sha256")),
-               "role": _str(im.get("role")), "status": _str(im.get("status")),
-               "error": _str(im.get("error")), "reader": _str(im.get("reader")),
-               "results_json": None if im.get("results") is None else _json(im["results"])}
-              for i, im in enumerate(record.get("images") or [])]
-    return values, images
-
-
-def _decode(row, column: str, name: str) -> dict:
-    d = dict(row)
-    text = d.pop(column)
-    d[name] = None if text is None else json.loads(text)
-    return d

@@ -152,8 +152,9 @@ def test_report_from_an_empty_or_missing_store(tmp_path):
 
 
 def test_changed_sidecar_changes_the_key(tmp_path):
+    from pipeline.identity import hash_files, idempotency_key, inputs
     from pipeline.ingest.discover import discover
-    from pipeline.runner import _config, _hash_files, _inputs, idempotency_key
+    from pipeline.runner import _config
 
     folder = tmp_path / "e"
     folder.mkdir()
@@ -162,34 +163,34 @@ def test_changed_sidecar_changes_the_key(tmp_path):
     (folder / "other.txt").write_text("not a sidecar of psd-01")
     cfg = _config(None, None, None, None)
     (s,), _ = discover(tmp_path / "e", single=True)
-    assert [p.name for p in _inputs(s.files)] == ["psd-01.tif", "psd-01.txt"]
-    k1 = idempotency_key(s, cfg, _hash_files(_inputs(s.files)))
+    assert [p.name for p in inputs(s.files)] == ["psd-01.tif", "psd-01.txt"]
+    k1 = idempotency_key(s, cfg, hash_files(inputs(s.files)))
     (folder / "other.txt").write_text("changed, still not a sidecar")
-    assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) == k1
+    assert idempotency_key(s, cfg, hash_files(inputs(s.files))) == k1
     (folder / "psd-01.txt").write_text("PixelSize=2.5\n")
-    assert idempotency_key(s, cfg, _hash_files(_inputs(s.files))) != k1
+    assert idempotency_key(s, cfg, hash_files(inputs(s.files))) != k1
 
 
 def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     """A file that cannot be opened (here: it vanishes after discovery) costs only itself:
     exit 4, the rest of its sample measured."""
-    from pipeline.runner import _hash_files
+    from pipeline.identity import hash_files
 
-    got = _hash_files([tmp_path / "gone.tif"])
+    got = hash_files([tmp_path / "gone.tif"])
     assert got[str(tmp_path / "gone.tif")].startswith("unreadable:")
     root = tmp_path / "export"
     electrode(root / "v", seed=50, psd=False, surface=False)
     victim = root / "v" / "psd-09.tif"
     victim.write_bytes(b"soon gone")
-    from pipeline import runner
+    from pipeline import identity
 
-    real = runner._hash_files
+    real = identity.hash_files
 
     def vanish_then_hash(paths):
         victim.unlink(missing_ok=True)
         return real(paths)
 
-    monkeypatch.setattr(runner, "_hash_files", vanish_then_hash)
+    monkeypatch.setattr(identity, "hash_files", vanish_then_hash)
     res = run(root, tmp_path / "out", report=False)
     assert res.exit_code == 4
     s = res.samples[0]

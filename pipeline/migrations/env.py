@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from pipeline.store import METADATA
+from pipeline.store_tables import METADATA
 
 config = context.config
 

@@ -212,7 +212,7 @@ def test_the_constraints_keep_one_chain_per_sample(db_url, store, run_id):
     store.add_sample(sample_result("S1"), key=key(2), run_id=run_id, reason="new input files")
     base = {"idempotency_key": key(3), "forced": False, "run_id": run_id, "created_utc": "t",
             "package_version": "0.1.0", "record_json": "{}", "sample_id": "S1"}
-    from pipeline.store import SAMPLES
+    from pipeline.store_tables import SAMPLES
 
     for extra in ({}, {"supersedes": r1, "supersede_reason": "again"},
                   {"supersedes": r1 + 100, "supersede_reason": "no such row"}):

@@ -1,0 +1,74 @@
+"""What identifies a sample's input: its files, their sidecars, their SHA-256, and the
+idempotency key that makes a re-run of the same input a no-op in the results store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["SIDECAR_SUFFIXES", "hash_files", "idempotency_key", "inputs", "sidecars_of"]
+
+
+def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
+    """SHA-256 over what decides a sample's result: its id, its input bytes (file and
+    sidecar SHA-256s), its manifest entry, the recipe, spec, gate-spec, particle-claims,
+    materials, discovery and instrument-profile hashes, and the package version.
+
+    `cfg` is the run's configuration (`identities()` and `profiles`); `file_sha256` maps
+    each file and sidecar path (as str) to its SHA-256, from `hash_files`."""
+    import hashlib
+    import json
+
+    from pipeline import __version__
+
+    ident = cfg.identities()
+    parts = {
+        "sample_id": sample.id,
+        "files": sorted((Path(f).name, file_sha256[str(f)]) for f in sample.files),
+        "sidecars": sorted((p.name, file_sha256[str(p)]) for f in sample.files
+                           for p in sidecars_of(Path(f))),
+        "manifest": sample.manifest,
+        "config": {k: (v.get("sha256") if isinstance(v, dict) else
+                       [p.get("path") for p in v] if isinstance(v, list) else v)
+                   for k, v in ident.items()},
+        "profiles": [p.identity for p in cfg.profiles],
+        "package_version": __version__,
+    }
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+SIDECAR_SUFFIXES = (".txt", ".hdr")
+
+
+def sidecars_of(image: Path) -> list[Path]:
+    """Text files beside an image that some vendors keep its scale in (Hitachi and JEOL
+    ``<stem>.txt``, TESCAN ``<stem>-tif.hdr``): part of what decides its result."""
+    try:
+        siblings = list(image.parent.iterdir())
+    except OSError:
+        return []
+    return sorted(p for p in siblings if p != image and p.is_file()
+                  and p.suffix.lower() in SIDECAR_SUFFIXES and p.name.startswith(image.stem))
+
+
+def inputs(files) -> list[Path]:
+    """Files and their sidecars, once each."""
+    return sorted({Path(x) for f in files for x in (Path(f), *sidecars_of(Path(f)))})
+
+
+def hash_files(paths: list[Path]) -> dict[str, str]:
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(p: Path) -> tuple[str, str]:
+        h = hashlib.sha256()
+        try:
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as exc:  # measured (and reported, exit 4) with the rest of its sample
+            return str(p), f"unreadable: {exc.strerror or exc}"
+        return str(p), h.hexdigest()
+
+    with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
+        return dict(ex.map(one, paths))
