@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-__all__ = ["available_cpus", "discard_warm", "execute", "prewarm", "single_threaded",
-           "worker_info"]
+__all__ = ["available_cpus", "discard_warm", "execute", "prewarm", "prewarm_local_cluster",
+           "single_threaded", "worker_info"]
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def _in_process(fn, args) -> Iterator[tuple[int, Any]]:
         yield i, _safe(fn, a)
 
 
-_WARM: dict[int, Any] = {}
+_WARM: dict[Any, Any] = {}  # jobs -> pool; ("dask", jobs) -> Future of a cluster
 
 
 # what a measurement task imports (the pipeline imports its libraries lazily)
@@ -143,11 +143,50 @@ def prewarm(jobs: int) -> None:
     _WARM[jobs] = ex
 
 
+def prewarm_local_cluster(jobs: int) -> None:
+    """Start the local dask cluster of `jobs` workers in a background thread, its workers
+    importing what a task needs, for the next ``execute(..., scheduler="auto")`` with the
+    same `jobs` to use: the cluster's start-up (~2 s) overlaps this process's discovery,
+    hashing and store look-ups."""
+    from concurrent.futures import Future
+
+    discard_warm()
+    fut: Future = Future()
+
+    def start() -> None:
+        try:
+            cluster, client = _local_cluster(jobs)
+        except BaseException as exc:  # handed to whoever takes the cluster
+            fut.set_exception(exc)
+            return
+        try:
+            client.run(_warm_worker)
+        except Exception:  # the imports happen at the first task instead
+            log.debug("warming the dask workers failed", exc_info=True)
+        fut.set_result((cluster, client))
+
+    threading.Thread(target=start, name="electrode-qc-dask-start", daemon=True).start()
+    _WARM[("dask", jobs)] = fut
+
+
 def discard_warm() -> None:
-    """Shut down a pre-started pool that was not used."""
-    for ex in _WARM.values():
-        ex.shutdown(wait=False, cancel_futures=True)
+    """Shut down a pre-started pool or local cluster that was not used."""
+    for key, warm in list(_WARM.items()):
+        if isinstance(key, tuple):  # a local cluster, started or starting
+            _close_when_started(warm)
+        else:
+            warm.shutdown(wait=False, cancel_futures=True)
     _WARM.clear()
+
+
+def _close_when_started(fut) -> None:
+    def close(f) -> None:
+        if f.exception() is None:
+            cluster, client = f.result()
+            client.close()
+            cluster.close()
+
+    fut.add_done_callback(close)
 
 
 def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
@@ -193,28 +232,46 @@ def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
                 log.warning("a worker process died; %d task(s) run again", len(pending))
 
 
-def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
+def _import_distributed():
     try:
-        from distributed import Client, LocalCluster, as_completed
+        import distributed
     except ImportError:
         from pipeline.errors import ConfigError
 
         raise ConfigError(None, "--scheduler needs dask.distributed: pip install "
                                 "'electrode-qc[dask]'") from None
+    return distributed
+
+
+def _local_cluster(jobs: int):
+    """A LocalCluster of `jobs` one-thread worker processes on 127.0.0.1, and its client."""
     import dask
+
+    distributed = _import_distributed()
+    # the workers' statistical profiler samples every thread's stack every 10 ms: on
+    # tasks that spend much time in Python it costs ~20 %; nobody reads it here
+    # and the event-loop watchdogs wake every 20-500 ms, taking the GIL from the task
+    dask.config.set({"distributed.worker.profile.enabled": False,
+                     "distributed.admin.tick.interval": "1s",
+                     "distributed.admin.system-monitor.interval": "5s",
+                     "distributed.worker.memory.monitor-interval": "2s"})
+    cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+    try:
+        return cluster, distributed.Client(cluster)
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
+    distributed = _import_distributed()
+    Client, as_completed = distributed.Client, distributed.as_completed
 
     cluster = None
     if scheduler == "auto":
-        # the workers' statistical profiler samples every thread's stack every 10 ms: on
-        # tasks that spend much time in Python it costs ~20 %; nobody reads it here
-        # and the event-loop watchdogs wake every 20-500 ms, taking the GIL from the task
-        dask.config.set({"distributed.worker.profile.enabled": False,
-                         "distributed.admin.tick.interval": "1s",
-                         "distributed.admin.system-monitor.interval": "5s",
-                         "distributed.worker.memory.monitor-interval": "2s"})
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
-        client = Client(cluster)
+        warm = _WARM.pop(("dask", jobs), None)
+        cluster, client = warm.result() if warm is not None else _local_cluster(jobs)
     else:
         client = Client(scheduler)
     try:

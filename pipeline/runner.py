@@ -157,7 +157,7 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         A sample whose idempotency key is stored already is not measured again unless
         `force`; its stored record is reported.
     """
-    from pipeline.execute import available_cpus, discard_warm, prewarm
+    from pipeline.execute import available_cpus, discard_warm, prewarm, prewarm_local_cluster
     from pipeline.ingest.discover import discover
 
     folder = Path(folder)
@@ -168,7 +168,9 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
 
         raise ConfigError(folder, "holds no samples: no image files and no manifest entry")
     n_jobs = available_cpus() if jobs is None else int(jobs)
-    if scheduler is None and n_jobs > 1 and len(samples) > n_jobs:
+    if scheduler == "auto" and n_jobs >= 1:
+        prewarm_local_cluster(n_jobs)  # the cluster starts while this process hashes
+    elif scheduler is None and n_jobs > 1 and len(samples) > n_jobs:
         prewarm(n_jobs)  # workers import while this process hashes and asks the store
     try:
         return _run_samples(samples, manifest_id, cfg, folder, out, strict=strict,

@@ -4,6 +4,7 @@ alone; results stream in as tasks complete."""
 from __future__ import annotations
 
 import math
+import time
 
 import pytest
 
@@ -96,3 +97,26 @@ def test_a_dying_worker_fails_only_its_own_task():
 
     assert isinstance(got[1], BrokenProcessPool)
     assert [got[i] for i in (0, 2, 3, 4, 5)] == [100, 102, 103, 104, 105]
+
+
+def test_a_prewarmed_local_cluster_is_used_once_or_closed():
+    """`prewarm_local_cluster` starts a cluster in the background: the next dask execute
+    takes it (and closes it when done); one that is never taken is closed by discard_warm."""
+    from pipeline import execute as ex
+
+    ex.prewarm_local_cluster(1)
+    warm = ex._WARM[("dask", 1)]
+    got = dict(execute(_square_or_fail, [0, 1, 2], jobs=1, scheduler="auto"))
+    assert got == {0: 0, 1: 1, 2: 4} and ("dask", 1) not in ex._WARM
+    cluster, client = warm.result(timeout=60)
+    assert client.status == "closed" and cluster.status.name == "closed"
+
+    ex.prewarm_local_cluster(1)
+    unused = ex._WARM[("dask", 1)]
+    ex.discard_warm()
+    assert ex._WARM == {}
+    cluster, client = unused.result(timeout=60)
+    deadline = time.monotonic() + 30
+    while cluster.status.name != "closed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.status == "closed" and cluster.status.name == "closed"
