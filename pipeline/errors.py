@@ -40,6 +40,11 @@ class ElectrodeQCError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self):
+        # rebuilt from (path, problem) when it crosses a process boundary (a worker's error
+        # returned to the parent); Exception's default would call __init__(message) alone
+        return type(self), (self.path, self.problem)
+
 
 class UnreadableInput(ElectrodeQCError):
     """A file that cannot be read: wrong format, truncated, corrupt, unsafe, or empty of data."""

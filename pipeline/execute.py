@@ -95,7 +95,20 @@ def _safe(fn: Callable, arg: Any) -> Any:
         return fn(arg)
     except Exception as exc:  # returned, not raised: one task's failure stays its own
         log.debug("task failed", exc_info=True)
-        return exc
+        return _portable(exc)
+
+
+def _portable(exc: Exception) -> Exception:
+    """`exc`, or a RuntimeError with its type and message if it would not survive the trip
+    to the parent process (an exception whose __init__ takes other arguments than its
+    message cannot be unpickled there, and that breaks the whole pool)."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RuntimeError(f"{type(exc).__qualname__}: {exc}")
+    return exc
 
 
 def _in_process(fn, args) -> Iterator[tuple[int, Any]]:

@@ -70,6 +70,9 @@ class DuplicateKey(ElectrodeQCError):
                                f"{sample_id!r}); look it up with find_key, or re-measure with "
                                "force=True (--force)")
 
+    def __reduce__(self):
+        return type(self), (self.key, self.row_id, self.sample_id)
+
 
 def normalize_url(url: str | URL) -> URL:
     """The SQLAlchemy URL the store uses: ``postgresql://`` (and ``postgres://``) go through

@@ -120,3 +120,54 @@ def test_a_prewarmed_local_cluster_is_used_once_or_closed():
     while cluster.status.name != "closed" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert client.status == "closed" and cluster.status.name == "closed"
+
+
+class _Odd(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ wants two arguments)."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def _raise_kinds(x):
+    from pipeline.errors import MissingCalibration, UnreadableInput
+
+    if x == 0:
+        raise UnreadableInput("/data/e0/psd-01.tif", "bad magic")
+    if x == 1:
+        raise MissingCalibration("/data/e1/psd-01.tif", "no pixel size")
+    if x == 2:
+        raise _Odd("left", "right")
+    return x
+
+
+def test_errors_survive_the_trip_back_from_a_worker():
+    """Typed errors keep their type, message and exit code across processes; an exception
+    that cannot be unpickled comes back as a RuntimeError naming it, and nothing else fails."""
+    import pickle
+
+    from pipeline.errors import (
+        ConfigError,
+        ElectrodeQCError,
+        MeasurementError,
+        MissingCalibration,
+        UnreadableInput,
+    )
+    from pipeline.store import DuplicateKey
+
+    for err in (ElectrodeQCError("f.tif", "x"), UnreadableInput("f.tif", "bad magic"),
+                MissingCalibration(None, "no scale"), ConfigError("r.toml", "bad key"),
+                MeasurementError("f.x3p", "all invalid"), DuplicateKey("ab" * 32, 7, "S1")):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err)
+        assert back.exit_code == err.exit_code and back.path == err.path
+    for kw in ({"jobs": 1}, {"jobs": 2}, {"jobs": 2, "scheduler": "auto"}):
+        got = dict(execute(_raise_kinds, list(range(5)), **kw))
+        assert type(got[0]) is UnreadableInput and got[0].exit_code == 4, kw
+        assert str(got[0]) == "/data/e0/psd-01.tif: bad magic"
+        assert type(got[1]) is MissingCalibration and got[1].exit_code == 3
+        # as it is where it unpickles (in process; dask's tblib pickles any exception),
+        # else a RuntimeError that names it
+        assert type(got[2]) is _Odd or "_Odd: left and right" in str(got[2])
+        assert "left and right" in str(got[2])
+        assert (got[3], got[4]) == (3, 4)
