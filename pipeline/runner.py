@@ -273,7 +273,7 @@ def _store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
     try:
         row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force)
     except DuplicateKey:  # a concurrent run stored this very input first
-        hit = st.find_key(key)
+        hit = st.current([key]).get(key)
         if hit is None:
             raise
         return _reused_record(hit)

@@ -375,6 +375,7 @@ class Store:
         latest row, let `decide(conn, prev)` give (reason, forced), insert sample and images."""
         sample_id = str(record["sample_id"])
         values, images = sample_values(record, key, particles)
+        forced = force
         try:
             with self._write.begin() as conn:
                 if self._pg:  # writers of one sample id queue here
@@ -400,7 +401,9 @@ class Store:
                     conn.execute(IMAGES.insert(), [dict(im, sample_row_id=row_id)
                                                    for im in images])
         except sa.exc.IntegrityError:
-            if not force:  # a writer of another sample id stored the same key meanwhile
+            # an unforced row's key is unique: if it is taken, a writer of another sample id
+            # stored it meanwhile; any other constraint failure is raised as it is
+            if not forced:
                 with self._engine.connect() as conn:
                     self._refuse_duplicate(conn, key)
             raise

@@ -253,6 +253,19 @@ def test_append_chooses_the_reason_in_its_transaction(db_url, store, run_id):
     assert len(raw_rows(db_url, "samples")) == 4 and store.latest("S9") is None
 
 
+def test_a_failed_restore_is_its_own_error_not_a_duplicate(db_url, store, run_id):
+    """A, B, then A again with a bad image row: the constraint failure is raised as it is,
+    not mistaken for another writer having stored key A (which sits on a superseded row)."""
+    store.append(sample_result("S1"), key=key(1), run_id=run_id)
+    store.append(sample_result("S1"), key=key(2), run_id=run_id)
+    rec = sample_result("S1")
+    rec["images"][0]["path"] = None  # images.path is NOT NULL
+    with pytest.raises(sa.exc.IntegrityError):
+        store.append(rec, key=key(1), run_id=run_id)
+    assert len(raw_rows(db_url, "samples")) == 2
+    assert store.latest("S1")["idempotency_key"] == key(2)
+
+
 def test_current_gives_only_keys_that_are_still_latest(store, run_id):
     store.append(sample_result("S1"), key=key(1), run_id=run_id)
     store.append(sample_result("S1"), key=key(2), run_id=run_id)  # supersedes key 1
