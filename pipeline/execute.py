@@ -203,46 +203,65 @@ def _close_when_started(fut) -> None:
 
 
 def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
-    """A spawn process pool. If a worker process dies (killed, out of memory, a crash in a
-    native library), the pool breaks and every unfinished task with it: those are run again
-    in a fresh pool, and a task caught in a second break is run alone, so only the task that
-    kills its worker fails."""
+    """A spawn process pool with at most ``jobs + 1`` tasks in flight (one queued, so no
+    worker waits). If a worker process dies (killed, out of memory, a crash in a native
+    library), the pool breaks and every task in flight with it: each of those is run again
+    alone, so only the task that kills its own worker fails, and the tasks not yet started
+    go on in a fresh pool."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-    from concurrent.futures.process import BrokenProcessPool
+    from collections import deque
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     ctx = mp.get_context("spawn")  # workers start clean (no inherited threads or handles)
-    pending = list(range(len(args)))
-    breaks = dict.fromkeys(pending, 0)
-    while pending:
-        alone = [i for i in pending if breaks[i] >= 2]
-        batch = [[i] for i in alone] + ([[i for i in pending if breaks[i] < 2]]
-                                        if len(alone) < len(pending) else [])
-        pending = []
-        for group in batch:
-            workers = 1 if len(group) == 1 else min(jobs, len(group))
-            warm = _WARM.pop(jobs, None) if len(group) > 1 else None
-            if warm is None:
-                discard_warm()
-            with warm or ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                             initializer=single_threaded) as ex:
-                futs = {ex.submit(_safe, fn, args[i]): i for i in group}
-                try:
-                    for f in as_completed(futs):
-                        i = futs[f]
-                        try:
+    queue = deque(range(len(args)))
+    while queue:
+        warm = _WARM.pop(jobs, None)
+        if warm is None:
+            discard_warm()
+        suspects: list[int] = []
+        with warm or ProcessPoolExecutor(max_workers=min(jobs, len(queue)), mp_context=ctx,
+                                         initializer=single_threaded) as ex:
+            running: dict[Any, int] = {}
+            try:
+                while queue or running:
+                    while queue and len(running) <= jobs:
+                        i = queue.popleft()
+                        running[ex.submit(_safe, fn, args[i])] = i
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        i = running.pop(f)
+                        if f.exception() is None:
                             yield i, f.result()
-                        except BrokenProcessPool as exc:
-                            breaks[i] += 1
-                            if len(group) == 1:  # it broke a pool of its own: the culprit
-                                yield i, exc
+                        else:  # only BrokenProcessPool: _safe returns the task's own errors
+                            suspects.append(i)
+                    if suspects:  # the pool is broken: everything still in flight with it
+                        for f, i in running.items():
+                            if f.done() and f.exception() is None:
+                                yield i, f.result()
                             else:
-                                pending.append(i)
-                finally:
-                    for f in futs:
-                        f.cancel()
-            if pending:
-                log.warning("a worker process died; %d task(s) run again", len(pending))
+                                suspects.append(i)
+                        running.clear()
+                        break
+            finally:
+                for f in running:
+                    f.cancel()
+        if suspects:
+            log.warning("a worker process died; %d task(s) that were in flight run again, "
+                        "each alone", len(suspects))
+            for i in sorted(suspects):
+                yield i, _alone(fn, args[i], ctx)
+
+
+def _alone(fn, arg, ctx) -> Any:
+    """``_safe(fn, arg)`` in a pool of its own: the BrokenProcessPool if it kills its worker."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=single_threaded) as ex:
+        try:
+            return ex.submit(_safe, fn, arg).result()
+        except BrokenProcessPool as exc:
+            return exc
 
 
 def _import_distributed():

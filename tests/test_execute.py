@@ -171,3 +171,18 @@ def test_errors_survive_the_trip_back_from_a_worker():
         assert type(got[2]) is _Odd or "_Odd: left and right" in str(got[2])
         assert "left and right" in str(got[2])
         assert (got[3], got[4]) == (3, 4)
+
+
+def test_a_dying_worker_costs_only_the_tasks_in_flight(caplog):
+    """Tasks not yet started when a worker dies go on in a fresh pool; only the ones in
+    flight (at most jobs + 1) are run again alone."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="pipeline.execute"):
+        got = dict(execute(_die_on_one, list(range(12)), jobs=2))
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert isinstance(got[1], BrokenProcessPool)
+    assert [got[i] for i in range(12) if i != 1] == [100 + i for i in range(12) if i != 1]
+    (msg,) = [r.getMessage() for r in caplog.records if "worker process died" in r.getMessage()]
+    assert int(msg.split("; ")[1].split()[0]) <= 3
