@@ -183,12 +183,16 @@ def prewarm_local_cluster(jobs: int) -> None:
 
 
 def discard_warm() -> None:
-    """Shut down a pre-started pool or local cluster that was not used."""
+    """Shut down a pre-started pool or local cluster that was not used. The pool's workers
+    are stopped at once: they run nothing but their imports."""
     for key, warm in list(_WARM.items()):
         if isinstance(key, tuple):  # a local cluster, started or starting
             _close_when_started(warm)
         else:
+            procs = list((getattr(warm, "_processes", None) or {}).values())
             warm.shutdown(wait=False, cancel_futures=True)
+            for proc in procs:
+                proc.terminate()
     _WARM.clear()
 
 

@@ -183,7 +183,7 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
 def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs, scheduler,
                  db, store, force) -> RunResult:
     from pipeline import __version__
-    from pipeline.execute import execute
+    from pipeline.execute import discard_warm, execute
 
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     st = None
@@ -213,6 +213,8 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                 todo.append(s)
         else:
             todo.append(s)
+    if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
+        discard_warm()
     bar = _progress(len(todo))
     status = "failed"
     try:

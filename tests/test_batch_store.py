@@ -50,6 +50,25 @@ def test_rerun_is_a_no_op_and_force_supersedes(export, tmp_path):
         assert len(hist) == 6 and int(hist["superseded"].sum()) == 3
 
 
+def test_a_rerun_with_jobs_measures_nothing_and_leaves_no_worker(export, tmp_path,
+                                                                  monkeypatch):
+    """Everything is stored already: no sample is measured, and the pool started ahead of
+    time is stopped before the run returns."""
+    import multiprocessing as mp
+
+    from pipeline import sample as sample_mod
+
+    out = tmp_path / "out"
+    run(export, out, report=False, jobs=1)
+    calls = []
+    real = sample_mod.measure_sample
+    monkeypatch.setattr(sample_mod, "measure_sample", lambda *a, **k: calls.append(a) or
+                        real(*a, **k))
+    again = run(export, out, report=False, jobs=2)
+    assert again.results["counts"]["reused_from_store"] == 3 and calls == []
+    assert mp.active_children() == []
+
+
 def test_changed_input_supersedes_with_reason(export, tmp_path):
     import shutil
 
