@@ -119,10 +119,30 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
     if out is not None and tabs.get("particles") is not None:
         from pipeline.report.tables import write_particle_table
 
-        ref = write_particle_table(tabs["particles"], Path(out), f"{sample.id}-{key[:12]}",
-                                   sample_id=sample.id)
+        # the sample's older tables are retired by the parent once this row is stored
+        ref = write_particle_table(tabs["particles"], Path(out), _table_name(sample.id, key))
+    if previews and out is not None:
+        from pipeline.report import preview_cache
+
+        try:
+            preview_cache.save(Path(out), sample.id, key, art)
+        except OSError as exc:  # the pictures are in this run's report all the same
+            log.warning("%s: previews not kept for later runs: %s", sample.id, exc)
     return {"record": rec, "artifacts": art if previews else None, "particles": ref,
             "worker": worker_info()}
+
+
+def _table_name(sample_id: str, key: str) -> str:
+    return f"{sample_id}-{key[:12]}"
+
+
+def _retire_tables(out, sample_id: str, key: str, particles) -> None:
+    """Once a sample's new row is stored (or decided, without a store), its older particle
+    tables move to tables/particles-superseded/."""
+    if out is not None and particles is not None:
+        from pipeline.report.tables import retire_particle_tables
+
+        retire_particle_tables(Path(out), sample_id, keep=_table_name(sample_id, key))
 
 
 def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None = None,
@@ -209,8 +229,14 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if hit is not None:
             reused[s.id] = hit
             records[s.id] = _reused_record(hit)
-            if previews:  # measured again for the report's pictures only, not stored
-                todo.append(s)
+            if previews:  # the pictures kept by the run that measured it, else measure again
+                from pipeline.report import preview_cache  # for the pictures only
+
+                kept = preview_cache.load(Path(out), s.id, keys[s.id])
+                if kept is None:
+                    todo.append(s)
+                else:
+                    artifacts[s.id] = kept
         else:
             todo.append(s)
     if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
@@ -243,6 +269,8 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
             if st is not None and not isinstance(res, Exception):
                 rec = _store_record(st, rec, keys[s.id], run_id, res["particles"],
                                     force=force, created=created)
+            if not isinstance(res, Exception):
+                _retire_tables(out, s.id, keys[s.id], res["particles"])
             records[s.id] = rec
         status = "completed"
     except KeyboardInterrupt:
@@ -380,6 +408,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     try:
         rec = _store_record(store, rec, key, run_id, res["particles"], force=force,
                             created=created)
+        _retire_tables(out, sample.id, key, res["particles"])
         status = "completed"
     finally:
         if own_run:

@@ -225,13 +225,31 @@ def test_report_needs_an_existing_store(tmp_path):
     assert r.exit_code == 2 and not (tmp_path / "nothere.db").exists()
 
 
-def test_rerun_keeps_the_report_pictures(export, tmp_path):
+def test_rerun_keeps_the_report_pictures_without_measuring(export, tmp_path, monkeypatch):
+    """The pictures of stored samples come from the previews their run kept; a sample whose
+    previews are gone is measured again for its pictures only (nothing stored again)."""
+    from pipeline import sample as sample_mod
+
     out = tmp_path / "out"
     run(export, out)
-    n_img = (out / "report.html").read_text().count("<img")
+    html = (out / "report.html").read_text()
+    n_img = html.count("<img")
+    assert len(list((out / "previews").glob("*.npz"))) == 3
+    calls = []
+    real = sample_mod.measure_sample
+    monkeypatch.setattr(sample_mod, "measure_sample",
+                        lambda s, *a, **k: calls.append(s.id) or real(s, *a, **k))
     again = run(export, out)
-    assert again.results["counts"]["reused_from_store"] == 3
+    assert again.results["counts"]["reused_from_store"] == 3 and calls == []
     assert (out / "report.html").read_text().count("<img") == n_img > 0
+    next((out / "previews").glob("e1-*.npz")).unlink()
+    (out / "previews" / ".junk").write_bytes(b"x")
+    next((out / "previews").glob("e2-*.npz")).write_bytes(b"not an npz")
+    third = run(export, out)
+    assert sorted(calls) == ["e1", "e2"]
+    assert third.results["counts"]["reused_from_store"] == 3
+    assert (out / "report.html").read_text().count("<img") == n_img
+    assert len(list((out / "previews").glob("*.npz"))) == 3  # kept again
     with Store.open(None, out=out) as st:
         assert len(st.samples(latest_only=False)) == 3  # pictures only: nothing stored again
 

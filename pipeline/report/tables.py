@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA_PATH", "image_rows", "results_schema", "sample_rows", "write_outputs",
-           "write_particle_table", "write_results_json"]
+__all__ = ["RESULTS_SCHEMA_PATH", "image_rows", "results_schema", "retire_particle_tables",
+           "sample_rows", "write_outputs", "write_particle_table", "write_results_json"]
 
 RESULTS_SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
@@ -102,9 +102,11 @@ def _write_table(df, folder: Path, name: str) -> list[Path]:
     return out
 
 
-def _retire_tables(out: Path, sample_id: str, keep: str) -> None:
-    """Move a sample's older particle tables to tables/particles-superseded/ (so that
-    tables/particles/ read as one dataset holds each sample once)."""
+def retire_particle_tables(out: Path, sample_id: str, keep: str) -> None:
+    """Move a sample's particle tables other than `keep` (a name without suffix) to
+    tables/particles-superseded/, so that tables/particles/ read as one dataset holds each
+    sample once. The runner calls it once the new table's row is stored, so the stored
+    latest row never points at a moved file."""
     import re
 
     pat = re.compile(rf"^{re.escape(sample_id)}-[0-9a-f]{{12}}\.(parquet|csv)$")
@@ -148,7 +150,7 @@ def write_particle_table(df, out: Path, name: str, *, sample_id: str | None = No
     pacsv.write_csv(table, tmp)
     os.replace(tmp, csv)
     if sample_id is not None:
-        _retire_tables(out, sample_id, keep=name)
+        retire_particle_tables(out, sample_id, keep=name)
     h = hashlib.sha256(target.read_bytes()).hexdigest()
     return {"path": str(target.relative_to(out)), "sha256": h, "rows": int(table.num_rows)}
 
