@@ -35,6 +35,7 @@ __all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "process_sample_into_s
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 _EXIT_ORDER = (EXIT_OK, EXIT_NONCONFORMING, EXIT_INDETERMINATE, EXIT_UNREADABLE, EXIT_INTERNAL)
 
 
@@ -206,85 +207,149 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
     from pipeline.execute import discard_warm, execute
 
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    previews = report and out is not None
     st = None
     if store and (db is not None or out is not None):
         from pipeline.store import Store
 
         st = Store.open(db, out=None if out is None else Path(out))
-    previews = report and out is not None
-    from pipeline.identity import hash_files, idempotency_key, inputs
-
-    sha = hash_files(inputs(f for s in samples for f in s.files))
-    keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
     records: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {}
-    todo = []
-    run_id = st.begin_run(folder=str(folder), package_version=__version__,
-                          meta={"jobs": jobs, "scheduler": scheduler, "force": force,
-                                **cfg.identities()}) if st else None
-    reused: dict[str, dict[str, Any]] = {}
-    current = st.current(keys.values()) if st is not None and not force else {}
-    for s in samples:
-        hit = current.get(keys[s.id])
-        if hit is not None:
-            reused[s.id] = hit
-            records[s.id] = _reused_record(hit)
-            if previews:  # the pictures kept by the run that measured it, else measure again
-                from pipeline.report import preview_cache  # for the pictures only
-
-                kept = preview_cache.load(Path(out), s.id, keys[s.id])
-                if kept is None:
-                    todo.append(s)
-                else:
-                    artifacts[s.id] = kept
-        else:
-            todo.append(s)
-    if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
-        discard_warm()
-    bar = _progress(len(todo))
-    status = "failed"
+    run_id, status, bar = None, "failed", None
     try:
+        from pipeline.identity import hash_files, idempotency_key, inputs
+
+        sha = hash_files(inputs(f for s in samples for f in s.files))
+        keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
+        if st is not None:
+            run_id = st.begin_run(folder=str(folder), package_version=__version__,
+                                  meta={"jobs": jobs, "scheduler": scheduler, "force": force,
+                                        **cfg.identities()})
+        todo, reused = _plan(samples, keys, st, force, previews, out, records, artifacts)
+        if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
+            discard_warm()
+        bar = _progress(len(todo))
+        settle = _Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
+                          created)
         payloads = [(s, cfg, None if out is None else Path(out), previews, keys[s.id])
                     for s in todo]
-        for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
-            s = todo[i]
-            if bar:
-                bar[1]()
-            if s.id in reused:
-                if not isinstance(res, Exception):
-                    artifacts[s.id] = res["artifacts"]
-                continue
-            if isinstance(res, Exception):
+        try:
+            for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
+                s = todo[i]
+                if bar:
+                    bar[1]()
+                if s.id in reused:  # measured for its pictures only
+                    if not isinstance(res, Exception):
+                        artifacts[s.id] = res["artifacts"]
+                    continue
                 if isinstance(res, ElectrodeQCError) and res.exit_code == EXIT_USAGE:
                     raise res
-                rec = _failed_record(s, res, cfg)
-            else:
-                rec = res["record"]
-                rec["provenance"]["worker"] = res["worker"]
-                rec["provenance"]["particles_table"] = res["particles"]
-                artifacts[s.id] = res["artifacts"]
-            rec["provenance"].update(package_version=__version__, created_utc=created,
-                                     manifest=manifest_id, idempotency_key=keys[s.id],
-                                     **cfg.identities())
-            if st is not None and not isinstance(res, Exception):
-                rec = _store_record(st, rec, keys[s.id], run_id, res["particles"],
-                                    force=force, created=created)
-            if not isinstance(res, Exception):
-                _retire_tables(out, s.id, keys[s.id], res["particles"])
-            records[s.id] = rec
+                if isinstance(res, Exception):
+                    rec = _failed_record(s, res, cfg)
+                else:
+                    rec = res["record"]
+                    rec["provenance"]["worker"] = res["worker"]
+                    rec["provenance"]["particles_table"] = res["particles"]
+                    artifacts[s.id] = res["artifacts"]
+                rec["provenance"].update(package_version=__version__, created_utc=created,
+                                         manifest=manifest_id, idempotency_key=keys[s.id],
+                                         **cfg.identities())
+                settle.add(s.id, rec, None if isinstance(res, Exception) else res["particles"],
+                           failed=isinstance(res, Exception))
+        finally:
+            settle.flush()  # samples still waiting for a pair partner that never came
         status = "completed"
     except KeyboardInterrupt:
         status = "interrupted"
+        ordered = [records[s.id] for s in samples if s.id in records]
+        if out is not None:  # what was measured is written, then the interrupt goes on
+            _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
+                    report, not_measured=len(samples) - len(ordered))
         raise
     finally:
         if bar is not None:
             bar[0].stop()
         if st is not None:
-            st.finish_run(run_id, status)
-            st.close()
+            _close_store(st, run_id, status)
     ordered = [records[s.id] for s in samples if s.id in records]
     return _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
                    report)
+
+
+def _plan(samples, keys, st, force, previews, out, records, artifacts):
+    """Which samples to measure: those whose key is not current in the store, and stored
+    ones whose kept pictures are missing when a report is asked for (pictures only)."""
+    reused: dict[str, dict[str, Any]] = {}
+    todo = []
+    current = st.current(keys.values()) if st is not None and not force else {}
+    for s in samples:
+        hit = current.get(keys[s.id])
+        if hit is None:
+            todo.append(s)
+            continue
+        reused[s.id] = hit
+        records[s.id] = _reused_record(hit)
+        if previews:  # the pictures kept by the run that measured it, else measure again
+            from pipeline.report import preview_cache
+
+            kept = preview_cache.load(Path(out), s.id, keys[s.id])
+            if kept is None:
+                todo.append(s)
+            else:
+                artifacts[s.id] = kept
+    return todo, reused
+
+
+class _Settler:
+    """Stores measured samples as they arrive. A sample paired with a before-pressing sample
+    of the same run waits until that one is in, so that its void reduction is stored with
+    it; a failed sample is recorded (not stored) and releases whoever waits for it."""
+
+    def __init__(self, st, run_id, out, keys, records, ids, force, created):
+        self.st, self.run_id, self.out, self.keys = st, run_id, out, keys
+        self.records, self.ids, self.force, self.created = records, ids, force, created
+        self.waiting: dict[str, list[tuple[str, dict, Any]]] = {}
+
+    def add(self, sid: str, rec: dict[str, Any], particles, *, failed: bool) -> None:
+        self.records[sid] = rec
+        pair = rec.get("pair")
+        if not failed and pair and pair in self.ids and pair not in self.records:
+            self.waiting.setdefault(pair, []).append((sid, rec, particles))
+            return
+        if not failed:
+            self._store(sid, rec, particles)
+        for w in self.waiting.pop(sid, []):
+            self._store(*w)
+
+    def _store(self, sid: str, rec: dict[str, Any], particles) -> None:
+        _pair(rec, self.records)
+        if self.st is not None:
+            rec = _store_record(self.st, rec, self.keys[sid], self.run_id, particles,
+                                force=self.force, created=self.created)
+            self.records[sid] = rec
+        _retire_tables(self.out, sid, self.keys[sid], particles)
+        for w in self.waiting.pop(sid, []):
+            self._store(*w)
+
+    def flush(self) -> None:
+        for sid in list(self.waiting):
+            for w in self.waiting.pop(sid, []):
+                self._store(*w)
+
+
+def _close_store(st, run_id, status: str) -> None:
+    """Record how the run ended and close the store. A failure to record it does not hide
+    an error already on its way (the database may be what failed)."""
+    try:
+        if run_id is not None:
+            st.finish_run(run_id, status)
+    except Exception:
+        if sys.exc_info()[0] is None and status == "completed":
+            raise
+        log.warning("could not record the end of run %s in %s", run_id, st.display_url,
+                    exc_info=True)
+    finally:
+        st.close()
 
 
 def _reused_record(hit: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +405,9 @@ def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
 
 
 def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, report,
-            trends=None):
+            trends=None, not_measured: int | None = None):
+    """results.json, tables and report of `records`. `not_measured` (an interrupted run:
+    exit code 130) counts the samples that are missing."""
     from pipeline import __version__
 
     _pairs(records)
@@ -349,6 +416,8 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
     if code == EXIT_OK and strict and any(r["gate"]["outcome"] == "non-conforming"
                                           and r.get("state") != "before" for r in records):
         code = EXIT_NONCONFORMING
+    if not_measured is not None:
+        code = EXIT_INTERRUPTED
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "package_version": __version__,
@@ -364,6 +433,7 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
                                     for r in records for im in r["images"]),
             "reused_from_store": sum(bool((r.get("stored") or {}).get("reused"))
                                      for r in records),
+            **({} if not_measured is None else {"not_measured": not_measured}),
         },
         **cfg.identities(),
         "manifest": manifest_id,
@@ -458,18 +528,24 @@ def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | Non
 
 def _pairs(records: list[dict[str, Any]]) -> None:
     """Void reduction for samples paired with a separately measured before-pressing sample."""
-    from pipeline.segmentation.porosity import void_reduction
-
     by_id = {r["sample_id"]: r for r in records}
     for r in records:
-        pair = r.get("pair")
-        if not pair or pair not in by_id or r.get("void_reduction_pct") is not None:
-            continue
-        before = by_id[pair]["claim15"]["properties"].get("porosity", {}).get("value")
-        after = r["claim15"]["properties"].get("porosity", {}).get("value")
-        if before is not None and after is not None:
-            r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
-            r["void_reduction_source"] = f"paired sample {pair}"
+        _pair(r, by_id)
+
+
+def _pair(r: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
+    """Set `r`'s void reduction from its pair partner's porosity in `by_id`, if both are
+    known and `r` has none yet (a manifest's gravimetric before/after comes first)."""
+    from pipeline.segmentation.porosity import void_reduction
+
+    pair = r.get("pair")
+    if not pair or pair not in by_id or r.get("void_reduction_pct") is not None:
+        return
+    before = by_id[pair]["claim15"]["properties"].get("porosity", {}).get("value")
+    after = r["claim15"]["properties"].get("porosity", {}).get("value")
+    if before is not None and after is not None:
+        r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
+        r["void_reduction_source"] = f"paired sample {pair}"
 
 
 def gate(sample_folder: str | Path, *, spec: str | Path | None = None,

@@ -310,3 +310,59 @@ def test_particle_tables_hold_each_sample_once(tmp_path):
     assert len(pd.read_parquet(out / "tables" / "particles")) == n
     assert len(list((out / "tables" / "particles-superseded").glob("*.parquet"))) == 1
     assert len(list((out / "tables" / "particles-csv").glob("*.csv"))) == 1
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_paired_void_reduction_is_stored_whatever_the_order(tmp_path, jobs):
+    """The pressed sample comes first (by name) and waits for its before-pressing partner,
+    so the store holds its void reduction, as results.json does."""
+    root = tmp_path / "export"
+    electrode(root / "a-pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
+    electrode(root / "b-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
+    (root / "samples.toml").write_text(
+        'schema_version = 1\n[[sample]]\nid = "b-coated"\nstate = "before"\n'
+        '[[sample]]\nid = "a-pressed"\npair = "b-coated"\n')
+    out = tmp_path / "out"
+    res = run(root, out, report=False, jobs=jobs)
+    want = {s["sample_id"]: s["void_reduction_pct"] for s in res.samples}
+    assert want["a-pressed"] == pytest.approx(100 * (0.55 - 0.30) / 0.55, abs=4)
+    with Store.open(None, out=out) as st:
+        h = st.history().set_index("sample_id")
+        assert h.loc["a-pressed", "void_reduction_pct"] == pytest.approx(want["a-pressed"])
+        assert h.loc["b-coated", "state"] == "before"
+        stored = st.latest("a-pressed")["record"]
+        assert stored["void_reduction_source"] == "paired sample b-coated"
+
+
+def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatch):
+    import json
+
+    from pipeline import runner
+
+    real = runner._measure_task
+    calls = []
+
+    def interrupt_second(payload):
+        calls.append(payload[0].id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(payload)
+
+    monkeypatch.setattr(runner, "_measure_task", interrupt_second)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(export, out, report=False, jobs=1)
+    data = json.loads((out / "results.json").read_text())
+    assert data["exit_code"] == 130 and data["counts"]["not_measured"] == 2
+    assert [s["sample_id"] for s in data["samples"]] == ["e0"]
+    import jsonschema
+
+    from pipeline.report.tables import results_schema
+
+    jsonschema.validate(data, results_schema())
+    with Store.open(None, out=out) as st:
+        assert [r["sample_id"] for r in st.samples()] == ["e0"]
+        assert [r["status"] for r in st.runs()] == ["interrupted"]
+    monkeypatch.setattr(runner, "_measure_task", real)
+    again = run(export, out, report=False, jobs=1)  # and the next run does the rest
+    assert again.exit_code == 0 and again.results["counts"]["reused_from_store"] == 1
