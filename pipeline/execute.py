@@ -287,12 +287,14 @@ def _local_cluster(jobs: int):
     # the workers' statistical profiler samples every thread's stack every 10 ms: on
     # tasks that spend much time in Python it costs ~20 %; nobody reads it here
     # and the event-loop watchdogs wake every 20-500 ms, taking the GIL from the task
-    dask.config.set({"distributed.worker.profile.enabled": False,
-                     "distributed.admin.tick.interval": "1s",
-                     "distributed.admin.system-monitor.interval": "5s",
-                     "distributed.worker.memory.monitor-interval": "2s"})
-    cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+    # (set for the cluster's own start only: its scheduler and workers read it then)
+    with dask.config.set({"distributed.worker.profile.enabled": False,
+                          "distributed.admin.tick.interval": "1s",
+                          "distributed.admin.system-monitor.interval": "5s",
+                          "distributed.worker.memory.monitor-interval": "2s"}):
+        cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address=None)
     try:
         return cluster, distributed.Client(cluster)
     except BaseException:

@@ -432,6 +432,27 @@ def test_a_newer_database_is_refused(db_url):
     assert raw_rows(db_url, "alembic_version") == [("0042_future",)]
 
 
+def test_downgrade_to_0001_and_up_again_keeps_the_rows(db_url):
+    """Through the store's own engine (SQLite foreign keys on), with image rows pointing at
+    the samples table."""
+    from alembic import command
+
+    from pipeline.store import _alembic_config
+
+    with Store.open(db_url) as st:
+        rid = st.begin_run(folder="f", package_version="0.1.0", meta={})
+        st.append(sample_result("S1"), key=key(1), run_id=rid)
+        with st._write.begin() as conn:
+            cfg = _alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0001")
+    assert raw_rows(db_url, "alembic_version") == [("0001",)]
+    assert len(raw_rows(db_url, "samples")) == 1 and len(raw_rows(db_url, "images")) == 2
+    with Store.open(db_url) as st:
+        assert st.history()["state"].tolist() == ["after"]
+        assert len(st.images(st.latest("S1")["row_id"])) == 2
+
+
 def test_the_migrations_downgrade_to_empty(db_url):
     from alembic import command
 
