@@ -11,7 +11,8 @@ __all__ = ["SIDECAR_SUFFIXES", "hash_files", "idempotency_key", "inputs", "sidec
 def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
     """SHA-256 over what decides a sample's result: its id, its input bytes (file and
     sidecar SHA-256s), its manifest entry, the recipe, spec, gate-spec, particle-claims,
-    materials, discovery and instrument-profile hashes, and the package version.
+    materials, discovery and instrument-profile hashes, which instrument certificates have
+    expired by the run's date, and the package version.
 
     `cfg` is the run's configuration (`identities()` and `profiles`); `file_sha256` maps
     each file and sidecar path (as str) to its SHA-256, from `hash_files`."""
@@ -31,6 +32,8 @@ def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
                        [p.get("path") for p in v] if isinstance(v, list) else v)
                    for k, v in ident.items()},
         "profiles": [p.identity for p in cfg.profiles],
+        # a certificate that lapses turns a verdict indeterminate: the key changes that day
+        "expired_profiles": _expired(cfg),
         "package_version": __version__,
     }
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
@@ -72,3 +75,9 @@ def hash_files(paths: list[Path]) -> dict[str, str]:
 
     with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
         return dict(ex.map(one, paths))
+
+
+def _expired(cfg) -> list[str]:
+    today = getattr(cfg, "today", None)
+    return sorted(p.id for p in cfg.profiles
+                  if today is not None and p.certificate and today > p.certificate["valid_until"])

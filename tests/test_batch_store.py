@@ -190,6 +190,32 @@ def test_changed_sidecar_changes_the_key(tmp_path):
     assert idempotency_key(s, cfg, hash_files(inputs(s.files))) != k1
 
 
+def test_a_lapsed_certificate_changes_the_key(tmp_path):
+    """The verdict turns indeterminate the day an instrument certificate lapses, so a stored
+    result from before that day is not reused after it."""
+    import dataclasses
+    import datetime as dt
+
+    from pipeline.identity import hash_files, idempotency_key, inputs
+    from pipeline.ingest.discover import discover
+    from pipeline.runner import _config
+
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "psd-01.tif").write_bytes(b"image")
+    (s,), _ = discover(tmp_path / "e", single=True)
+    sha = hash_files(inputs(s.files))
+    cfg = _config(None, None, None, dt.date(2020, 1, 1))
+    dated = [p for p in cfg.profiles if p.certificate]
+    assert dated, "a shipped instrument profile carries a certificate"
+    until = min(p.certificate["valid_until"] for p in dated)
+
+    def key_on(day):
+        return idempotency_key(s, dataclasses.replace(cfg, today=day), sha)
+
+    assert key_on(until) == key_on(until - dt.timedelta(days=30))
+    assert key_on(until + dt.timedelta(days=1)) != key_on(until)
+
+
 def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     """A file that cannot be opened (here: it vanishes after discovery) costs only itself:
     exit 4, the rest of its sample measured."""
