@@ -469,6 +469,9 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     rec["provenance"].update(package_version=__version__, created_utc=created,
                              idempotency_key=key, worker=res["worker"],
                              particles_table=res["particles"], **cfg.identities())
+    partner = store.latest(rec["pair"]) if rec.get("pair") else None
+    if partner is not None:  # its before-pressing partner, stored already
+        _pair(rec, {rec["pair"]: partner["record"]})
     own_run = run_id is None
     if own_run:
         run_id = store.begin_run(folder=str(Path(sample.files[0]).parent) if sample.files

@@ -392,3 +392,27 @@ def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatc
     monkeypatch.setattr(runner, "_measure_task", real)
     again = run(export, out, report=False, jobs=1)  # and the next run does the rest
     assert again.exit_code == 0 and again.results["counts"]["reused_from_store"] == 1
+
+
+def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
+    """One sample at a time (the watcher's unit): the pressed sample's void reduction comes
+    from its before-pressing partner's stored row."""
+    from pipeline.ingest.discover import discover
+    from pipeline.runner import process_sample_into_store
+
+    root = tmp_path / "export"
+    electrode(root / "a-pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
+    electrode(root / "b-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
+    (root / "samples.toml").write_text(
+        'schema_version = 1\n[[sample]]\nid = "b-coated"\nstate = "before"\n'
+        '[[sample]]\nid = "a-pressed"\npair = "b-coated"\n')
+    samples, _ = discover(root)
+    by = {s.id: s for s in samples}
+    with Store.open(None, out=tmp_path / "out") as st:
+        before = process_sample_into_store(by["b-coated"], st)
+        after = process_sample_into_store(by["a-pressed"], st)
+        b = before["claim15"]["properties"]["porosity"]["value"]
+        a = after["claim15"]["properties"]["porosity"]["value"]
+        assert after["void_reduction_pct"] == pytest.approx(100 * (b - a) / b)
+        assert st.history().set_index("sample_id").loc["a-pressed", "void_reduction_pct"] == \
+            pytest.approx(after["void_reduction_pct"])
