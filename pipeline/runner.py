@@ -340,11 +340,12 @@ class _Settler:
 def _close_store(st, run_id, status: str) -> None:
     """Record how the run ended and close the store. A failure to record it does not hide
     an error already on its way (the database may be what failed)."""
+    in_flight = sys.exc_info()[1]  # the error that ends the run, if one does
     try:
         if run_id is not None:
             st.finish_run(run_id, status)
     except Exception:
-        if sys.exc_info()[0] is None and status == "completed":
+        if in_flight is None:
             raise
         log.warning("could not record the end of run %s in %s", run_id, st.display_url,
                     exc_info=True)

@@ -416,3 +416,29 @@ def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
         assert after["void_reduction_pct"] == pytest.approx(100 * (b - a) / b)
         assert st.history().set_index("sample_id").loc["a-pressed", "void_reduction_pct"] == \
             pytest.approx(after["void_reduction_pct"])
+
+
+def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
+    from pipeline.runner import _close_store
+
+    class Broken:
+        display_url = "sqlite:///x"
+        closed = False
+
+        def finish_run(self, run_id, status):
+            raise RuntimeError("database gone")
+
+        def close(self):
+            self.closed = True
+
+    st = Broken()
+    with pytest.raises(ValueError, match="the real problem"):
+        try:
+            raise ValueError("the real problem")
+        finally:
+            _close_store(st, "r1", "failed")
+    assert st.closed
+    st = Broken()
+    with pytest.raises(RuntimeError, match="database gone"):  # nothing else to report
+        _close_store(st, "r1", "completed")
+    assert st.closed
