@@ -293,6 +293,7 @@ def run(
     recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 when a sample is non-conforming."),
     no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
+    pictures: str = typer.Option("auto", "--pictures", help="Pictures in report.html: all, attention (samples not conforming or with a failed file), none; auto: all up to 20 samples, else attention."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Samples measured in parallel processes (default: the CPUs available)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="A dask scheduler address, or 'auto' for a local cluster."),
     db: str | None = typer.Option(None, "--db", help="Results store URL (default: sqlite at OUT/results.db)."),
@@ -306,7 +307,7 @@ def run(
 
         res = run_folder(folder, out, spec=spec, gate_spec=gate_spec, recipe=recipe,
                          strict=strict, report=not no_html, jobs=jobs, scheduler=scheduler,
-                         db=db, force=force)
+                         db=db, force=force, pictures=pictures)
         if json_out:
             _emit_json(res.results)
         else:

@@ -35,6 +35,8 @@ __all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "process_sample_into_s
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
+PICTURES = ("auto", "all", "attention", "none")
+PICTURES_ALL_UP_TO = 20  # "auto": every sample's pictures up to this many samples
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 _EXIT_ORDER = (EXIT_OK, EXIT_NONCONFORMING, EXIT_INDETERMINATE, EXIT_UNREADABLE, EXIT_INTERNAL)
 
@@ -114,8 +116,11 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
     from pipeline.execute import worker_info
     from pipeline.sample import measure_sample
 
-    sample, cfg, out, previews, key = payload
+    sample, cfg, out, pictures, key = payload
+    previews = pictures in ("all", "attention")
     rec, art, tabs = measure_sample(sample, cfg, previews=previews)
+    if pictures == "attention" and not needs_attention(rec):
+        art, previews = None, False
     ref = None
     if out is not None and tabs.get("particles") is not None:
         from pipeline.report.tables import write_particle_table
@@ -131,6 +136,14 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
             log.warning("%s: previews not kept for later runs: %s", sample.id, exc)
     return {"record": rec, "artifacts": art if previews else None, "particles": ref,
             "worker": worker_info()}
+
+
+def needs_attention(rec: dict[str, Any]) -> bool:
+    """A sample the report shows pictures of when only some get them: not conforming at
+    the gate, claim 15 not met (or undecided), or a file that could not be measured."""
+    return (rec.get("gate", {}).get("outcome") != "conforming"
+            or rec.get("claim15", {}).get("met") is not True
+            or any(im.get("status") == "error" for im in rec.get("images") or []))
 
 
 def _table_name(sample_id: str, key: str) -> str:
@@ -150,7 +163,8 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         gate_spec: str | Path | None = None, recipe: str | Path | None = None,
         strict: bool = False, report: bool = True, single: bool = False,
         today: _dt.date | None = None, jobs: int | None = 1, scheduler: str | None = None,
-        db: str | None = None, store: bool = True, force: bool = False) -> RunResult:
+        db: str | None = None, store: bool = True, force: bool = False,
+        pictures: str = "auto") -> RunResult:
     """Measure, decide and report every sample of an export folder.
 
     Parameters
@@ -177,6 +191,11 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         OUT/results.db (no store when `store` is False or there is neither `db` nor `out`).
         A sample whose idempotency key is stored already is not measured again unless
         `force`; its stored record is reported.
+    pictures : {"auto", "all", "attention", "none"}
+        Which samples report.html shows pictures of: every one ("all"), only those that
+        need attention ("attention": not conforming, claim 15 not met, or a failed file),
+        or none. "auto" is "all" for up to 20 samples and "attention" beyond: every picture
+        of a few hundred samples makes a report of several hundred MB.
     """
     from pipeline.execute import available_cpus, discard_warm, prewarm, prewarm_local_cluster
     from pipeline.ingest.discover import discover
@@ -188,6 +207,12 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         from pipeline.errors import ConfigError
 
         raise ConfigError(folder, "holds no samples: no image files and no manifest entry")
+    if pictures not in PICTURES:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(None, f"pictures {pictures!r}: expected one of {', '.join(PICTURES)}")
+    if pictures == "auto":
+        pictures = "all" if len(samples) <= PICTURES_ALL_UP_TO else "attention"
     n_jobs = available_cpus() if jobs is None else int(jobs)
     if scheduler == "auto" and n_jobs >= 1:
         prewarm_local_cluster(n_jobs)  # the cluster starts while this process hashes
@@ -196,18 +221,19 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     try:
         return _run_samples(samples, manifest_id, cfg, folder, out, strict=strict,
                             report=report, jobs=n_jobs, scheduler=scheduler, db=db,
-                            store=store, force=force)
+                            store=store, force=force, pictures=pictures)
     finally:
         discard_warm()
 
 
 def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs, scheduler,
-                 db, store, force) -> RunResult:
+                 db, store, force, pictures) -> RunResult:
     from pipeline import __version__
     from pipeline.execute import discard_warm, execute
 
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    previews = report and out is not None
+    if not (report and out is not None):
+        pictures = "none"
     st = None
     if store and (db is not None or out is not None):
         from pipeline.store import Store
@@ -225,13 +251,13 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
             run_id = st.begin_run(folder=str(folder), package_version=__version__,
                                   meta={"jobs": jobs, "scheduler": scheduler, "force": force,
                                         **cfg.identities()})
-        todo, reused = _plan(samples, keys, st, force, previews, out, records, artifacts)
+        todo, reused = _plan(samples, keys, st, force, pictures, out, records, artifacts)
         if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
             discard_warm()
         bar = _progress(len(todo))
         settle = _Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
                           created)
-        payloads = [(s, cfg, None if out is None else Path(out), previews, keys[s.id])
+        payloads = [(s, cfg, None if out is None else Path(out), pictures, keys[s.id])
                     for s in todo]
         try:
             for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
@@ -239,7 +265,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                 if bar:
                     bar[1]()
                 if s.id in reused:  # measured for its pictures only
-                    if not isinstance(res, Exception):
+                    if not isinstance(res, Exception) and res["artifacts"] is not None:
                         artifacts[s.id] = res["artifacts"]
                     continue
                 if isinstance(res, ElectrodeQCError) and res.exit_code == EXIT_USAGE:
@@ -250,7 +276,8 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                     rec = res["record"]
                     rec["provenance"]["worker"] = res["worker"]
                     rec["provenance"]["particles_table"] = res["particles"]
-                    artifacts[s.id] = res["artifacts"]
+                    if res["artifacts"] is not None:
+                        artifacts[s.id] = res["artifacts"]
                 rec["provenance"].update(package_version=__version__, created_utc=created,
                                          manifest=manifest_id, idempotency_key=keys[s.id],
                                          **cfg.identities())
@@ -272,13 +299,16 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if st is not None:
             _close_store(st, run_id, status)
     ordered = [records[s.id] for s in samples if s.id in records]
-    return _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
-                   report)
+    result = _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
+                     report, pictures={"policy": pictures, "samples": len(ordered),
+                                       "with_pictures": len(artifacts),
+                                       "all_up_to": PICTURES_ALL_UP_TO})
+    return result
 
 
-def _plan(samples, keys, st, force, previews, out, records, artifacts):
+def _plan(samples, keys, st, force, pictures, out, records, artifacts):
     """Which samples to measure: those whose key is not current in the store, and stored
-    ones whose kept pictures are missing when a report is asked for (pictures only)."""
+    ones whose kept pictures are missing when the report shows them (pictures only)."""
     reused: dict[str, dict[str, Any]] = {}
     todo = []
     current = st.current(keys.values()) if st is not None and not force else {}
@@ -289,7 +319,8 @@ def _plan(samples, keys, st, force, previews, out, records, artifacts):
             continue
         reused[s.id] = hit
         records[s.id] = _reused_record(hit)
-        if previews:  # the pictures kept by the run that measured it, else measure again
+        if pictures == "all" or (pictures == "attention" and needs_attention(hit["record"])):
+            # the pictures kept by the run that measured it, else measure it again for them
             from pipeline.report import preview_cache
 
             kept = preview_cache.load(Path(out), s.id, keys[s.id])
@@ -406,7 +437,7 @@ def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
 
 
 def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, report,
-            trends=None, not_measured: int | None = None):
+            trends=None, not_measured: int | None = None, pictures: dict | None = None):
     """results.json, tables and report of `records`. `not_measured` (an interrupted run:
     exit code 130) counts the samples that are missing."""
     from pipeline import __version__
@@ -438,6 +469,7 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
         },
         **cfg.identities(),
         "manifest": manifest_id,
+        **({"report_pictures": pictures} if pictures and report else {}),
         "samples": records,
     }
     result = RunResult(code, results, None if out is None else Path(out))
@@ -464,7 +496,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     hit = None if force else store.current([key]).get(key)
     if hit is not None:
         return _reused_record(hit)
-    res = _measure_task((sample, cfg, None if out is None else Path(out), False, key))
+    res = _measure_task((sample, cfg, None if out is None else Path(out), "none", key))
     rec = res["record"]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rec["provenance"].update(package_version=__version__, created_utc=created,

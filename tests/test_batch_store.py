@@ -442,3 +442,63 @@ def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
     with pytest.raises(RuntimeError, match="database gone"):  # nothing else to report
         _close_store(st, "r1", "completed")
     assert st.closed
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Three electrodes, one of them porous and rough (no claim-15 property met)."""
+    root = tmp_path_factory.mktemp("mixed")
+    for i, sa in enumerate((0.04, 0.3, 0.05)):
+        electrode(root / f"m{i}", seed=70 + i, psd=False, surface=False, sa=(sa, sa + 0.001),
+                  sz=(0.6, 0.62) if sa < 0.1 else (2.0, 2.1),
+                  xsec_porosity=0.35 if sa < 0.1 else 0.55)
+    return root
+
+
+def test_pictures_only_for_samples_that_need_attention(mixed, tmp_path, monkeypatch):
+    import json
+
+    from pipeline import runner
+    from pipeline import sample as sample_mod
+
+    monkeypatch.setattr(runner, "PICTURES_ALL_UP_TO", 2)  # "auto" on 3 samples: attention
+    out = tmp_path / "out"
+    res = run(mixed, out)
+    outcome = {s["sample_id"]: s["gate"]["outcome"] for s in res.samples}
+    assert outcome == {"m0": "conforming", "m1": "non-conforming", "m2": "conforming"}
+    data = json.loads((out / "results.json").read_text())
+    assert data["report_pictures"] == {"policy": "attention", "samples": 3, "with_pictures": 1,
+                                       "all_up_to": 2}
+    html = (out / "report.html").read_text()
+    assert "Pictures are shown for the 1 of 3 samples that need attention" in html
+    sections = {}
+    for sec in html.split('<section class="sample"')[1:]:
+        head = sec.split("</h2>")[0]
+        sections[next(sid for sid in ("m0", "m1", "m2") if sid in head)] = sec
+    assert "<img" in sections["m1"] and "<img" not in sections["m0"] + sections["m2"]
+    assert [p.name.split("-")[0] for p in (out / "previews").glob("*.npz")] == ["m1"]
+    calls = []
+    real = sample_mod.measure_sample
+    monkeypatch.setattr(sample_mod, "measure_sample",
+                        lambda s, *a, **k: calls.append(s.id) or real(s, *a, **k))
+    again = run(mixed, out)  # the conforming ones need no pictures: nothing is measured
+    assert calls == [] and again.results["counts"]["reused_from_store"] == 3
+    assert (out / "report.html").read_text().count("<img") == html.count("<img")
+    everything = run(mixed, out, pictures="all")  # their pictures now: measured for them
+    assert sorted(calls) == ["m0", "m2"]
+    assert everything.results["report_pictures"]["with_pictures"] == 3
+    assert (out / "report.html").read_text().count("<img") > html.count("<img")
+
+
+def test_pictures_none_and_a_bad_choice(mixed, tmp_path):
+    from pipeline.errors import ConfigError
+
+    res = run(mixed, tmp_path / "out", pictures="none")
+    assert res.results["report_pictures"]["with_pictures"] == 0
+    assert "data:image/png" not in (tmp_path / "out" / "report.html").read_text()
+    assert not (tmp_path / "out" / "previews").exists()
+    with pytest.raises(ConfigError, match="pictures 'some': expected one of auto, all"):
+        run(mixed, tmp_path / "o2", pictures="some")
+    r = CliRunner().invoke(app, ["run", str(mixed), "--out", str(tmp_path / "o3"),
+                                 "--pictures", "some"])
+    assert r.exit_code == 2 and "expected one of" in r.output

@@ -368,7 +368,18 @@ def _run_view(results: Mapping) -> dict:
         "exit_code": fmt(results.get("exit_code")),
         "counts": ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in counts.items()),
         "provenance_rows": flatten(prov),
+        "pictures_note": _pictures_note(results.get("report_pictures")),
     }
+
+
+def _pictures_note(pics: Mapping | None) -> str | None:
+    if not pics or pics.get("policy") != "attention":
+        return None
+    return (f"Pictures are shown for the {pics['with_pictures']} of {pics['samples']} samples "
+            "that need attention (not conforming, claim 15 not met, or a file that failed); "
+            "in runs of more than "
+            f"{pics['all_up_to']} samples the others are listed without them "
+            "(electrode-qc run --pictures all shows every sample's).")
 
 
 # ------------------------------------------------------------------------------ public API

@@ -63,6 +63,7 @@ TEMPLATE = """<!DOCTYPE html>
 <p class="note">Folder {{ run.folder }} &middot; created {{ run.created_utc }} &middot;
 electrode-qc {{ run.package_version }} &middot; spec {{ run.spec_id }} &middot;
 exit code {{ run.exit_code }} &middot; {{ run.counts }}</p>
+{% if run.pictures_note %}<p class="note">{{ run.pictures_note }}</p>{% endif %}
 </header>
 
 <section id="summary">
