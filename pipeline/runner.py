@@ -32,6 +32,7 @@ from pipeline.errors import (
 __all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "process_sample_into_store",
            "report_from_store", "run"]
 
+
 log = logging.getLogger(__name__)
 
 RESULTS_SCHEMA_VERSION = 1
@@ -126,7 +127,9 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
         from pipeline.report.tables import write_particle_table
 
         # the sample's older tables are retired by the parent once this row is stored
-        ref = write_particle_table(tabs["particles"], Path(out), _table_name(sample.id, key))
+        from pipeline.stored import table_name
+
+        ref = write_particle_table(tabs["particles"], Path(out), table_name(sample.id, key))
     if previews and out is not None:
         from pipeline.report import preview_cache
 
@@ -144,19 +147,6 @@ def needs_attention(rec: dict[str, Any]) -> bool:
     return (rec.get("gate", {}).get("outcome") != "conforming"
             or rec.get("claim15", {}).get("met") is not True
             or any(im.get("status") == "error" for im in rec.get("images") or []))
-
-
-def _table_name(sample_id: str, key: str) -> str:
-    return f"{sample_id}-{key[:12]}"
-
-
-def _retire_tables(out, sample_id: str, key: str, particles) -> None:
-    """Once a sample's new row is stored (or decided, without a store), its older particle
-    tables move to tables/particles-superseded/."""
-    if out is not None and particles is not None:
-        from pipeline.report.tables import retire_particle_tables
-
-        retire_particle_tables(Path(out), sample_id, keep=_table_name(sample_id, key))
 
 
 def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None = None,
@@ -255,7 +245,9 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
             discard_warm()
         bar = _progress(len(todo))
-        settle = _Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
+        from pipeline.stored import Settler, close_store
+
+        settle = Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
                           created)
         payloads = [(s, cfg, None if out is None else Path(out), pictures, keys[s.id])
                     for s in todo]
@@ -297,7 +289,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if bar is not None:
             bar[0].stop()
         if st is not None:
-            _close_store(st, run_id, status)
+            close_store(st, run_id, status)
     ordered = [records[s.id] for s in samples if s.id in records]
     result = _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
                      report, pictures={"policy": pictures, "samples": len(ordered),
@@ -309,6 +301,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
 def _plan(samples, keys, st, force, pictures, out, records, artifacts):
     """Which samples to measure: those whose key is not current in the store, and stored
     ones whose kept pictures are missing when the report shows them (pictures only)."""
+    from pipeline import stored
     reused: dict[str, dict[str, Any]] = {}
     todo = []
     current = st.current(keys.values()) if st is not None and not force else {}
@@ -318,7 +311,7 @@ def _plan(samples, keys, st, force, pictures, out, records, artifacts):
             todo.append(s)
             continue
         reused[s.id] = hit
-        records[s.id] = _reused_record(hit)
+        records[s.id] = stored.reused_record(hit)
         if pictures == "all" or (pictures == "attention" and needs_attention(hit["record"])):
             # the pictures kept by the run that measured it, else measure it again for them
             from pipeline.report import preview_cache
@@ -329,83 +322,6 @@ def _plan(samples, keys, st, force, pictures, out, records, artifacts):
             else:
                 artifacts[s.id] = kept
     return todo, reused
-
-
-class _Settler:
-    """Stores measured samples as they arrive. A sample paired with a before-pressing sample
-    of the same run waits until that one is in, so that its void reduction is stored with
-    it; a failed sample is recorded (not stored) and releases whoever waits for it."""
-
-    def __init__(self, st, run_id, out, keys, records, ids, force, created):
-        self.st, self.run_id, self.out, self.keys = st, run_id, out, keys
-        self.records, self.ids, self.force, self.created = records, ids, force, created
-        self.waiting: dict[str, list[tuple[str, dict, Any]]] = {}
-
-    def add(self, sid: str, rec: dict[str, Any], particles, *, failed: bool) -> None:
-        self.records[sid] = rec
-        pair = rec.get("pair")
-        if not failed and pair and pair in self.ids and pair not in self.records:
-            self.waiting.setdefault(pair, []).append((sid, rec, particles))
-            return
-        if not failed:
-            self._store(sid, rec, particles)
-        for w in self.waiting.pop(sid, []):
-            self._store(*w)
-
-    def _store(self, sid: str, rec: dict[str, Any], particles) -> None:
-        _pair(rec, self.records)
-        if self.st is not None:
-            rec = _store_record(self.st, rec, self.keys[sid], self.run_id, particles,
-                                force=self.force, created=self.created)
-            self.records[sid] = rec
-        _retire_tables(self.out, sid, self.keys[sid], particles)
-        for w in self.waiting.pop(sid, []):
-            self._store(*w)
-
-    def flush(self) -> None:
-        for sid in list(self.waiting):
-            for w in self.waiting.pop(sid, []):
-                self._store(*w)
-
-
-def _close_store(st, run_id, status: str) -> None:
-    """Record how the run ended and close the store. A failure to record it does not hide
-    an error already on its way (the database may be what failed)."""
-    in_flight = sys.exc_info()[1]  # the error that ends the run, if one does
-    try:
-        if run_id is not None:
-            st.finish_run(run_id, status)
-    except Exception:
-        if in_flight is None:
-            raise
-        log.warning("could not record the end of run %s in %s", run_id, st.display_url,
-                    exc_info=True)
-    finally:
-        st.close()
-
-
-def _reused_record(hit: dict[str, Any]) -> dict[str, Any]:
-    rec = dict(hit["record"])
-    rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
-                     "created_utc": hit["created_utc"], "reused": True}
-    return rec
-
-
-def _store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
-                  force: bool, created: str) -> dict[str, Any]:
-    """Append a measured sample to the store (`Store.append` says why it supersedes a row).
-    If another process stored this very input meanwhile, its row is reported instead."""
-    from pipeline.store import DuplicateKey
-
-    try:
-        row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force)
-    except DuplicateKey:  # a concurrent run stored this very input first
-        hit = st.current([key]).get(key)
-        if hit is None:
-            raise
-        return _reused_record(hit)
-    rec["stored"] = {"row_id": row, "run_id": run_id, "created_utc": created, "reused": False}
-    return rec
 
 
 def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
@@ -441,8 +357,9 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
     """results.json, tables and report of `records`. `not_measured` (an interrupted run:
     exit code 130) counts the samples that are missing."""
     from pipeline import __version__
+    from pipeline.stored import pairs
 
-    _pairs(records)
+    pairs(records)
     codes = [im["exit_code"] for r in records for im in r["images"]]
     code = _worst(codes)
     if code == EXIT_OK and strict and any(r["gate"]["outcome"] == "non-conforming"
@@ -481,109 +398,6 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
     return result
 
 
-def process_sample_into_store(sample, store, *, out: str | Path | None = None,
-                              cfg: _Config | None = None, force: bool = False,
-                              run_id: str | None = None) -> dict[str, Any]:
-    """Measure one discovered sample in this process and add it to `store` (the watcher's
-    unit of work). Idempotent: a sample whose key is stored already is not measured again
-    (unless `force`); the stored record is returned with ``stored.reused`` True."""
-    from pipeline import __version__
-
-    cfg = cfg or _config(None, None, None, None)
-    from pipeline.identity import hash_files, idempotency_key, inputs
-
-    key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
-    hit = None if force else store.current([key]).get(key)
-    if hit is not None:
-        return _reused_record(hit)
-    res = _measure_task((sample, cfg, None if out is None else Path(out), "none", key))
-    rec = res["record"]
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    rec["provenance"].update(package_version=__version__, created_utc=created,
-                             idempotency_key=key, worker=res["worker"],
-                             particles_table=res["particles"], **cfg.identities())
-    partner = store.latest(rec["pair"]) if rec.get("pair") else None
-    if partner is not None:  # its before-pressing partner, stored already
-        _pair(rec, {rec["pair"]: partner["record"]})
-    own_run = run_id is None
-    if own_run:
-        run_id = store.begin_run(folder=str(Path(sample.files[0]).parent) if sample.files
-                                 else sample.id, package_version=__version__,
-                                 meta={"watch": True})
-    status = "failed"
-    try:
-        rec = _store_record(store, rec, key, run_id, res["particles"], force=force,
-                            created=created)
-        _retire_tables(out, sample.id, key, res["particles"])
-        status = "completed"
-    finally:
-        if own_run:
-            store.finish_run(run_id, status)
-    return rec
-
-
-def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | None = None,
-                      gate_spec: str | Path | None = None) -> RunResult:
-    """Rebuild report.html, results.json and the tables from the results store alone.
-
-    The latest (not superseded) row of every sample is reported, with a trend chart per
-    metric over every stored measurement. `db` None means SQLite at OUT/results.db.
-    """
-    from pipeline.errors import ConfigError
-    from pipeline.report.trends import trends
-    from pipeline.store import Store
-
-    out = Path(out)
-    cfg = _config(spec, gate_spec, None, None)
-    if db is None or db.startswith("sqlite"):
-        from sqlalchemy.engine import make_url
-
-        where = out / "results.db" if db is None else Path(make_url(db).database or "")
-        if not where.is_file():
-            raise ConfigError(where, "no results store here; give --db URL of an existing "
-                                     "store, or the --out folder of a run")
-    st = Store.open(db, out=out)
-    try:
-        rows = st.samples(latest_only=True)
-        history = st.history()
-    finally:
-        st.close()
-    records = []
-    for r in sorted(rows, key=lambda r: r["record"]["sample_id"]):
-        rec = dict(r["record"])
-        rec["stored"] = {"row_id": r["row_id"], "run_id": r["run_id"],
-                         "created_utc": r["created_utc"], "reused": True}
-        records.append(rec)
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    from sqlalchemy.engine import make_url
-
-    where = make_url(st.url).render_as_string(hide_password=True)
-    return _finish(records, {}, f"results store {where}", out, cfg, None, created,
-                   False, True, trends=trends(history, cfg.spec))
-
-
-def _pairs(records: list[dict[str, Any]]) -> None:
-    """Void reduction for samples paired with a separately measured before-pressing sample."""
-    by_id = {r["sample_id"]: r for r in records}
-    for r in records:
-        _pair(r, by_id)
-
-
-def _pair(r: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
-    """Set `r`'s void reduction from its pair partner's porosity in `by_id`, if both are
-    known and `r` has none yet (a manifest's gravimetric before/after comes first)."""
-    from pipeline.segmentation.porosity import void_reduction
-
-    pair = r.get("pair")
-    if not pair or pair not in by_id or r.get("void_reduction_pct") is not None:
-        return
-    before = by_id[pair]["claim15"]["properties"].get("porosity", {}).get("value")
-    after = r["claim15"]["properties"].get("porosity", {}).get("value")
-    if before is not None and after is not None:
-        r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
-        r["void_reduction_source"] = f"paired sample {pair}"
-
-
 def gate(sample_folder: str | Path, *, spec: str | Path | None = None,
          recipe: str | Path | None = None, out: str | Path | None = None,
          today: _dt.date | None = None) -> RunResult:
@@ -607,3 +421,7 @@ def gate(sample_folder: str | Path, *, spec: str | Path | None = None,
             s["gate"]["outcome"], EXIT_INDETERMINATE)
     res.results["exit_code"] = res.exit_code
     return res
+
+
+# the store-facing part of the API (pipeline.stored imports this module only when called)
+from pipeline.stored import process_sample_into_store, report_from_store

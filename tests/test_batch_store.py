@@ -306,7 +306,7 @@ def test_input_a_then_b_then_a_again_is_current(export, tmp_path):
 def test_concurrent_store_of_the_same_input_reuses_the_other_row(export, tmp_path):
     """Two runs measure the same input; the second to store finds, in its transaction, that
     the other stored it first (its view of the store was stale) and reports that row."""
-    from pipeline.runner import _store_record
+    from pipeline.stored import store_record
 
     out = tmp_path / "out"
     rec = run(export, out, report=False).samples[0]
@@ -314,7 +314,7 @@ def test_concurrent_store_of_the_same_input_reuses_the_other_row(export, tmp_pat
     with Store.open(None, out=out) as st:
         before = len(st.samples(latest_only=False))
         run_id = st.begin_run(folder="x", package_version="0", meta={})
-        got = _store_record(st, dict(rec), key, run_id, None, force=False, created="now")
+        got = store_record(st, dict(rec), key, run_id, None, force=False, created="now")
         assert got["stored"]["reused"] is True
         assert got["stored"]["row_id"] == st.find_key(key)["row_id"]
         assert len(st.samples(latest_only=False)) == before
@@ -419,7 +419,7 @@ def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
 
 
 def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
-    from pipeline.runner import _close_store
+    from pipeline.stored import close_store
 
     class Broken:
         display_url = "sqlite:///x"
@@ -436,11 +436,11 @@ def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
         try:
             raise ValueError("the real problem")
         finally:
-            _close_store(st, "r1", "failed")
+            close_store(st, "r1", "failed")
     assert st.closed
     st = Broken()
     with pytest.raises(RuntimeError, match="database gone"):  # nothing else to report
-        _close_store(st, "r1", "completed")
+        close_store(st, "r1", "completed")
     assert st.closed
 
 
@@ -448,10 +448,11 @@ def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
 def mixed(tmp_path_factory):
     """Three electrodes, one of them porous and rough (no claim-15 property met)."""
     root = tmp_path_factory.mktemp("mixed")
-    for i, sa in enumerate((0.04, 0.3, 0.05)):
-        electrode(root / f"m{i}", seed=70 + i, psd=False, surface=False, sa=(sa, sa + 0.001),
-                  sz=(0.6, 0.62) if sa < 0.1 else (2.0, 2.1),
-                  xsec_porosity=0.35 if sa < 0.1 else 0.55)
+    for i, rough in enumerate((False, True, False)):
+        electrode(root / f"m{i}", seed=70 + i, psd=False, surface=False,
+                  sa=(0.3, 0.301) if rough else (0.04 + 0.01 * i, 0.041 + 0.01 * i),
+                  sz=(2.0, 2.1) if rough else (0.6, 0.62),
+                  xsec_porosity=0.55 if rough else 0.35)
     return root
 
 
