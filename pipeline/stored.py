@@ -43,9 +43,9 @@ class Settler:
 
     def add(self, sid: str, rec: dict[str, Any], particles, *, failed: bool) -> None:
         self.records[sid] = rec
-        pair = rec.get("pair")
-        if not failed and pair and pair in self.ids and pair not in self.records:
-            self.waiting.setdefault(pair, []).append((sid, rec, particles))
+        partner = rec.get("pair")
+        if not failed and partner and partner in self.ids and partner not in self.records:
+            self.waiting.setdefault(partner, []).append((sid, rec, particles))
             return
         if not failed:
             self._store(sid, rec, particles)
@@ -56,7 +56,7 @@ class Settler:
         pair(rec, self.records)
         if self.st is not None:
             rec = store_record(self.st, rec, self.keys[sid], self.run_id, particles,
-                                force=self.force, created=self.created)
+                               force=self.force, created=self.created)
             self.records[sid] = rec
         retire_tables(self.out, sid, self.keys[sid], particles)
         for w in self.waiting.pop(sid, []):
@@ -85,6 +85,7 @@ def close_store(st, run_id, status: str) -> None:
 
 
 def reused_record(hit: dict[str, Any]) -> dict[str, Any]:
+    """A stored row's record, marked as reused (row, run and time it was stored)."""
     rec = dict(hit["record"])
     rec["stored"] = {"row_id": hit["row_id"], "run_id": hit["run_id"],
                      "created_utc": hit["created_utc"], "reused": True}
@@ -92,7 +93,7 @@ def reused_record(hit: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
-                  force: bool, created: str) -> dict[str, Any]:
+                 force: bool, created: str) -> dict[str, Any]:
     """Append a measured sample to the store (`Store.append` says why it supersedes a row).
     If another process stored this very input meanwhile, its row is reported instead."""
     from pipeline.store import DuplicateKey
@@ -115,11 +116,10 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     unit of work). Idempotent: a sample whose key is stored already is not measured again
     (unless `force`); the stored record is returned with ``stored.reused`` True."""
     from pipeline import __version__
+    from pipeline.identity import hash_files, idempotency_key, inputs
     from pipeline.runner import _config, _measure_task
 
     cfg = cfg or _config(None, None, None, None)
-    from pipeline.identity import hash_files, idempotency_key, inputs
-
     key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
     hit = None if force else store.current([key]).get(key)
     if hit is not None:
@@ -141,7 +141,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     status = "failed"
     try:
         rec = store_record(store, rec, key, run_id, res["particles"], force=force,
-                            created=created)
+                           created=created)
         retire_tables(out, sample.id, key, res["particles"])
         status = "completed"
     finally:
@@ -178,12 +178,7 @@ def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | Non
         history = st.history()
     finally:
         st.close()
-    records = []
-    for r in sorted(rows, key=lambda r: r["record"]["sample_id"]):
-        rec = dict(r["record"])
-        rec["stored"] = {"row_id": r["row_id"], "run_id": r["run_id"],
-                         "created_utc": r["created_utc"], "reused": True}
-        records.append(rec)
+    records = [reused_record(r) for r in sorted(rows, key=lambda r: r["record"]["sample_id"])]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     from sqlalchemy.engine import make_url
 
@@ -204,11 +199,11 @@ def pair(r: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
     known and `r` has none yet (a manifest's gravimetric before/after comes first)."""
     from pipeline.segmentation.porosity import void_reduction
 
-    pair = r.get("pair")
-    if not pair or pair not in by_id or r.get("void_reduction_pct") is not None:
+    partner = r.get("pair")
+    if not partner or partner not in by_id or r.get("void_reduction_pct") is not None:
         return
-    before = by_id[pair]["claim15"]["properties"].get("porosity", {}).get("value")
+    before = by_id[partner]["claim15"]["properties"].get("porosity", {}).get("value")
     after = r["claim15"]["properties"].get("porosity", {}).get("value")
     if before is not None and after is not None:
         r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
-        r["void_reduction_source"] = f"paired sample {pair}"
+        r["void_reduction_source"] = f"paired sample {partner}"
