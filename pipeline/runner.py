@@ -220,6 +220,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                  db, store, force, pictures) -> RunResult:
     from pipeline import __version__
     from pipeline.execute import discard_warm, execute
+    from pipeline.stored import Settler, close_store
 
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if not (report and out is not None):
@@ -245,10 +246,8 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
             discard_warm()
         bar = _progress(len(todo))
-        from pipeline.stored import Settler, close_store
-
         settle = Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
-                          created)
+                         created)
         payloads = [(s, cfg, None if out is None else Path(out), pictures, keys[s.id])
                     for s in todo]
         try:
@@ -291,11 +290,10 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if st is not None:
             close_store(st, run_id, status)
     ordered = [records[s.id] for s in samples if s.id in records]
-    result = _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
-                     report, pictures={"policy": pictures, "samples": len(ordered),
-                                       "with_pictures": len(artifacts),
-                                       "all_up_to": PICTURES_ALL_UP_TO})
-    return result
+    return _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
+                   report, pictures={"policy": pictures, "samples": len(ordered),
+                                     "with_pictures": len(artifacts),
+                                     "all_up_to": PICTURES_ALL_UP_TO})
 
 
 def _plan(samples, keys, st, force, pictures, out, records, artifacts):

@@ -503,3 +503,17 @@ def test_pictures_none_and_a_bad_choice(mixed, tmp_path):
     r = CliRunner().invoke(app, ["run", str(mixed), "--out", str(tmp_path / "o3"),
                                  "--pictures", "some"])
     assert r.exit_code == 2 and "expected one of" in r.output
+
+
+def test_a_run_that_fails_early_records_it_and_keeps_its_error(export, tmp_path, monkeypatch):
+    from pipeline import runner
+
+    def boom(*a, **k):
+        raise RuntimeError("boom while planning")
+
+    monkeypatch.setattr(runner, "_plan", boom)
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="boom while planning"):
+        run(export, out, report=False, jobs=1)
+    with Store.open(None, out=out) as st:
+        assert [r["status"] for r in st.runs()] == ["failed"] and st.samples() == []
