@@ -14,6 +14,14 @@ calibrate_app = typer.Typer(help="Measure calibration standards and write instru
                             no_args_is_help=True)
 
 
+def _show(res: dict, json_out: bool) -> None:
+    if json_out:
+        _emit_json(res)
+    else:
+        for k, v in res.items():
+            typer.echo(f"{k:24s} {v}")
+
+
 def _match_of(da, vendor: str | None, model: str | None, serial: str | None) -> dict[str, str]:
     """Which images the profile applies to: the options, else what the file says."""
     match = {
@@ -55,11 +63,7 @@ def calibrate_grating(
                 grating=res,
                 square_pixels=square_pixels,
             ))
-        if json_out:
-            _emit_json(res)
-        else:
-            for k, v in res.items():
-                typer.echo(f"{k:24s} {v}")
+        _show(res, json_out)
         return EXIT_OK
 
     _guard(body)
@@ -89,11 +93,7 @@ def calibrate_step(
                 out, profile_id=profile_id or out.stem, match=_match_of(da, vendor, model, serial),
                 step=res,
             ))
-        if json_out:
-            _emit_json(res)
-        else:
-            for k, v in res.items():
-                typer.echo(f"{k:24s} {v}")
+        _show(res, json_out)
         return EXIT_OK
 
     _guard(body)

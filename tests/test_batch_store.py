@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.runner import run
 from pipeline.store import Store
-from tests.test_runner import electrode
+from tests.test_runner import electrode, paired_export
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -342,12 +342,7 @@ def test_particle_tables_hold_each_sample_once(tmp_path):
 def test_paired_void_reduction_is_stored_whatever_the_order(tmp_path, jobs):
     """The pressed sample comes first (by name) and waits for its before-pressing partner,
     so the store holds its void reduction, as results.json does."""
-    root = tmp_path / "export"
-    electrode(root / "a-pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
-    electrode(root / "b-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
-    (root / "samples.toml").write_text(
-        'schema_version = 1\n[[sample]]\nid = "b-coated"\nstate = "before"\n'
-        '[[sample]]\nid = "a-pressed"\npair = "b-coated"\n')
+    root = paired_export(tmp_path / "export", "a-pressed", "b-coated")
     out = tmp_path / "out"
     res = run(root, out, report=False, jobs=jobs)
     want = {s["sample_id"]: s["void_reduction_pct"] for s in res.samples}
@@ -400,12 +395,7 @@ def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
     from pipeline.ingest.discover import discover
     from pipeline.runner import process_sample_into_store
 
-    root = tmp_path / "export"
-    electrode(root / "a-pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
-    electrode(root / "b-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
-    (root / "samples.toml").write_text(
-        'schema_version = 1\n[[sample]]\nid = "b-coated"\nstate = "before"\n'
-        '[[sample]]\nid = "a-pressed"\npair = "b-coated"\n')
+    root = paired_export(tmp_path / "export", "a-pressed", "b-coated")
     samples, _ = discover(root)
     by = {s.id: s for s in samples}
     with Store.open(None, out=tmp_path / "out") as st:

@@ -44,6 +44,17 @@ def electrode(folder, *, sa=(0.05, 0.052), sz=(0.6, 0.62), xsec_porosity=0.35, s
     return folder
 
 
+def paired_export(root, pressed="pressed", coated="as-coated"):
+    """A pressed electrode (porosity 0.30) and its before-pressing partner (0.55), measured
+    on their own (cross-sections and height maps) and paired in samples.toml."""
+    electrode(root / pressed, xsec_porosity=0.30, seed=7, psd=False, surface=False)
+    electrode(root / coated, xsec_porosity=0.55, seed=8, psd=False, surface=False)
+    (root / "samples.toml").write_text(
+        f'schema_version = 1\n[[sample]]\nid = "{coated}"\nstate = "before"\n'
+        f'[[sample]]\nid = "{pressed}"\npair = "{coated}"\n')
+    return root
+
+
 def manifest(path, entries):
     lines = ["schema_version = 1", 'id = "test"']
     for sid, (after, before) in entries.items():
@@ -240,12 +251,7 @@ def test_gate_api_matches_cli(export):
 def test_paired_before_sample_gives_void_reduction(tmp_path):
     """A before-pressing electrode measured on its own (cross-sections only) and paired with
     the pressed one in the manifest: the void reduction comes from the two porosities."""
-    root = tmp_path / "export"
-    electrode(root / "pressed", xsec_porosity=0.30, seed=7, psd=False, surface=False)
-    electrode(root / "as-coated", xsec_porosity=0.55, seed=8, psd=False, surface=False)
-    (root / "samples.toml").write_text(
-        'schema_version = 1\n[[sample]]\nid = "as-coated"\nstate = "before"\n'
-        '[[sample]]\nid = "pressed"\npair = "as-coated"\n')
+    root = paired_export(tmp_path / "export")
     res = run(root, None)
     by = {s["sample_id"]: s for s in res.samples}
     before = by["as-coated"]["claim15"]["properties"]["porosity"]["value"]

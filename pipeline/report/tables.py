@@ -118,14 +118,13 @@ def retire_particle_tables(out: Path, sample_id: str, keep: str) -> None:
                 os.replace(p, dest)
 
 
-def write_particle_table(df, out: Path, name: str, *, sample_id: str | None = None
-                         ) -> dict[str, Any]:
+def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
     """One sample's particle table as tables/particles/<name>.parquet and
     tables/particles-csv/<name>.csv (pyarrow).
 
-    Written by the worker that measured the sample. With `sample_id` (names are
-    ``<sample_id>-<12 hex digits of its key>``), the sample's earlier tables move to
-    tables/particles-superseded/. Returns the reference the record and the store keep:
+    Written by the worker that measured the sample (names are ``<sample_id>-<12 hex digits
+    of its key>``); `retire_particle_tables` moves the sample's earlier ones aside once the
+    new row is stored. Returns the reference the record and the store keep:
     ``{"path"`` (relative to `out`), ``"sha256"`` (of the Parquet file), ``"rows"}``.
     """
     import hashlib
@@ -149,8 +148,6 @@ def write_particle_table(df, out: Path, name: str, *, sample_id: str | None = No
     tmp = csv.with_name(f".{csv.name}.tmp")
     pacsv.write_csv(table, tmp)
     os.replace(tmp, csv)
-    if sample_id is not None:
-        retire_particle_tables(out, sample_id, keep=name)
     h = hashlib.sha256(target.read_bytes()).hexdigest()
     return {"path": str(target.relative_to(out)), "sha256": h, "rows": int(table.num_rows)}
 

@@ -35,6 +35,17 @@ def key(n: int) -> str:
     return f"{n:064x}"
 
 
+def migrate(conn, revision: str, *, down: bool = False) -> None:
+    """Alembic up (or `down`) to `revision` on `conn`, as Store.open runs it."""
+    from alembic import command
+
+    from pipeline.store import _alembic_config
+
+    cfg = _alembic_config()
+    cfg.attributes["connection"] = conn
+    (command.downgrade if down else command.upgrade)(cfg, revision)
+
+
 def raw_rows(url: str, table: str, where: str = "") -> list[tuple]:
     """Rows exactly as stored, read past the store (new engine, plain SQL)."""
     from pipeline.store import normalize_url
@@ -82,16 +93,13 @@ def test_opening_twice_keeps_the_data_and_the_schema(db_url):
 def test_upgrade_from_0001_fills_the_state_of_stored_rows(db_url):
     """A store written at revision 0001 (no state column) is upgraded on open; each row's
     state comes from its own stored record, and nothing else in the row changes."""
-    from alembic import command
 
-    from pipeline.store import _alembic_config, normalize_url
+    from pipeline.store import normalize_url
 
     engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "0001")
+            migrate(conn, "0001")
             conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
                                  "'completed', '{}')")
             for row, (sid, state) in enumerate((("A", "before"), ("B", "after"), ("C", None),
@@ -435,17 +443,13 @@ def test_a_newer_database_is_refused(db_url):
 def test_downgrade_to_0001_and_up_again_keeps_the_rows(db_url):
     """Through the store's own engine (SQLite foreign keys on), with image rows pointing at
     the samples table."""
-    from alembic import command
 
-    from pipeline.store import _alembic_config
 
     with Store.open(db_url) as st:
         rid = st.begin_run(folder="f", package_version="0.1.0", meta={})
         st.append(sample_result("S1"), key=key(1), run_id=rid)
         with st._write.begin() as conn:
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0001")
+            migrate(conn, "0001", down=True)
     assert raw_rows(db_url, "alembic_version") == [("0001",)]
     assert len(raw_rows(db_url, "samples")) == 1 and len(raw_rows(db_url, "images")) == 2
     with Store.open(db_url) as st:
@@ -454,17 +458,14 @@ def test_downgrade_to_0001_and_up_again_keeps_the_rows(db_url):
 
 
 def test_the_migrations_downgrade_to_empty(db_url):
-    from alembic import command
 
-    from pipeline.store import _alembic_config, normalize_url
+    from pipeline.store import normalize_url
 
     Store.open(db_url).close()
     engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
-            cfg = _alembic_config()
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "base")
+            migrate(conn, "base", down=True)
         with engine.connect() as conn:
             assert set(sa.inspect(conn).get_table_names()) == {"alembic_version"}
     finally:
