@@ -57,13 +57,24 @@ def _worker_info() -> dict[str, Any]:
             "packages": vers}
 
 
+# read by OpenMP, OpenBLAS, MKL, Accelerate and numexpr when their library is loaded
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
 def single_threaded() -> None:
-    """Limit this process's compute libraries to one thread (OpenCV, BLAS/OpenMP pools).
+    """Limit this worker process's compute libraries to one thread (OpenCV, BLAS, OpenMP).
 
     Run in every worker when samples run in parallel: N processes x M library threads on
-    N cores only trade places on the CPU. A single in-process job keeps the libraries'
-    own threading.
+    N cores only trade places on the CPU, and idle BLAS and OpenMP threads spin, taking
+    cycles from the other workers. A thread pool can be limited only once its library is
+    loaded, and the pipeline loads SciPy's BLAS and scikit-learn's OpenMP lazily, after
+    this runs: so the environment variables those libraries read when they load are set
+    too. For worker processes only: the variables pass on to any process started after.
+    A single in-process job keeps the libraries' own threading.
     """
+    for name in THREAD_ENV:
+        os.environ[name] = "1"
     try:
         import cv2
 
@@ -136,6 +147,13 @@ def _warm_worker() -> None:
     single_threaded()
     for name in _TASK_MODULES:
         importlib.import_module(name)
+    single_threaded()  # and the libraries those imports loaded, whatever their environment
+
+
+def dask_setup(worker) -> None:
+    """Preload hook of the local cluster's workers (``preload=["pipeline.execute"]``): a
+    worker pays its imports as it starts, before its first task arrives."""
+    _warm_worker()
 
 
 def _noop() -> None:
@@ -172,10 +190,6 @@ def prewarm_local_cluster(jobs: int) -> None:
         except BaseException as exc:  # handed to whoever takes the cluster
             fut.set_exception(exc)
             return
-        try:
-            client.run(_warm_worker)
-        except Exception:  # the imports happen at the first task instead
-            log.debug("warming the dask workers failed", exc_info=True)
         fut.set_result((cluster, client))
 
     threading.Thread(target=start, name="electrode-qc-dask-start", daemon=True).start()
@@ -200,8 +214,7 @@ def _close_when_started(fut) -> None:
     def close(f) -> None:
         if f.exception() is None:
             cluster, client = f.result()
-            client.close()
-            cluster.close()
+            _close_in_background(client, cluster)
 
     fut.add_done_callback(close)
 
@@ -276,6 +289,11 @@ def _import_distributed():
 
         raise ConfigError(None, "--scheduler needs dask.distributed: pip install "
                                 "'electrode-qc[dask]'") from None
+    # dask sets its loggers to INFO when imported; they follow ours (-v) instead
+    quiet = logging.getLogger().getEffectiveLevel()
+    dask_log = logging.getLogger("distributed")
+    if dask_log.getEffectiveLevel() < quiet:
+        dask_log.setLevel(quiet)
     return distributed
 
 
@@ -287,14 +305,20 @@ def _local_cluster(jobs: int):
     # the workers' statistical profiler samples every thread's stack every 10 ms: on
     # tasks that spend much time in Python it costs ~20 %; nobody reads it here
     # and the event-loop watchdogs wake every 20-500 ms, taking the GIL from the task
-    # (set for the cluster's own start only: its scheduler and workers read it then)
-    with dask.config.set({"distributed.worker.profile.enabled": False,
+    # (set for the cluster's own start only: its scheduler and workers read it then).
+    # The nanny's default environment also sets MALLOC_TRIM_THRESHOLD_, and any fixed
+    # threshold turns off glibc's adaptive mmap threshold: every image-sized array is then
+    # mapped and unmapped afresh, and its pages faulted in (zeroed) on each use, ~30 % of
+    # a task here as system time. The workers keep one thread per library, as in the pool.
+    environ = {name: "1" for name in THREAD_ENV}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
+                          "distributed.worker.profile.enabled": False,
                           "distributed.admin.tick.interval": "1s",
                           "distributed.admin.system-monitor.interval": "5s",
                           "distributed.worker.memory.monitor-interval": "2s"}):
         cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1,
                                            processes=True, host="127.0.0.1",
-                                           dashboard_address=None)
+                                           dashboard_address=None, preload=[__name__])
     try:
         return cluster, distributed.Client(cluster)
     except BaseException:
@@ -322,9 +346,19 @@ def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
                 yield index[f.key], exc
             f.release()
     finally:
+        _close_in_background(client, cluster)
+
+
+def _close_in_background(client, cluster) -> None:
+    """Close `client`, then `cluster` if there is one, in a thread of their own: a local
+    cluster takes ~0.5 s to stop its workers, time the caller spends writing its results.
+    The thread is not a daemon, so the interpreter waits for it before it exits."""
+    def close() -> None:
         client.close()
         if cluster is not None:
             cluster.close()
+
+    threading.Thread(target=close, name="electrode-qc-dask-close").start()
 
 
 def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None = 1,

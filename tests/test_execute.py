@@ -108,14 +108,17 @@ def test_a_prewarmed_local_cluster_is_used_once_or_closed():
     warm = ex._WARM[("dask", 1)]
     got = dict(execute(_square_or_fail, [0, 1, 2], jobs=1, scheduler="auto"))
     assert got == {0: 0, 1: 1, 2: 4} and ("dask", 1) not in ex._WARM
-    cluster, client = warm.result(timeout=60)
-    assert client.status == "closed" and cluster.status.name == "closed"
+    _closes_soon(*warm.result(timeout=60))
 
     ex.prewarm_local_cluster(1)
     unused = ex._WARM[("dask", 1)]
     ex.discard_warm()
     assert ex._WARM == {}
-    cluster, client = unused.result(timeout=60)
+    _closes_soon(*unused.result(timeout=60))
+
+
+def _closes_soon(cluster, client) -> None:
+    """The cluster and its client are closed (in the background) within 30 s."""
     deadline = time.monotonic() + 30
     while cluster.status.name != "closed" and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -186,3 +189,51 @@ def test_a_dying_worker_costs_only_the_tasks_in_flight(caplog):
     assert [got[i] for i in range(12) if i != 1] == [100 + i for i in range(12) if i != 1]
     (msg,) = [r.getMessage() for r in caplog.records if "worker process died" in r.getMessage()]
     assert int(msg.split("; ")[1].split()[0]) <= 3
+
+
+def _thread_pools(_):
+    """The compute thread pools of this worker after a task's imports, and its malloc
+    setting."""
+    import os
+
+    import scipy.linalg  # noqa: F401 - SciPy's own BLAS, loaded lazily by the pipeline
+    import sklearn.mixture  # noqa: F401 - scikit-learn's OpenMP, likewise
+    from threadpoolctl import threadpool_info
+
+    return ({(i["internal_api"], i["filepath"]): i["num_threads"] for i in threadpool_info()},
+            os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+
+
+@pytest.mark.parametrize("kw", [{"jobs": 2}, {"jobs": 2, "scheduler": "auto"}],
+                         ids=["pool", "dask"])
+def test_workers_run_one_compute_thread_per_library(kw):
+    """Libraries a task loads after the worker started (SciPy's BLAS, scikit-learn's
+    OpenMP) get one thread too: spare threads spin and take the other workers' cores. The
+    local dask cluster leaves glibc's adaptive mmap threshold alone (a fixed trim threshold
+    makes every image-sized array a fresh mapping)."""
+    for _, (pools, trim) in execute(_thread_pools, [0, 1], **kw):
+        assert pools and set(pools.values()) == {1}, pools
+        assert any(api == "openmp" for api, _ in pools), pools
+        assert trim is None
+
+
+def test_dask_logs_follow_ours():
+    """dask sets its loggers to INFO as it is imported: without -v they stay quiet."""
+    import logging
+
+    from pipeline.execute import _import_distributed
+
+    root = logging.getLogger()
+    before = root.level, logging.getLogger("distributed").level
+    try:
+        root.setLevel(logging.WARNING)
+        logging.getLogger("distributed").setLevel(logging.INFO)
+        _import_distributed()
+        assert not logging.getLogger("distributed.scheduler").isEnabledFor(logging.INFO)
+        root.setLevel(logging.INFO)
+        logging.getLogger("distributed").setLevel(logging.NOTSET)
+        _import_distributed()
+        assert logging.getLogger("distributed.scheduler").isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(before[0])
+        logging.getLogger("distributed").setLevel(before[1])
