@@ -73,6 +73,9 @@ def _main(
         stream=sys.stderr,
     )
     logging.captureWarnings(True)
+    from pipeline.execute import keep_freed_memory
+
+    keep_freed_memory()  # this process is ours: it measures samples when run in process
 
 
 @app.command()
