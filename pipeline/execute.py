@@ -366,7 +366,27 @@ def _local_cluster(jobs: int):
         raise
 
 
+# dask runs samples in chunks when there are many: its per-task work (the worker's state
+# machine and messages, the scheduler's and the client's) is a few milliseconds of Python
+# per task, taken from the measurement; chunks keep >= TASKS_PER_SLOT tasks per worker
+# thread, so the end of a run still balances, and hold at most MAX_CHUNK samples
+TASKS_PER_SLOT = 8
+MAX_CHUNK = 4
+
+
+def chunk_size(n: int, slots: int) -> int:
+    """Samples per dask task for `n` samples on `slots` worker threads."""
+    return max(1, min(MAX_CHUNK, n // max(1, slots * TASKS_PER_SLOT)))
+
+
+def _safe_chunk(fn: Callable, chunk: Sequence[Any]) -> list[Any]:
+    return [_safe_single(fn, a) for a in chunk]
+
+
 def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
+    """Tasks on dask, a few samples per task when there are many (`chunk_size`). Results
+    stream in chunk by chunk; a sample that fails, fails alone. A chunk whose worker died
+    is run again one sample per task, so only the sample that kills its worker fails."""
     distributed = _import_distributed()
     Client, as_completed = distributed.Client, distributed.as_completed
 
@@ -377,15 +397,36 @@ def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
     else:
         client = Client(scheduler)
     try:
-        # one graph update for every task, not one per task
-        futs = client.map(functools.partial(_safe_single, fn), args, pure=False)
-        index = {f.key: i for i, f in enumerate(futs)}
-        for f in as_completed(futs):
+        slots = sum(client.nthreads().values()) or jobs
+        k = chunk_size(len(args), slots)
+        done = as_completed()
+        index: dict[Any, list[int]] = {}
+
+        def submit(chunks: list[list[int]], priority: int = 0) -> None:  # one graph update
+            if not chunks:
+                return
+            futs = client.map(functools.partial(_safe_chunk, fn),
+                              [[args[i] for i in c] for c in chunks], pure=False,
+                              priority=priority)
+            index.update((f.key, c) for f, c in zip(futs, chunks, strict=True))
+            done.update(futs)
+
+        # the last samples one per task, run last, so that the workers finish together
+        tail = len(args) - slots * MAX_CHUNK if k > 1 else len(args)
+        submit([list(range(i, min(i + k, tail))) for i in range(0, tail, k)], priority=1)
+        submit([[i] for i in range(tail, len(args))])
+        for f in done:
+            chunk = index.pop(f.key)
             try:
-                yield index[f.key], f.result()
+                results = f.result()
             except Exception as exc:  # a worker lost mid-task
-                yield index[f.key], exc
+                if len(chunk) > 1:
+                    submit([[i] for i in chunk])
+                    f.release()
+                    continue
+                results = [exc]
             f.release()
+            yield from zip(chunk, results, strict=True)
     finally:
         _close_in_background(client, cluster)
 

@@ -269,3 +269,29 @@ def test_workers_keep_image_arrays_on_the_heap(kw):
     sample faults every page in again, zeroed (~10 % of a sample's CPU)."""
     for _, mapped in execute(_mapped_for_an_array, [0, 1], **kw):
         assert mapped == 0, mapped
+
+
+def test_dask_runs_many_samples_in_chunks_that_fail_sample_by_sample():
+    """With many samples each dask task runs a few (`chunk_size`); results still come back
+    per sample, a failing sample fails alone, and a chunk whose worker dies is run again
+    sample by sample, so only the sample that kills its worker fails."""
+    import dask
+    import distributed  # noqa: F401 - dask's config for it, before it is set
+
+    from pipeline.execute import MAX_CHUNK, chunk_size
+
+    assert chunk_size(200, 2) == MAX_CHUNK and chunk_size(16, 2) == 1
+    assert chunk_size(24, 1) == 3 and chunk_size(1, 4) == 1
+    got = dict(execute(_square_or_fail, list(range(40)), jobs=1, scheduler="auto"))
+    assert sorted(got) == list(range(40))
+    assert isinstance(got[3], ValueError)
+    assert all(got[i] == i * i for i in range(40) if i != 3)
+
+    # a task fails the first time its worker dies under it; one task at a time per worker,
+    # so that no other task is on the worker when it dies
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
+                          "distributed.scheduler.worker-saturation": 1.0}):
+        got = dict(execute(_die_on_one, list(range(24)), jobs=1, scheduler="auto"))
+    assert sorted(got) == list(range(24))
+    assert isinstance(got[1], Exception)  # dask's KilledWorker
+    assert all(got[i] == 100 + i for i in range(24) if i != 1)
