@@ -5,6 +5,9 @@ Every executor yields ``(index, result)`` pairs as tasks complete (results strea
 a task that raises yields ``(index, exception)``: one bad sample fails alone. Tasks are plain
 module-level functions with picklable arguments; they return small records and write their
 particle tables themselves. `worker_info` tells which package versions a worker ran.
+
+Worker processes run `worker_setup` first: one thread per compute library, and freed image
+memory kept for the next sample. On dask, many samples run a few per task (`chunk_size`).
 """
 
 from __future__ import annotations
