@@ -135,11 +135,10 @@ _THREAD = threading.local()
 
 
 def _safe_single(fn: Callable, arg: Any) -> Any:
-    """`_safe` on one compute thread. Dask runs tasks on a worker thread of its own, and
+    """`_safe` after `worker_setup`. Dask runs tasks on a worker thread of its own, and
     OpenMP's thread count is per calling thread: set it there, once per thread."""
     if not getattr(_THREAD, "single", False):
-        single_threaded()
-        keep_freed_memory()
+        worker_setup()
         _THREAD.single = True
     return _safe(fn, arg)
 
@@ -351,8 +350,9 @@ def _local_cluster(jobs: int):
     # (set for the cluster's own start only: its scheduler and workers read it then).
     # The nanny's default environment also sets MALLOC_TRIM_THRESHOLD_, and any fixed
     # threshold turns off glibc's adaptive mmap threshold: every image-sized array is then
-    # mapped and unmapped afresh, and its pages faulted in (zeroed) on each use, ~30 % of
-    # a task here as system time. The workers keep one thread per library, as in the pool.
+    # mapped and unmapped afresh, and its pages faulted in (zeroed) on each use: 11-12 s of
+    # system time in a 200-sample run. The workers keep one thread per library, as in the
+    # pool (`worker_setup` then keeps freed memory on the heap).
     environ = {name: "1" for name in THREAD_ENV}
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ,
                           "distributed.worker.profile.enabled": False,
