@@ -1,7 +1,14 @@
 """Typed errors. Each knows the process exit code the command line maps it to.
 
 Exit codes (DESIGN.md): 0 conforming / done, 1 non-conforming, 2 usage or config error,
-3 indeterminate (guard band, missing calibration), 4 unreadable input, 70 internal error.
+3 indeterminate (guard band, missing calibration, a measurement that found nothing or cannot
+be made as asked), 4 unreadable input (the file cannot be read, or its data cannot be real:
+constant, blank, corrupt calibration), 70 internal error.
+
+Which error for a bad file: when the file's data cannot be a real measurement (a constant
+height block, a blank SEM image, an absurd pixel size), it is `UnreadableInput` (4); when the
+data is plausible but the measurement finds nothing (no particles, no current collector) or
+cannot be made as asked (pixel too coarse, everything masked), it is `MeasurementError` (3).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ __all__ = [
     "MeasurementError",
     "MissingCalibration",
     "UnreadableInput",
+    "WrongKind",
 ]
 
 EXIT_OK = 0
@@ -47,9 +55,33 @@ class ElectrodeQCError(Exception):
 
 
 class UnreadableInput(ElectrodeQCError):
-    """A file that cannot be read: wrong format, truncated, corrupt, unsafe, or empty of data."""
+    """A file that cannot be read (wrong format, truncated, corrupt, unsafe, empty of data), or
+    whose data cannot be a real measurement (a constant height block, a blank image, an absurd
+    pixel size)."""
 
     exit_code = EXIT_UNREADABLE
+
+
+class WrongKind(UnreadableInput):
+    """A readable file of the other kind: an SEM image given where a height map is asked, or
+    the reverse (the wrong command for the file).
+
+    Attributes
+    ----------
+    found_kind : str
+        The kind the file is (``"sem"`` or ``"height"``).
+    reader : str
+        The name of the reader that recognises it.
+    """
+
+    def __init__(self, path: str | Path | None, problem: str, found_kind: str = "",
+                 reader: str = ""):
+        super().__init__(path, problem)
+        self.found_kind = found_kind
+        self.reader = reader
+
+    def __reduce__(self):
+        return type(self), (self.path, self.problem, self.found_kind, self.reader)
 
 
 class MissingCalibration(ElectrodeQCError):
@@ -65,6 +97,8 @@ class ConfigError(ElectrodeQCError):
 
 
 class MeasurementError(ElectrodeQCError):
-    """Data that was read but cannot be measured as asked (for example all points invalid)."""
+    """Data that was read but in which the measurement finds nothing (no particles, no current
+    collector) or that cannot be measured as asked (pixel too coarse, everything masked, too
+    few valid points): the result is indeterminate (exit 3), not an unreadable input."""
 
-    exit_code = EXIT_UNREADABLE
+    exit_code = EXIT_INDETERMINATE

@@ -78,17 +78,22 @@ def test_inspect_missing_file_exit_4(tmp_path):
     assert "does not exist" in result.output
 
 
-def test_unknown_format_lists_readers_tried(tmp_path):
+def test_unknown_format_lists_readers_tried(tmp_path, caplog):
     p = tmp_path / "mystery.dat"
     p.write_bytes(b"\x00\x01garbage" * 100)
     result = CliRunner().invoke(app, ["inspect", str(p)])
     assert result.exit_code == 4
-    assert "Readers tried" in result.output and "x3p" in result.output
+    assert "no reader recognises this file" in result.output
+    assert len(result.output.strip().splitlines()) == 1  # the readers tried go to -v
+    assert "Readers tried" not in result.output
+    with caplog.at_level("INFO", logger="pipeline.ingest.registry"):
+        CliRunner().invoke(app, ["-v", "inspect", str(p)])
+    assert "x3p" in caplog.text  # the readers tried, in the log that -v shows
 
 
 def test_inspect_json_contract(tmp_path):
     p = tmp_path / "map.tif"
-    z = np.zeros((30, 40))
+    z = np.random.default_rng(0).normal(0.0, 0.1, (30, 40))
     z[0, :5] = np.nan
     _tiff_height(p, z, px_um=0.25)
     rec = cli_json(["inspect", str(p), "--json"])

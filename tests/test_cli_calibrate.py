@@ -52,4 +52,5 @@ def test_calibrate_grating_on_noise_is_refused(tmp_path):
     img = tmp_path / "noise.tif"
     _tiff_height(img, np.random.default_rng(1).normal(size=(128, 128)), 0.03)
     r = CliRunner().invoke(app, ["calibrate", "grating", str(img), "--pitch-nm", "500"])
-    assert r.exit_code == 4 and "Traceback" not in r.output
+    # read, but nothing to measure: a measurement failure (3), not unreadable input (4)
+    assert r.exit_code == 3 and "Traceback" not in r.output

@@ -44,7 +44,7 @@ def sem(ps=(0.01, 0.01), *, vendor="FEI", instrument="Helios NanoLab 660", heade
 
 
 def height(z=None):
-    z = np.full((10, 12), 2.0) if z is None else z
+    z = np.full((10, 12), 2.0) + np.arange(12) * 0.01 if z is None else z
     return height_dataarray(z, path="/data/h.x3p", dx_um=0.5, dy_um=0.5,
                             pixel_size_source="x3p", vendor="Keyence", instrument="VK-X1000",
                             fmt="x3p", header={"serial": "K-7"})
@@ -137,10 +137,11 @@ factor = 1.04
 uncertainty_rel = 0.003
 """))
     z = np.full((10, 12), 2.0)
-    z[0, 0] = np.nan
+    z[0, 0], z[9, 11] = np.nan, 3.0
     h = height(z)
     out = apply_profile(h, p, today=TODAY)
     assert float(out.values[5, 5]) == pytest.approx(2.08, rel=1e-12)
+    assert float(out.values[9, 11]) == pytest.approx(3.12, rel=1e-12)
     assert np.isnan(out.values[0, 0])
     assert out.attrs["z_scale"] == 1.04 and out.attrs["calibration"] == "profile:p1"
     assert out.attrs["pixel_size_source"] == "x3p" and out.attrs["units"] == "um"

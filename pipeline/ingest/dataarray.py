@@ -1,10 +1,19 @@
 """Build the DataArrays that readers return, in the one shape DESIGN.md fixes.
 
 dims ("y", "x"); coords in micrometres at pixel centres, origin top-left, y down.
+
+Inside `as_rasters()` the builders return a `Raster` instead: the same values, coords and
+attrs without xarray, which (with pandas, and dask.array when dask is installed) takes
+most of a second to import. `pipeline.read(..., as_xarray=False)` uses it for commands
+that only look at a file (``inspect``); `Raster.to_xarray()` gives the DataArray.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +22,88 @@ import numpy as np
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.limits import check_pixel_size, check_shape
 
-__all__ = ["height_dataarray", "require_pixel_size", "sem_dataarray"]
+__all__ = [
+    "CONSTANT_HEIGHTS",
+    "NO_VALID_POINT",
+    "Raster",
+    "as_rasters",
+    "height_dataarray",
+    "refuse_blank",
+    "require_pixel_size",
+    "sem_dataarray",
+    "valid_mask",
+]
+
+NO_VALID_POINT = "height map has no valid point (every height is NaN or infinite)"
+CONSTANT_HEIGHTS = "no height data (the block is constant: an interrupted copy?)"
+# An SEM image with at least this share of its analysed pixels at one grey value is blank.
+BLANK_SHARE = 0.99
+
+
+_RASTERS = contextvars.ContextVar("electrode_qc_rasters", default=False)
+
+
+@contextlib.contextmanager
+def as_rasters() -> Iterator[None]:
+    """Within this block (this thread or task), `sem_dataarray` and `height_dataarray`
+    return a `Raster` rather than an `xarray.DataArray`."""
+    token = _RASTERS.set(True)
+    try:
+        yield
+    finally:
+        _RASTERS.reset(token)
+
+
+@dataclass
+class Raster:
+    """An image as the readers build it, without xarray: ``values`` (M, N), ``coords``
+    ({"y": (dim, array, attrs), "x": ...}), ``attrs`` and ``name``; dims are ("y", "x").
+    Enough for looking at a file (shape, dtype, attrs, values); `to_xarray` for the rest."""
+
+    values: np.ndarray
+    coords: dict[str, tuple]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    dims: tuple[str, str] = ("y", "x")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.values.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.values.dtype
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return dict(zip(self.dims, self.values.shape, strict=True))
+
+    def to_xarray(self):
+        """The `xarray.DataArray` that the reader builds outside `as_rasters`."""
+        import xarray as xr
+
+        return xr.DataArray(self.values, dims=self.dims, coords=self.coords, attrs=self.attrs,
+                            name=self.name)
+
+
+def _build(values: np.ndarray, coords: dict[str, tuple], attrs: dict[str, Any], name: str):
+    raster = Raster(values, coords, attrs, name)
+    return raster if _RASTERS.get() else raster.to_xarray()
+
+
+def _refuse_constant(path: str | Path, z: np.ndarray, *, all_finite: bool) -> None:
+    """UnreadableInput when every valid height of `z` (NaN = invalid) is one value.
+
+    No instrument measures a surface as exactly flat: its noise alone varies the heights.
+    A constant block is a file whose data was never written (an interrupted copy, a
+    pre-allocated export) or was zeroed.
+    """
+    if all_finite:
+        lo, hi = float(z.min()), float(z.max())
+    else:
+        lo, hi = float(np.nanmin(z)), float(np.nanmax(z))
+    if lo == hi:
+        raise UnreadableInput(path, CONSTANT_HEIGHTS)
 
 
 def height_dataarray(
@@ -54,10 +144,17 @@ def height_dataarray(
     Returns
     -------
     xarray.DataArray
-        float64, ``attrs["units"] == "um"``, ``attrs["kind"] == "height"``.
-    """
-    import xarray as xr
+        float64, ``attrs["units"] == "um"``, ``attrs["kind"] == "height"`` (a `Raster`
+        inside `as_rasters`).
 
+    Raises
+    ------
+    UnreadableInput
+        Not 2-D, too large, a pixel size that is not positive or is absurd (corrupt
+        calibration), no valid point (`NO_VALID_POINT`), or every valid point at one value
+        (`CONSTANT_HEIGHTS`): data that cannot be a real measurement is refused here, where
+        every height reader passes, rather than measured as a perfectly flat surface.
+    """
     z = np.asarray(z_um)
     if z.ndim != 2:
         raise UnreadableInput(path, f"height data has {z.ndim} dimensions; expected 2")
@@ -69,10 +166,11 @@ def height_dataarray(
     if n_valid != z.size:
         # +/-inf is as unmeasured as NaN: one marker for "nothing measured".
         if n_valid == 0:
-            raise UnreadableInput(path, "height map has no valid (finite) point")
+            raise UnreadableInput(path, NO_VALID_POINT)
         inf = np.isinf(z)
         if inf.any():
             z = np.where(inf, np.nan, z)
+    _refuse_constant(path, z, all_finite=n_valid == z.size)
     ny, nx = z.shape
     coords = {
         "y": ("y", (np.arange(ny) + 0.5) * dy, {"units": "um"}),
@@ -91,7 +189,7 @@ def height_dataarray(
         "source_path": str(path),
     }
     a.update(attrs)
-    return xr.DataArray(z, dims=("y", "x"), coords=coords, attrs=a, name="height")
+    return _build(z, coords, a, "height")
 
 
 def sem_dataarray(
@@ -135,8 +233,6 @@ def sem_dataarray(
         Regions inside the image to leave out of analysis (burned-in text, scale bars), as
         ``{"row0", "row1", "col0", "col1", "reason"}`` (half-open pixel ranges).
     """
-    import xarray as xr
-
     img = np.asarray(image)
     if img.ndim != 2:
         raise UnreadableInput(path, f"SEM image has {img.ndim} dimensions; expected 2")
@@ -174,8 +270,7 @@ def sem_dataarray(
             "x": ("x", (np.arange(nx) + 0.5) * dx, {"units": "um"}),
         }
     a.update(attrs)
-    return xr.DataArray(np.ascontiguousarray(img), dims=("y", "x"), coords=coords, attrs=a,
-                        name="sem")
+    return _build(np.ascontiguousarray(img), coords, a, "sem")
 
 
 def require_pixel_size(da) -> tuple[float, float]:
@@ -199,3 +294,57 @@ def valid_mask(da) -> np.ndarray:
         valid[max(int(r["row0"]), 0):max(int(r["row1"]), 0),
               max(int(r["col0"]), 0):max(int(r["col1"]), 0)] = False
     return valid
+
+
+def refuse_blank(da) -> None:
+    """UnreadableInput naming the file when an SEM image is blank: nothing can be measured.
+
+    Blank means that the analysed pixels (outside ``attrs["masked_regions"]``) all hold one
+    grey value, or that at least `BLANK_SHARE` (99 %) of them do (a blank frame with a few
+    stray pixels). A real micrograph always shows detector noise; an image without it is an
+    empty or interrupted acquisition or export. Every SEM measurement calls this, so all of
+    them refuse such an image alike. An image whose pixels are all masked is left to the
+    caller.
+
+    Parameters
+    ----------
+    da : xarray.DataArray, (M, N) uint8 or uint16
+        An SEM image (`sem_dataarray`).
+
+    Raises
+    ------
+    UnreadableInput
+        The image is blank.
+    """
+    img = np.ascontiguousarray(da.values)
+    valid = valid_mask(da)
+    everywhere = bool(valid.all())
+    n = img.size if everywhere else int(np.count_nonzero(valid))
+    if n == 0:
+        return
+    if img.ndim == 2 and img.dtype in (np.uint8, np.uint16):
+        import cv2
+
+        bins = 256 if img.dtype == np.uint8 else 65536  # one bin per grey value
+        hist = cv2.calcHist([img], [0], None if everywhere else valid.view(np.uint8), [bins],
+                            [0, bins]).ravel()
+        mode = int(np.argmax(hist))
+        top = float(hist[mode])  # float32 counts: exact enough for the share
+    else:
+        uniq, counts = np.unique(img[valid], return_counts=True)
+        k = int(np.argmax(counts))
+        mode, top = uniq[k].item(), float(counts[k])
+    if top < BLANK_SHARE * n:
+        return
+    differ = int(np.count_nonzero((img if everywhere else img[valid]) != mode))  # exact
+    if differ > (1.0 - BLANK_SHARE) * n:
+        return
+    full = np.iinfo(img.dtype).max if img.dtype.kind in "ui" else None
+    what = "black" if mode == 0 else "white" if mode == full else "uniform grey"
+    src = da.attrs.get("source_path")
+    why = "nothing can be measured (an empty or interrupted acquisition or export?)"
+    if differ == 0:
+        raise UnreadableInput(src, f"the image is blank: every analysed pixel is {mode:g} "
+                                   f"(all {what}); {why}")
+    raise UnreadableInput(src, f"the image is nearly blank: only {differ} of its {n} analysed "
+                               f"pixels differ from {mode:g} ({what}); {why}")

@@ -23,6 +23,7 @@ __all__ = [
     "MAX_ZIP_MEMBERS",
     "MAX_ZIP_RATIO",
     "MAX_ZIP_TOTAL_BYTES",
+    "MIN_PIXEL_SIZE_UM",
     "check_expansion",
     "check_pixel_size",
     "check_shape",
@@ -38,7 +39,10 @@ MAX_ZIP_MEMBERS = 10_000
 MAX_ZIP_TOTAL_BYTES = 4 * 1024**3
 MAX_ZIP_RATIO = 250
 MAX_XML_BYTES = 32 * 1024**2
-MAX_PIXEL_SIZE_UM = 1e6  # one metre: no microscope field has larger pixels
+# Plausible lateral pixel sizes: 0.1 nm (beyond any SEM's resolution) to 1 mm (a wide-area
+# profiler or a navigation camera stays far below). Outside them the calibration is corrupt.
+MIN_PIXEL_SIZE_UM = 1e-4
+MAX_PIXEL_SIZE_UM = 1e3
 
 
 def check_shape(path: str | Path, rows: int, cols: int, *, what: str = "image") -> tuple[int, int]:
@@ -56,7 +60,11 @@ def check_shape(path: str | Path, rows: int, cols: int, *, what: str = "image") 
 
 
 def check_pixel_size(path: str | Path, dx_um: float, dy_um: float) -> tuple[float, float]:
-    """Refuse zero, negative or non-finite lateral pixel sizes (micrometres)."""
+    """Refuse zero, negative, non-finite or absurd lateral pixel sizes (micrometres).
+
+    A pixel below `MIN_PIXEL_SIZE_UM` (0.1 nm) or above `MAX_PIXEL_SIZE_UM` (1 mm) is a
+    corrupt calibration (a unit slip, a garbage header field), refused as UnreadableInput.
+    """
     out = []
     for axis, v in (("x", dx_um), ("y", dy_um)):
         try:
@@ -67,9 +75,11 @@ def check_pixel_size(path: str | Path, dx_um: float, dy_um: float) -> tuple[floa
             raise UnreadableInput(
                 path, f"pixel size {axis} is {f!r} um; it must be a finite positive length"
             )
-        if f > MAX_PIXEL_SIZE_UM:
+        if not MIN_PIXEL_SIZE_UM <= f <= MAX_PIXEL_SIZE_UM:
             raise UnreadableInput(
-                path, f"pixel size {axis} is {f:g} um; more than a metre is not a micrograph"
+                path,
+                f"pixel size {axis} is {f:g} um: the calibration is corrupt (a pixel of "
+                f"{MIN_PIXEL_SIZE_UM * 1e3:g} nm to {MAX_PIXEL_SIZE_UM / 1e3:g} mm is expected)",
             )
         out.append(f)
     return out[0], out[1]
@@ -101,12 +111,35 @@ def open_zip(path: str | Path, source=None) -> zipfile.ZipFile:
 
 
 def read_zip_member(
-    path: str | Path, zf: zipfile.ZipFile, name: str, *, max_bytes: int = MAX_ZIP_TOTAL_BYTES
+    path: str | Path,
+    zf: zipfile.ZipFile,
+    name: str,
+    *,
+    max_bytes: int = MAX_ZIP_TOTAL_BYTES,
+    grid_bytes: int | None = None,
 ) -> bytes:
     """Read one member, refusing members whose size or compression ratio is implausible.
 
     The declared size is checked before decompressing, and the read is capped at the declared
     size so that a member that lies about its size cannot inflate further.
+
+    Parameters
+    ----------
+    path : str or Path
+        The archive, for error messages.
+    zf : zipfile.ZipFile
+        The open archive (from `open_zip`).
+    name : str
+        The member.
+    max_bytes : int
+        Hard limit on the declared uncompressed size.
+    grid_bytes : int, optional
+        The bytes the file's declared grid needs for this member (already bounded by
+        `check_shape`). A member declaring no more than this may expand beyond
+        `MAX_ZIP_RATIO`: its size is bounded by the grid, and a high ratio then only means
+        trivially compressible content (an all-NaN or constant height block, an all-valid
+        mask), which the caller judges on its content. A member declaring more keeps the
+        ratio limit.
     """
     try:
         info = zf.getinfo(name)
@@ -116,7 +149,9 @@ def read_zip_member(
         raise UnreadableInput(
             path, f"zip member {name!r} declares {info.file_size} bytes; the limit is {max_bytes}"
         )
-    if info.compress_size > 0 and info.file_size / info.compress_size > MAX_ZIP_RATIO:
+    bounded = grid_bytes is not None and info.file_size <= grid_bytes
+    if (not bounded and info.compress_size > 0
+            and info.file_size / info.compress_size > MAX_ZIP_RATIO):
         raise UnreadableInput(
             path,
             f"zip member {name!r} expands {info.file_size / info.compress_size:.0f}-fold "

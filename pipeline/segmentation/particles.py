@@ -41,8 +41,9 @@ neighbours.
 Gates: pixel coarser than ``min_diameter_nm / 20`` -> a flag in ``attrs["flags"]``;
 coarser than ``min_diameter_nm / 10`` -> MeasurementError. `size_distribution` repeats the
 gate on the measured smallest mode; only this up-front gate can refuse an image whose
-particles are so few pixels wide that they merge (then the measured sizes look plausible). Uniform (all black / all white)
-images and images with no particles -> MeasurementError.
+particles are so few pixels wide that they merge (then the measured sizes look plausible). Blank
+images (all one grey value, or nearly) -> UnreadableInput (their data cannot be a micrograph);
+images with no particles -> MeasurementError.
 """
 
 from __future__ import annotations
@@ -312,14 +313,16 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     ------
     MissingCalibration
         No pixel size.
+    UnreadableInput
+        A blank image (all one grey value, or nearly; `pipeline.ingest.dataarray.refuse_blank`).
     MeasurementError
-        Pixel too coarse for ``min_diameter_nm``, uniform image, or no particles found.
+        Pixel too coarse for ``min_diameter_nm``, everything masked, or no particles found.
     """
     import cv2
     import pandas as pd
 
     from pipeline.errors import MeasurementError
-    from pipeline.ingest.dataarray import require_pixel_size, valid_mask
+    from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
 
     path = sem.attrs.get("source_path")
     dx_um, dy_um = require_pixel_size(sem)
@@ -339,11 +342,7 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     valid = valid_mask(sem)
     if not valid.any():
         raise MeasurementError(path, "the whole image is masked")
-    vmin, vmax = cv2.minMaxLoc(img, valid.astype(np.uint8))[:2]
-    if vmax - vmin <= 0:
-        full = 255.0 if sem.dtype == np.uint8 else 65535.0
-        what = "all black" if vmax <= 0 else ("all white" if vmax >= full else "uniform")
-        raise MeasurementError(path, f"image is {what} (every pixel {vmax:g}); no particles")
+    refuse_blank(sem)
     # grey levels on a 0..255 (uint8) or 0..1023 (uint16, 64 levels a bin) scale
     grey = 1.0 if sem.dtype == np.uint8 else 64.0
     img = img / np.float32(grey) if grey != 1.0 else img

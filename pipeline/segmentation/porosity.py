@@ -53,9 +53,9 @@ def load_materials(path: str | Path | None = None) -> dict[str, Any]:
     path : str or Path, optional
         A materials TOML (schema ``materials``); default ``calibration/materials.toml``.
     """
-    from pipeline.calibration import calibration_dir, load_versioned
+    from pipeline.calibration import calibration_file, load_versioned
 
-    path = Path(path) if path is not None else calibration_dir() / "materials.toml"
+    path = Path(path) if path is not None else calibration_file("materials.toml")
     cal = load_versioned(path, "materials")
     entries = cal.data.get("materials")
     if not isinstance(entries, dict) or not entries:
@@ -313,18 +313,22 @@ def porosity_from_cross_section(sem, *, smooth_sigma_px: float = 1.0) -> dict[st
 
     Raises
     ------
+    UnreadableInput
+        A blank image (all one grey value, or nearly;
+        `pipeline.ingest.dataarray.refuse_blank`): its data cannot be a micrograph.
     MeasurementError
         An image without contrast, without a current collector or without a layer on it.
     """
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.ingest.dataarray import valid_mask
+    from pipeline.ingest.dataarray import refuse_blank, valid_mask
 
     src = sem.attrs.get("source_path")
     img = np.asarray(sem.values)
     if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
         raise MeasurementError(src, f"cross-section must be a 2-D uint8/uint16 image, got "
                                     f"{img.dtype} with shape {img.shape}")
+    refuse_blank(sem)
     scale = 257.0 if img.dtype == np.uint16 else 1.0
     flags: list[str] = []
     g = gaussian_filter(img.astype(np.float64), smooth_sigma_px) if smooth_sigma_px > 0 \

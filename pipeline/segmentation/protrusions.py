@@ -30,6 +30,9 @@ A protrusion is counted when its peak lies in the analysed area (the image minus
 regions): one point per bump, so the count per area is unbiased without an edge rule;
 ``touches_edge`` flags bumps whose half-height region reaches the image border (their size
 is truncated).
+
+Refused, like every SEM measurement: an image without a pixel size (MissingCalibration: a
+count per mm2 needs one) and a blank image (UnreadableInput: all one grey value, or nearly).
 """
 
 from __future__ import annotations
@@ -48,13 +51,6 @@ MAD_TO_SIGMA = 1.4826
 _SMOOTH_PER_DIAMETER = 0.25
 _BACKGROUND_PER_DIAMETER = 3.0
 _MIN_H_GREY = 1.0
-
-
-def _pixel_size(image):
-    ps = image.attrs.get("pixel_size_um")
-    if not ps:
-        return None
-    return float(ps["x"]), float(ps["y"])
 
 
 def _gaussian(img: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
@@ -153,14 +149,14 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     Parameters
     ----------
     image : xarray.DataArray, (M, N) uint8 or uint16
-        An SEM image (`pipeline.ingest.dataarray.sem_dataarray`); attrs ``pixel_size_um``
-        ({"x", "y"} or None) and ``masked_regions`` (list of {"row0", "row1", "col0",
-        "col1"}, half-open pixel ranges, left out).
+        An SEM image (`pipeline.ingest.dataarray.sem_dataarray`) with a pixel size
+        (attrs ``pixel_size_um`` {"x", "y"}); attrs ``masked_regions`` (list of {"row0",
+        "row1", "col0", "col1"}, half-open pixel ranges) are left out.
     bump_diameter_um : float, optional
-        Typical bump diameter (full width at half height). Needs a calibrated image.
+        Typical bump diameter (full width at half height).
     bump_diameter_px : float, optional
-        The same in pixels (for uncalibrated images). When neither is given the scale is
-        estimated with `estimate_bump_diameter_px`.
+        The same in pixels. When neither is given the scale is estimated with
+        `estimate_bump_diameter_px`.
     h_sigma : float
         The h of the h-maxima in units of the robust noise (1.4826 * MAD).
 
@@ -169,16 +165,20 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     pandas.DataFrame
         One row per protrusion: ``x_px``, ``y_px`` (sub-pixel, pixel centres at integers),
         ``height`` (grey levels above background), ``area_px``, ``diameter_px`` (equivalent
-        diameter of the half-height region, smoothing removed), ``touches_edge``; and when
-        the pixel size is known ``x_um``, ``y_um`` (pixel centres at (i + 0.5) * dx, as the
-        image coordinates), ``area_um2``, ``diameter_um``. ``attrs``: ``count``,
-        ``per_mm2`` (None when uncalibrated), ``area_px``, ``area_mm2`` (None when
-        uncalibrated), ``h`` (grey levels), ``noise_sigma``, ``bump_diameter_px``.
+        diameter of the half-height region, smoothing removed), ``touches_edge``,
+        ``x_um``, ``y_um`` (pixel centres at (i + 0.5) * dx, as the image coordinates),
+        ``area_um2``, ``diameter_um``. ``attrs``: ``count``, ``per_mm2``, ``area_px``,
+        ``area_mm2`` (the analysed area), ``h`` (grey levels), ``noise_sigma``,
+        ``bump_diameter_px``.
 
     Raises
     ------
     MissingCalibration
-        `bump_diameter_um` given for an image without pixel size.
+        The image has no pixel size: a count per area needs one
+        (`pipeline.ingest.dataarray.require_pixel_size`).
+    UnreadableInput
+        A blank image (all one grey value, or nearly;
+        `pipeline.ingest.dataarray.refuse_blank`).
     MeasurementError
         Not a 2-D image, or everything masked.
     ValueError
@@ -187,8 +187,8 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     import pandas as pd
     from scipy import ndimage as ndi
 
-    from pipeline.errors import MeasurementError, MissingCalibration
-    from pipeline.ingest.dataarray import valid_mask
+    from pipeline.errors import MeasurementError
+    from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
 
     img = np.asarray(image.values, dtype=np.float32)
     if img.ndim != 2:
@@ -196,21 +196,13 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
                                f"find_protrusions needs a 2-D image, got {img.ndim} dimensions")
     if h_sigma <= 0:
         raise ValueError(f"h_sigma must be > 0, got {h_sigma}")
-    ps = _pixel_size(image)
+    dx, dy = require_pixel_size(image)
+    d_x = d_y = None
     if bump_diameter_um is not None:
-        if ps is None:
-            raise MissingCalibration(
-                image.attrs.get("source_path"),
-                "bump_diameter_um needs a pixel size; give bump_diameter_px for an "
-                "uncalibrated image",
-            )
-        d_x, d_y = bump_diameter_um / ps[0], bump_diameter_um / ps[1]
+        d_x, d_y = bump_diameter_um / dx, bump_diameter_um / dy
     elif bump_diameter_px is not None:
         d_x = d_y = float(bump_diameter_px)
-    else:
-        d_x = d_y = estimate_bump_diameter_px(img)
-        log.info("bump diameter estimated at %.1f px", d_x)
-    if not (d_x > 0 and d_y > 0 and math.isfinite(d_x * d_y)):
+    if d_x is not None and not (d_x > 0 and d_y > 0 and math.isfinite(d_x * d_y)):
         raise ValueError(f"bump diameter must be > 0 and finite, got {d_x:g} x {d_y:g} px")
     ny, nx = img.shape
     valid = valid_mask(image)
@@ -218,6 +210,10 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     if n_valid == 0:
         raise MeasurementError(image.attrs.get("source_path"),
                                "every pixel of the image is in a masked region")
+    refuse_blank(image)
+    if d_x is None:
+        d_x = d_y = estimate_bump_diameter_px(img)
+        log.info("bump diameter estimated at %.1f px", d_x)
     weight = valid.astype(np.float32)
 
     d_mean = 0.5 * (d_x + d_y)
@@ -273,17 +269,14 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     cols = ["x_px", "y_px", "height", "area_px", "diameter_px", "touches_edge"]
     df = pd.DataFrame(rows, columns=cols)
     df["touches_edge"] = df["touches_edge"].astype(bool)
-    area_mm2 = None
-    if ps is not None:
-        dx, dy = ps
-        df.insert(0, "y_um", (df["y_px"] + 0.5) * dy)
-        df.insert(0, "x_um", (df["x_px"] + 0.5) * dx)
-        df["area_um2"] = df["area_px"] * dx * dy
-        df["diameter_um"] = df["diameter_px"] * math.sqrt(dx * dy)
-        area_mm2 = n_valid * dx * dy * 1e-6
+    df.insert(0, "y_um", (df["y_px"] + 0.5) * dy)
+    df.insert(0, "x_um", (df["x_px"] + 0.5) * dx)
+    df["area_um2"] = df["area_px"] * dx * dy
+    df["diameter_um"] = df["diameter_px"] * math.sqrt(dx * dy)
+    area_mm2 = n_valid * dx * dy * 1e-6
     df.attrs.update(
         count=len(df),
-        per_mm2=None if area_mm2 is None else len(df) / area_mm2,
+        per_mm2=len(df) / area_mm2,
         area_px=n_valid,
         area_mm2=area_mm2,
         h=float(h),

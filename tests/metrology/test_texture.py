@@ -87,7 +87,7 @@ def test_band_pass_removes_waviness():
 
 def test_all_nan_map_is_refused():
     z = np.full((20, 20), np.nan)
-    z[0, 0] = 1.0
+    z[0, 0], z[0, 1] = 1.0, 2.0  # two valid points: read, but fewer than a plane needs
     with pytest.raises(MeasurementError, match="valid points"):
         pipeline.surface_texture(_da(z))
 
@@ -103,7 +103,11 @@ def test_bad_options():
 
 
 def test_flat_map_gives_zero_heights_and_flags_undefined_spatial_parameters():
-    res = pipeline.surface_texture(_da(np.full((40, 50), 2.5)))
+    # a file with constant heights is refused when read (height_dataarray); the
+    # measurement itself still handles a flat map that reaches it (built here directly)
+    da = _da(_sine(n=50))
+    flat = da.copy(data=np.full(da.shape, 2.5))
+    res = pipeline.surface_texture(flat)
     assert res["Sa_um"] == 0 and res["Sz_um"] == 0
     assert res["Sal_um"] is None and res["Str"] is None
     assert any(f.startswith("Sal_Str_undefined") for f in res["flags"])

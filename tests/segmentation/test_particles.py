@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import MeasurementError, MissingCalibration
+from pipeline.errors import MeasurementError, MissingCalibration, UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.segmentation.particles import find_particles
 
@@ -236,10 +236,13 @@ def test_no_particles_noise_only():
         find_particles(as_sem(img))
 
 
-@pytest.mark.parametrize("value, word", [(0, "all black"), (255, "all white")])
+@pytest.mark.parametrize("value, word", [(0, "all black"), (255, "all white"),
+                                         (90, "all uniform grey")])
 def test_uniform_images(value, word):
+    # a blank image cannot be a micrograph: unreadable input (exit 4), not "no particles"
     img = np.full((128, 128), value, np.uint8)
-    with pytest.raises(MeasurementError, match=word):
+    with pytest.raises(UnreadableInput, match=f"synthetic.tif: the image is blank: every "
+                                              f"analysed pixel is {value} \\({word}\\)"):
         find_particles(as_sem(img))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import ConfigError, MeasurementError
+from pipeline.errors import ConfigError, MeasurementError, UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.segmentation.porosity import (
     gravimetric_porosity,
@@ -187,10 +187,20 @@ def test_cross_section_uint16_and_thickness():
 
 
 @pytest.mark.parametrize("value", [0, 255])
-def test_cross_section_flat_image_is_error(value):
+def test_cross_section_blank_image_is_unreadable(value):
     img = np.full((200, 300), value, np.uint8)
-    with pytest.raises(MeasurementError, match="xsec.tif: cross-section has no contrast"):
+    with pytest.raises(UnreadableInput, match="xsec.tif: the image is blank") as info:
         porosity_from_cross_section(_da(img))
+    assert info.value.exit_code == 4
+
+
+def test_cross_section_without_contrast_is_a_measurement_error():
+    # noise of a grey level or two: a real but featureless image, indeterminate (exit 3)
+    rng = np.random.default_rng(5)
+    img = np.clip(np.rint(rng.normal(120, 0.8, (200, 300))), 0, 255).astype(np.uint8)
+    with pytest.raises(MeasurementError, match="xsec.tif: cross-section has no contrast") as info:
+        porosity_from_cross_section(_da(img))
+    assert info.value.exit_code == 3
 
 
 def test_cross_section_collector_without_layer_is_error():

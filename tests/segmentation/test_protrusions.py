@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.errors import MeasurementError, MissingCalibration
+from pipeline.errors import MeasurementError, MissingCalibration, UnreadableInput
 from pipeline.ingest.dataarray import height_dataarray, sem_dataarray
 from pipeline.segmentation.protrusions import find_height_protrusions, find_protrusions
 
@@ -134,10 +134,22 @@ def test_textured_background_without_bumps():
     assert len(df) == 0
 
 
-def test_constant_image():
-    df = find_protrusions(sem(np.full((200, 300), 77, np.uint8)), bump_diameter_um=20.0)
-    assert len(df) == 0
-    assert df.attrs["h"] == 1.0
+@pytest.mark.parametrize("value, word", [(0, "all black"), (255, "all white"),
+                                         (77, "all uniform grey")])
+def test_blank_image_is_refused(value, word):
+    # counting nothing on a blank image would report a perfect surface: refused instead
+    for kw in ({"bump_diameter_um": 20.0}, {}):
+        with pytest.raises(UnreadableInput, match=f"synthetic.tif: the image is blank: every "
+                                                  f"analysed pixel is {value} \\({word}\\)"):
+            find_protrusions(sem(np.full((200, 300), value, np.uint8)), **kw)
+
+
+def test_nearly_blank_image_is_refused():
+    img = np.full((200, 300), 40, np.uint8)
+    img[10, 10:40] = 200  # a few stray pixels: 30 of 60000
+    with pytest.raises(UnreadableInput, match=r"nearly blank: only 30 of its 60000 analysed "
+                                              r"pixels differ from 40"):
+        find_protrusions(sem(img), bump_diameter_um=20.0)
 
 
 def test_masked_region_respected():
@@ -161,17 +173,23 @@ def test_masked_region_respected():
         len(masked) / ((img.size - 160 * 220) * PIXEL_UM**2 * 1e-6))
 
 
-def test_uncalibrated_gives_px_and_no_density():
-    img, truth = surface(3)
+def test_uncalibrated_image_is_refused():
+    # a count per mm2 needs a pixel size: refused like every other measurement
+    img, _ = surface(3)
     da = sem(img, pixel_um=None)
-    df = find_protrusions(da, bump_diameter_px=20.0)
-    assert {"x_px", "y_px", "area_px", "diameter_px"} <= set(df.columns)
-    assert not {"x_um", "y_um", "area_um2", "diameter_um"} & set(df.columns)
-    assert df.attrs["per_mm2"] is None and df.attrs["area_mm2"] is None
+    for kw in ({"bump_diameter_px": 20.0}, {"bump_diameter_um": 20.0}, {}):
+        with pytest.raises(MissingCalibration, match="synthetic.tif: no pixel size") as info:
+            find_protrusions(da, **kw)
+        assert info.value.exit_code == 3
+
+
+def test_bump_diameter_in_pixels():
+    img, truth = surface(3)
+    df = find_protrusions(sem(img), bump_diameter_px=20.0)
+    assert {"x_px", "y_px", "area_px", "diameter_px", "x_um", "area_um2"} <= set(df.columns)
     n, _ = match(df, truth, radius_px=6.0)
     assert n >= 0.95 * len(truth)
-    with pytest.raises(MissingCalibration, match="bump_diameter_um needs a pixel size"):
-        find_protrusions(da, bump_diameter_um=20.0)
+    assert df.attrs["per_mm2"] == pytest.approx(len(df) / (img.size * PIXEL_UM**2 * 1e-6))
 
 
 def test_estimated_bump_scale():

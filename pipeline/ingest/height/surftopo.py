@@ -94,7 +94,11 @@ class SurfaceTopographyReader:
 
     @property
     def available(self) -> bool:
-        return _import_surftopo() is not None
+        """Installed (found on the path, not imported: importing it takes seconds, and
+        `electrode-qc formats` only lists; a broken install fails when a file is opened)."""
+        import importlib.util
+
+        return importlib.util.find_spec("SurfaceTopography") is not None
 
     @property
     def expects(self) -> str:

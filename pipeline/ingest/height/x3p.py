@@ -331,7 +331,10 @@ def _heights(path, zf, names, prefix, r3, header, ny, nx, dtype, scale_um, offse
                 f"data member {member!r} holds {declared} bytes; SizeX*SizeY*itemsize = "
                 f"{nx}*{ny}*{dtype.itemsize} = {expected}",
             )
-        raw = np.frombuffer(read_zip_member(path, zf, member), dtype=dtype, count=n)
+        # a member of exactly the grid's size may deflate any-fold (an all-NaN or constant
+        # block does): its content is judged by height_dataarray, not by its ratio
+        raw = np.frombuffer(read_zip_member(path, zf, member, grid_bytes=expected),
+                            dtype=dtype, count=n)
     else:
         raw = _datalist(path, r3, n)
         header["data_link"] = "inline DataList"
@@ -343,7 +346,7 @@ def _heights(path, zf, names, prefix, r3, header, ny, nx, dtype, scale_um, offse
     if link and vlink:
         vmember = _member(path, names, prefix, vlink, "ValidPointsLink")
         header["valid_points_link"] = vmember
-        vb = read_zip_member(path, zf, vmember)
+        vb = read_zip_member(path, zf, vmember, grid_bytes=(n + 7) // 8)  # all-valid: 0xFF..
         if len(vb) < (n + 7) // 8:
             raise UnreadableInput(
                 path, f"valid-points member {vmember!r} holds {len(vb)} bytes; "

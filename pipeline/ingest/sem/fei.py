@@ -128,6 +128,7 @@ class FeiReader:
     """Thermo Fisher / FEI SEM TIFF: tag 34682 or 34680, appended data bar cropped."""
 
     name = "fei"
+    label = "FEI"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Thermo Fisher / FEI SEM TIFF (xT INI metadata in tag 34682 or 34680)"

@@ -49,6 +49,7 @@ class FibicsReader:
     """Fibics Atlas TIFF: tag 51023 XML, pixel from <Scan> Ux/Vy (µm/px)."""
 
     name = "fibics"
+    label = "Fibics"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Zeiss Fibics Atlas TIFF (FibicsXML in tag 51023)"

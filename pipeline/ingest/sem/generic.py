@@ -33,6 +33,7 @@ class GenericTiffReader:
     """Uncalibrated 8/16-bit grey TIFF of unknown origin."""
 
     name = "generic_tiff"
+    label = "grey TIFF without vendor metadata"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "any other 8/16-bit grey TIFF, read uncalibrated (pixel size missing)"

@@ -98,6 +98,7 @@ class HitachiReader:
     """Hitachi SEM TIFF with its ``[SemImageFile]`` sidecar or tag 40092."""
 
     name = "hitachi"
+    label = "Hitachi"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Hitachi SEM TIFF + <stem>.txt [SemImageFile] sidecar (or tag 40092)"

@@ -77,6 +77,7 @@ class ImageJReader:
     """ImageJ-calibrated 8/16-bit grey TIFF."""
 
     name = "imagej"
+    label = "ImageJ"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "ImageJ-calibrated 8/16-bit grey TIFF (unit= + XResolution pixels per unit)"

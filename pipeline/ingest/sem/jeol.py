@@ -129,6 +129,7 @@ class JeolReader:
     """JEOL SEM TIFF with a ``$KEY value`` sidecar."""
 
     name = "jeol"
+    label = "JEOL"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "JEOL SEM TIFF + <stem>.txt sidecar ($CM_/$$SM_ keys)"

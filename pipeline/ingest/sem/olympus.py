@@ -41,6 +41,7 @@ class OlympusSisReader:
     """Olympus SIS TIFF (tags 33560 / 33471)."""
 
     name = "olympus_sis"
+    label = "Olympus SIS"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Olympus Soft Imaging System TIFF (OlympusSIS tag 33560, pixel size in m)"

@@ -60,6 +60,7 @@ class PhenomReader:
     """Phenom TIFF: tag 34683 <FeiImage> XML; appended data bar cropped by databarHeight."""
 
     name = "phenom"
+    label = "Phenom"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Thermo Fisher Phenom TIFF (<FeiImage> XML in tag 34683)"

@@ -80,6 +80,7 @@ class TescanReader:
     """TESCAN SEM TIFF: binary tag 50431 or <stem>-tif.hdr sidecar; appended bar cropped."""
 
     name = "tescan"
+    label = "TESCAN"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "TESCAN SEM TIFF (tag 50431 chunks or <stem>-tif.hdr sidecar)"

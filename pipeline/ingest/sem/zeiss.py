@@ -118,6 +118,7 @@ class ZeissReader:
     """Zeiss SmartSEM TIFF: tag 34118 text; painted data zone detected and cropped."""
 
     name = "zeiss"
+    label = "Zeiss"
     kind = "sem"
     suffixes = (".tif", ".tiff")
     description = "Zeiss SmartSEM TIFF (CZ_SEM text in tag 34118)"

@@ -116,7 +116,8 @@ def test_without_surfacetopography_the_reader_declines(tmp_path, monkeypatch):
     assert not r.can_open(p.read_bytes()[:4096], p)
     assert "not installed" in r.expects
     with pytest.raises(
-        UnreadableInput, match="surftopo: expects SurfaceTopography, which is not installed"
+        UnreadableInput, match=r"the surftopo reader of \.sdf files needs SurfaceTopography, "
+                               r"which is not installed .*pip install"
     ):
         pipeline.read(p)
     with pytest.raises(UnreadableInput, match="not installed"):

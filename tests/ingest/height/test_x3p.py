@@ -271,12 +271,12 @@ def test_lenient_layout_subfolder_macosx_no_md5_empty_offset_mask(tmp_path):
 
 
 def test_md5_mismatch_is_logged_not_fatal(tmp_path, caplog):
-    xml = main_xml(nx=1, ny=1)
+    xml = main_xml(nx=2, ny=1)
     path = tmp_path / "m.x3p"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("main.xml", xml)
         zf.writestr("md5checksum.hex", "0" * 32 + " *main.xml\n")
-        zf.writestr("bindata/data.bin", struct.pack("<d", 1e-6))
+        zf.writestr("bindata/data.bin", struct.pack("<2d", 1e-6, 2e-6))
     with caplog.at_level(logging.WARNING, logger="pipeline.ingest.height.x3p"):
         da = read(path)
     assert da.attrs["header"]["md5_main_xml"] == "mismatch"
@@ -332,14 +332,78 @@ def test_malformed_xml(tmp_path):
     assert_unreadable(path, r"main\.xml is not well-formed XML")
 
 
-def test_zip_bomb_ratio_is_refused(tmp_path):
+@pytest.mark.parametrize("value, match", [
+    (0.0, r"no height data \(the block is constant: an interrupted copy\?\)"),
+    (3e-6, r"no height data \(the block is constant"),
+    (np.nan, r"height map has no valid point"),
+])
+def test_trivially_compressible_grid_is_judged_by_content_not_ratio(tmp_path, value, match):
+    # a data member of exactly the grid's size that deflates beyond the ratio limit: an
+    # all-zero, constant or all-NaN block, refused for what it holds, not as a "zip bomb"
+    from pipeline.ingest.limits import MAX_ZIP_RATIO
+
     n = 1024
     xml = main_xml(nx=n, ny=n)
-    path = write_x3p(tmp_path / "bomb.x3p", xml,
-                     {"bindata/data.bin": bytes(n * n * 8)}, level=9)
+    path = write_x3p(tmp_path / "flat.x3p", xml,
+                     {"bindata/data.bin": np.full(n * n, value, "<f8").tobytes()}, level=9)
     info = zipfile.ZipFile(path).getinfo("bindata/data.bin")
-    assert info.file_size / info.compress_size > 1000  # the premise of the test
-    assert_unreadable(path, r"expands \d+-fold .* zip bomb")
+    assert info.file_size / info.compress_size > 2 * MAX_ZIP_RATIO  # the premise of the test
+    err = assert_unreadable(path, match)
+    assert "zip bomb" not in str(err)
+
+
+def _opened_members(monkeypatch) -> list[str]:
+    opened: list[str] = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    return opened
+
+
+def test_data_member_far_beyond_the_grid_is_refused_before_inflating(tmp_path, monkeypatch):
+    xml = main_xml(nx=4, ny=4)  # the grid needs 128 bytes
+    path = write_x3p(tmp_path / "bomb.x3p", xml,
+                     {"bindata/data.bin": bytes(16 * 1024**2)}, level=9)
+    info = zipfile.ZipFile(path).getinfo("bindata/data.bin")
+    assert info.file_size / info.compress_size > 1000
+    opened = _opened_members(monkeypatch)
+    assert_unreadable(path, r"holds 16777216 bytes; SizeX\*SizeY\*itemsize = 4\*4\*8 = 128")
+    assert "bindata/data.bin" not in opened
+
+
+def test_member_beyond_the_grid_keeps_the_ratio_limit(tmp_path, monkeypatch):
+    # valid.bin needs 2 bytes for 16 points; one declaring a megabyte that deflates
+    # a thousand-fold is still a bomb, refused before it is inflated
+    xml = main_xml(nx=4, ny=4, data=(
+        "<DataLink><PointDataLink>bindata/data.bin</PointDataLink>"
+        "<ValidPointsLink>bindata/valid.bin</ValidPointsLink></DataLink>"))
+    z = np.arange(16, dtype="<f8") * 1e-6
+    path = write_x3p(tmp_path / "vbomb.x3p", xml, {"bindata/data.bin": z.tobytes(),
+                                                    "bindata/valid.bin": bytes(1024**2)},
+                     level=9)
+    opened = _opened_members(monkeypatch)
+    assert_unreadable(path, r"zip member 'bindata/valid\.bin' expands \d+-fold .* zip bomb")
+    assert "bindata/valid.bin" not in opened
+
+
+def test_all_valid_mask_of_a_large_map_is_not_a_bomb(tmp_path):
+    # an all-ones valid.bin deflates some 800-fold: bounded by the grid, it is read
+    n = 1024
+    xml = main_xml(nx=n, ny=n, data=(
+        "<DataLink><PointDataLink>bindata/data.bin</PointDataLink>"
+        "<ValidPointsLink>bindata/valid.bin</ValidPointsLink></DataLink>"))
+    z = np.random.default_rng(0).normal(0.0, 1e-6, n * n)
+    path = write_x3p(tmp_path / "ok.x3p", xml, {"bindata/data.bin": z.tobytes(),
+                                                 "bindata/valid.bin": b"\xff" * (n * n // 8)})
+    info = zipfile.ZipFile(path).getinfo("bindata/valid.bin")
+    assert info.file_size / info.compress_size > 250  # the premise of the test
+    da = read(path)
+    assert da.attrs["invalid_fraction"] == 0.0
+    np.testing.assert_allclose(da.values.ravel(), z * 1e6, rtol=1e-12)
 
 
 def _patch_declared_sizes(path: Path, member: str, size: int) -> None:
@@ -447,9 +511,10 @@ def test_zip_without_main_xml(tmp_path):
 def test_registry_picks_x3p_reader(tmp_path):
     import pipeline
 
-    da = pipeline.read(surface(tmp_path, np.full((3, 2), 2e-6)))
+    z = np.arange(6.0).reshape(3, 2)
+    da = pipeline.read(surface(tmp_path, z * 1e-6))
     assert da.attrs["reader"] == "x3p" and da.attrs["format"] == "x3p"
-    np.testing.assert_allclose(da.values, 2.0)
+    np.testing.assert_allclose(da.values, z, rtol=1e-12)
 
 
 def test_all_nan_map_is_unreadable(tmp_path):

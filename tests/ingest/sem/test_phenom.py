@@ -51,9 +51,10 @@ def test_synthetic_phenom(tmp_path):
 
 @pytest.mark.parametrize("unit,scale", [("nm", 1e-3), ("um", 1.0), ("\u00b5m", 1.0), ("mm", 1e3)])
 def test_units(tmp_path, unit, scale):
-    da = pipeline.read(write(tmp_path / "u.tif", xml(pixel=f'<pixelWidth unit="{unit}">2</pixelWidth>')))
-    assert da.attrs["pixel_size_um"]["x"] == pytest.approx(2 * scale, rel=1e-12)
-    assert da.attrs["pixel_size_um"]["y"] == pytest.approx(2 * scale, rel=1e-12)
+    # 0.5 of each unit: 0.5 nm to 0.5 mm, all inside the plausible pixel sizes
+    da = pipeline.read(write(tmp_path / "u.tif", xml(pixel=f'<pixelWidth unit="{unit}">0.5</pixelWidth>')))
+    assert da.attrs["pixel_size_um"]["x"] == pytest.approx(0.5 * scale, rel=1e-12)
+    assert da.attrs["pixel_size_um"]["y"] == pytest.approx(0.5 * scale, rel=1e-12)
 
 
 def test_no_pixel_width_is_uncalibrated(tmp_path):

@@ -73,14 +73,16 @@ def write(path: Path, params: dict, *, width=64, rows=48, zone=12, encoding="lat
     return path
 
 
-@pytest.mark.parametrize("unit,scale", [("pm", 1e-6), ("nm", 1e-3), ("\u00b5m", 1.0),
-                                        ("um", 1.0), ("mm", 1e3)])
-def test_units_and_width_fallback(tmp_path, unit, scale):
-    path = write(tmp_path / "w.tif", {"AP_WIDTH": f"Width = 6.4 {unit}",
+@pytest.mark.parametrize("unit,width,scale", [("pm", 12800, 1e-6), ("nm", 6.4, 1e-3),
+                                              ("\u00b5m", 6.4, 1.0), ("um", 6.4, 1.0),
+                                              ("mm", 6.4, 1e3)])
+def test_units_and_width_fallback(tmp_path, unit, width, scale):
+    # 64 px wide: 200 pm, 0.1 nm, 0.1 um, 0.1 mm per pixel, all plausible pixel sizes
+    path = write(tmp_path / "w.tif", {"AP_WIDTH": f"Width = {width:g} {unit}",
                                       "AP_PIXEL_SIZE": "Pixel Size = 1 nm"})
     assert ZeissReader().can_open(path.read_bytes()[:4096], path)
     da = pipeline.read(path)
-    assert da.attrs["pixel_size_um"]["x"] == pytest.approx(6.4 * scale / 64, rel=1e-12)
+    assert da.attrs["pixel_size_um"]["x"] == pytest.approx(width * scale / 64, rel=1e-12)
     assert da.attrs["databar_rows"] == 13 and da.shape == (35, 64)
 
 
