@@ -3,6 +3,19 @@
 Every file carries ``schema_version``. The loader refuses versions newer than it knows,
 migrates older ones step by step (``_MIGRATIONS[kind][v]`` turns version v into v + 1),
 and returns the file's identity (id, path, SHA-256) for provenance on every result.
+
+Where the files come from, first found wins, file by file:
+
+1. the site folder named by ``$ELECTRODE_QC_CALIBRATION`` (the command line's
+   ``--calibration DIR`` sets it for the process and its workers): the site's instrument
+   profiles, custom specs, recipes, discovery rules or materials;
+2. the defaults shipped inside the package (``pipeline/_calibration``, copied from the
+   repository's top-level calibration/ when a wheel is built, read through
+   importlib.resources); in a source tree or an editable install, which have no bundled
+   copy, the repository's calibration/ itself.
+
+`calibration_file` finds one file; `calibration_dirs` lists the folders of a kind of file
+(the instrument profiles of the site and the packaged ones are used together).
 """
 
 from __future__ import annotations
@@ -12,12 +25,26 @@ import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources import files
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pipeline.errors import ConfigError
 
-__all__ = ["SCHEMA_VERSIONS", "CalibrationFile", "calibration_dir", "load_versioned"]
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "SITE_ENV",
+    "CalibrationFile",
+    "calibration_dir",
+    "calibration_dirs",
+    "calibration_file",
+    "defaults_dir",
+    "load_versioned",
+    "site_dir",
+]
+
+#: The environment variable naming the site calibration folder (``--calibration DIR``).
+SITE_ENV = "ELECTRODE_QC_CALIBRATION"
 
 #: The newest schema version this package knows, per kind of file.
 SCHEMA_VERSIONS: dict[str, int] = {"recipe": 1, "instrument": 1, "materials": 1, "discovery": 1,
@@ -53,12 +80,92 @@ class CalibrationFile:
         }
 
 
+def defaults_dir() -> Path:
+    """The default calibration files: the package's bundled copy, else the repository's.
+
+    A wheel or a regular install carries them as ``pipeline/_calibration``; a source tree or
+    an editable install has none and uses calibration/ at the top of the repository.
+    """
+    bundled = files("pipeline").joinpath("_calibration")
+    if isinstance(bundled, Path) and bundled.is_dir():
+        return bundled
+    root = Path(__file__).resolve().parent.parent
+    if (root / "calibration").is_dir() and (root / "pyproject.toml").is_file():
+        return root / "calibration"
+    raise ConfigError(
+        str(bundled),
+        "the default calibration files shipped with electrode-qc are missing (no "
+        "pipeline/_calibration in the installed package, and no source tree with a "
+        "calibration/ folder); reinstall electrode-qc from a wheel or its repository",
+    )
+
+
+def site_dir() -> Path | None:
+    """The site calibration folder named by $ELECTRODE_QC_CALIBRATION, or None when unset.
+
+    A name that is not an existing folder is a ConfigError: a misspelt site folder must not
+    quietly fall back to the defaults.
+    """
+    env = os.environ.get(SITE_ENV)
+    if not env:
+        return None
+    folder = Path(env).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(
+            folder,
+            f"the site calibration folder ({SITE_ENV} or --calibration) does not exist or is "
+            "not a folder; name a folder that holds site files such as instruments/*.toml, "
+            "or unset it to use the defaults",
+        )
+    return folder
+
+
+def _relative(relative_path: str | PurePosixPath) -> PurePosixPath:
+    rel = PurePosixPath(relative_path)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ValueError(f"a calibration path is relative to the calibration folder and stays "
+                         f"inside it, got {str(relative_path)!r}")
+    return rel
+
+
+def calibration_dirs(subfolder: str = "") -> list[Path]:
+    """The folders to look in for `subfolder` (e.g. ``"instruments"``), first one wins.
+
+    The site folder's (when $ELECTRODE_QC_CALIBRATION is set), then the defaults'; only
+    folders that exist are listed, so a site folder without instruments/ adds no profiles.
+    """
+    rel = _relative(subfolder) if subfolder else PurePosixPath()
+    site = site_dir()
+    roots = [site, defaults_dir()] if site is not None else [defaults_dir()]
+    return [root / rel for root in roots if (root / rel).is_dir()]
+
+
+def calibration_file(relative_path: str | PurePosixPath) -> Path:
+    """The calibration file at `relative_path` (e.g. ``"specs/claim15.toml"``).
+
+    The site folder's copy when it has one, else the default. A file in neither is a
+    ConfigError naming every place looked in.
+    """
+    rel = _relative(relative_path)
+    site = site_dir()
+    places = ([(site / rel, f"site folder, {SITE_ENV}")] if site is not None else []) + [
+        (defaults_dir() / rel, "defaults shipped with electrode-qc")]
+    for path, _what in places:
+        if path.is_file():
+            return path
+    looked = " and ".join(f"{path} ({what})" for path, what in places)
+    hint = "" if site is not None else f"; a site folder ({SITE_ENV} or --calibration) may supply it"
+    raise ConfigError(str(rel), f"no such calibration file: looked in {looked}{hint}")
+
+
 def calibration_dir() -> Path:
-    """The calibration/ folder: $ELECTRODE_QC_CALIBRATION, else the one beside the package."""
-    env = os.environ.get("ELECTRODE_QC_CALIBRATION")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent / "calibration"
+    """The site folder when $ELECTRODE_QC_CALIBRATION is set, else the defaults' folder.
+
+    For callers that join paths onto one folder; such a path does not fall back from the
+    site folder to the defaults. Prefer `calibration_file` and `calibration_dirs`.
+    """
+    site = site_dir()
+    return site if site is not None else defaults_dir()
 
 
 def load_versioned(path: str | Path, kind: str) -> CalibrationFile:

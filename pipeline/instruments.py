@@ -1,5 +1,8 @@
 """Instrument calibration profiles: calibration/instruments/*.toml, matched and applied.
 
+The profiles used are those of the site folder's instruments/ ($ELECTRODE_QC_CALIBRATION)
+together with the packaged ones; a site file overrides a packaged file of the same name.
+
 A profile says which instrument it belongs to (``[match]`` on vendor, model and serial), how
 to correct the pixel size the file records (``[pixel_size] correction_factor``) or supply one
 where the file has none (``override_um``), how to scale heights (``[z_scale] factor``) and
@@ -20,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import CalibrationFile, calibration_dir, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_dirs, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = [
     "Profile",
     "apply_profile",
     "find_profile",
-    "instruments_dir",
+    "instruments_dirs",
     "load_profile",
     "load_profiles",
     "serials_of",
@@ -72,8 +75,9 @@ class Profile:
         return len(self.match), exact
 
 
-def instruments_dir() -> Path:
-    return calibration_dir() / "instruments"
+def instruments_dirs() -> list[Path]:
+    """The instruments/ folders profiles come from: the site folder's, then the packaged one."""
+    return calibration_dirs("instruments")
 
 
 def _num(path, where: str, value: Any, *, positive: bool = True, hi: float | None = None) -> float:
@@ -196,14 +200,19 @@ def load_profile(path: str | Path) -> Profile:
 
 
 def load_profiles(directory: str | Path | None = None) -> list[Profile]:
-    """Every ``*.toml`` profile in `directory` (default calibration/instruments/), by name.
+    """Every ``*.toml`` profile in `directory`, by file name.
 
+    Without `directory`, the profiles of every folder of `instruments_dirs` (the site's and
+    the packaged ones); a file name found in more than one folder is taken from the first.
     A missing folder means no profiles. Two files with the same id are a ConfigError.
     """
-    folder = Path(directory) if directory is not None else instruments_dir()
-    if not folder.is_dir():
-        return []
-    profiles = [load_profile(f) for f in sorted(folder.glob("*.toml"))]
+    folders = [Path(directory)] if directory is not None else instruments_dirs()
+    chosen: dict[str, Path] = {}
+    for folder in folders:
+        if folder.is_dir():
+            for f in folder.glob("*.toml"):
+                chosen.setdefault(f.name, f)
+    profiles = [load_profile(chosen[name]) for name in sorted(chosen)]
     seen: dict[str, str] = {}
     for pr in profiles:
         if pr.id in seen:
@@ -336,10 +345,13 @@ def calibrate_image(da, *, profiles: list[Profile] | None = None, today: _dt.dat
     """Apply the matching instrument profile, if any, from calibration/instruments/.
 
     Returns `da` itself when no profile matches (its ``calibration`` stays "ok" or
-    "missing"). `today` defaults to the local date: the only place a clock is read.
+    "missing"); a `pipeline.ingest.dataarray.Raster` that a profile applies to comes back as
+    an `xarray.DataArray`. `today` defaults to the local date: the only place a clock is read.
     """
     profiles = load_profiles() if profiles is None else profiles
     profile = find_profile(da, profiles)
     if profile is None:
         return da
+    if hasattr(da, "to_xarray") and not hasattr(da, "assign_coords"):  # a Raster
+        da = da.to_xarray()
     return apply_profile(da, profile, today=today or _dt.date.today())

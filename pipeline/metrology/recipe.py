@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import CalibrationFile, calibration_dir, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = ["Recipe", "default_recipe_path", "load_recipe"]
@@ -43,7 +43,8 @@ class Recipe:
 
 
 def default_recipe_path() -> Path:
-    return calibration_dir() / "recipes" / "default.toml"
+    """recipes/default.toml: the site folder's when it has one, else the packaged default."""
+    return calibration_file("recipes/default.toml")
 
 
 def _num(path, section, key, value, *, lo=None, hi=None, allow_zero=True) -> float:
