@@ -8,6 +8,23 @@ particle tables themselves. `worker_info` tells which package versions a worker 
 
 Worker processes run `worker_setup` first: one thread per compute library, and freed image
 memory kept for the next sample. On dask, many samples run a few per task (`chunk_size`).
+
+No orphans: a pool worker exits when the process that started it dies, even by SIGKILL or
+the out-of-memory killer (`exit_with_parent`: the parent-death signal on Linux, and a
+thread that watches the parent process everywhere). The workers of the local dask cluster
+do the same by dask's own means.
+
+Dask and trust: dask pickles tasks and results, so a scheduler and its workers run code in
+this process and this process runs code on them. A ``tcp://`` scheduler is neither
+encrypted nor authenticated: use it on one machine or a network you trust. Across
+machines use ``tls://`` with certificates, passed as ``execute(..., security=...)``: a
+`distributed.security.Security`, or a mapping of its keyword arguments, for example::
+
+    execute(fn, args, scheduler="tls://qc-sched.example:8786",
+            security={"tls_ca_file": "ca.pem", "tls_client_cert": "client.pem",
+                      "tls_client_key": "client.key", "require_encryption": True})
+
+A scheduler that cannot be reached within `SCHEDULER_TIMEOUT_S` is a `ConfigError`.
 """
 
 from __future__ import annotations
@@ -18,11 +35,13 @@ import os
 import platform
 import socket
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["available_cpus", "discard_warm", "execute", "keep_freed_memory", "prewarm",
-           "prewarm_local_cluster", "single_threaded", "worker_info", "worker_setup"]
+__all__ = ["available_cpus", "discard_warm", "execute", "exit_with_parent",
+           "keep_freed_memory", "prewarm", "prewarm_local_cluster", "single_threaded",
+           "worker_info", "worker_setup"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +150,60 @@ def worker_setup() -> None:
     keep_freed_memory()
 
 
+PARENT_POLL_S = 1.0  # how often a worker looks whether its parent process is still there
+_PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+_ORPHAN_EXIT = 1  # the exit status of a worker whose parent died (nobody reads it)
+
+
+def exit_with_parent(parent_pid: int, *, parent_death_signal: bool = True) -> None:
+    """Make this worker process exit when its parent process `parent_pid` dies, however it
+    dies (SIGKILL and the out-of-memory killer included): a worker left behind holds its
+    memory and CPU and runs on to no one.
+
+    Two watches. On Linux, with `parent_death_signal`, the kernel sends SIGKILL to this
+    process when its parent dies (``prctl(PR_SET_PDEATHSIG)``): at once, even while a task
+    holds the GIL in a C library. That signal follows the parent *thread* that started this
+    process, so the parent asks for it only when its main thread started the worker (the
+    main thread lives as long as the process). Everywhere, a daemon thread compares
+    ``os.getppid()`` with `parent_pid` every `PARENT_POLL_S` and ends the process with
+    ``os._exit`` when it changed (an orphan is adopted by another process).
+    """
+    if parent_death_signal and platform.system() == "Linux":
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+                log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+        except (OSError, AttributeError):  # pragma: no cover - a C library without prctl
+            log.debug("no prctl in this C library", exc_info=True)
+    if os.getppid() != parent_pid:  # the parent died before the watches were set
+        os._exit(_ORPHAN_EXIT)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True,
+                     name="electrode-qc-parent-watch").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    log.debug("parent process %d is gone: exiting", parent_pid)
+    os._exit(_ORPHAN_EXIT)
+
+
+def _pool_initargs() -> tuple[int, bool]:
+    """What a pool's workers need to watch this process: its pid, and whether this thread
+    (which starts the workers: ProcessPoolExecutor spawns them in the thread that submits)
+    is the main thread, the one whose death the parent-death signal follows."""
+    return os.getpid(), threading.current_thread() is threading.main_thread()
+
+
+def _pool_worker(parent_pid: int, main_thread: bool) -> None:
+    """Pool initializer: `exit_with_parent`, then `worker_setup`."""
+    exit_with_parent(parent_pid, parent_death_signal=main_thread)
+    worker_setup()
+
+
 _THREAD = threading.local()
 
 
@@ -182,11 +255,15 @@ _TASK_MODULES = ("pipeline.runner", "pipeline.sample", "pipeline.measure",
                  "skimage.segmentation", "sklearn.mixture")
 
 
-def _warm_worker() -> None:
-    """Pool initializer: `worker_setup`, and the task's imports paid up front."""
+def _warm_worker(parent_pid: int | None = None, main_thread: bool = False) -> None:
+    """Initializer of a pre-started pool (`_pool_worker`, when given the parent's pid) and
+    of the local cluster's workers (`worker_setup`): the task's imports paid up front."""
     import importlib
 
-    worker_setup()
+    if parent_pid is None:
+        worker_setup()
+    else:
+        _pool_worker(parent_pid, main_thread)
     for name in _TASK_MODULES:
         importlib.import_module(name)
     single_threaded()  # and the libraries those imports loaded, whatever their environment
@@ -210,8 +287,8 @@ def prewarm(jobs: int) -> None:
 
     discard_warm()
     ex = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_warm_worker)
-    for _ in range(jobs):
+                             initializer=_warm_worker, initargs=_pool_initargs())
+    for _ in range(jobs):  # each submit starts a worker, in this thread
         ex.submit(_noop)
     _WARM[jobs] = ex
 
@@ -279,7 +356,8 @@ def _pool(fn, args, jobs: int) -> Iterator[tuple[int, Any]]:
             discard_warm()
         suspects: list[int] = []
         with warm or ProcessPoolExecutor(max_workers=min(jobs, len(queue)), mp_context=ctx,
-                                         initializer=worker_setup) as ex:
+                                         initializer=_pool_worker,
+                                         initargs=_pool_initargs()) as ex:
             running: dict[Any, int] = {}
             try:
                 while queue or running:
@@ -316,7 +394,8 @@ def _alone(fn, arg, ctx) -> Any:
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=worker_setup) as ex:
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_pool_worker,
+                             initargs=_pool_initargs()) as ex:
         try:
             return ex.submit(_safe, fn, arg).result()
         except BrokenProcessPool as exc:
@@ -386,19 +465,90 @@ def _safe_chunk(fn: Callable, chunk: Sequence[Any]) -> list[Any]:
     return [_safe_single(fn, a) for a in chunk]
 
 
-def _dask(fn, args, scheduler: str, jobs: int) -> Iterator[tuple[int, Any]]:
+SCHEDULER_TIMEOUT_S = 5  # to connect to a dask scheduler; then it is a ConfigError
+_TLS_FILES = ("tls_ca_file", "tls_client_cert", "tls_client_key")
+
+
+def _security(security, scheduler: str | None):
+    """`security` as a `distributed.security.Security` (None stays None); `ConfigError`
+    for unknown keys, missing certificate files, or security without a remote scheduler."""
+    from pipeline.errors import ConfigError
+
+    if security is None:
+        return None
+    if not scheduler or scheduler == "auto":
+        raise ConfigError(None, "dask security (TLS certificates) applies to a remote "
+                                "scheduler (--scheduler tls://HOST:PORT); the local cluster "
+                                "listens on 127.0.0.1 only")
+    _import_distributed()
+    from distributed.security import Security
+
+    if isinstance(security, Mapping):
+        try:
+            security = Security(**security)
+        except TypeError as exc:
+            raise ConfigError(None, f"dask security: {exc}; expected tls_ca_file, "
+                                    "tls_client_cert, tls_client_key, require_encryption"
+                              ) from None
+    elif not isinstance(security, Security):
+        raise ConfigError(None, f"dask security: expected a distributed.security.Security "
+                                f"or a mapping of its arguments, not {type(security).__name__}")
+    for name in _TLS_FILES:
+        value = getattr(security, name, None)
+        if value and "-----BEGIN" not in value and not os.path.isfile(value):
+            raise ConfigError(value, f"dask security {name}: no such file")
+    return security
+
+
+def _why(exc: BaseException) -> str:
+    """What went wrong connecting to a scheduler, in one line: for a time-out, the last
+    failure (connection refused, name not known ...) and how long it was tried."""
+    import re
+
+    def line(e: BaseException) -> str:  # dask prefixes "in <its connector object>: "
+        return re.sub(r"^in <[^>]*>: ", "", " ".join(str(e).split()))
+
+    text = line(exc)
+    if isinstance(exc, (OSError, TimeoutError)) and text.startswith("Timed out") \
+            and exc.__cause__ is not None:  # the last attempt's failure, or its own time-out
+        text = f"{line(exc.__cause__) or 'no answer'} (tried for {SCHEDULER_TIMEOUT_S} s)"
+    return text or type(exc).__name__
+
+
+def _connect(distributed, scheduler: str, security):
+    """A client of the dask scheduler at `scheduler`, or a one-line `ConfigError` if it
+    cannot be reached within `SCHEDULER_TIMEOUT_S` (or refuses the connection)."""
+    from distributed.security import Security
+
+    from pipeline.errors import ConfigError
+
+    if security is None:  # dask's own configuration (distributed.comm.tls ...)
+        security = Security()
+    if scheduler.startswith("tls://") and not security.tls_ca_file:
+        raise ConfigError(None, f"the dask scheduler at {scheduler} speaks TLS: give its "
+                                "certificates (security: tls_ca_file, tls_client_cert, "
+                                "tls_client_key)")
+    try:
+        return distributed.Client(scheduler, timeout=SCHEDULER_TIMEOUT_S, security=security)
+    except (OSError, TimeoutError, ValueError, TypeError, RuntimeError) as exc:
+        raise ConfigError(None, f"cannot reach the dask scheduler at {scheduler}: "
+                                f"{_why(exc)}") from None
+
+
+def _dask(fn, args, scheduler: str, jobs: int, security=None) -> Iterator[tuple[int, Any]]:
     """Tasks on dask, a few samples per task when there are many (`chunk_size`). Results
     stream in chunk by chunk; a sample that fails, fails alone. A chunk whose worker died
-    is run again one sample per task, so only the sample that kills its worker fails."""
+    is run again one sample per task, so only the sample that kills its worker fails.
+    `security` (a `distributed.security.Security`) is for a remote scheduler."""
     distributed = _import_distributed()
-    Client, as_completed = distributed.Client, distributed.as_completed
+    as_completed = distributed.as_completed
 
     cluster = None
     if scheduler == "auto":
         warm = _WARM.pop(("dask", jobs), None)
         cluster, client = warm.result() if warm is not None else _local_cluster(jobs)
     else:
-        client = Client(scheduler)
+        client = _connect(distributed, scheduler, security)
     try:
         slots = sum(client.nthreads().values()) or jobs
         k = chunk_size(len(args), slots)
@@ -447,7 +597,8 @@ def _close_in_background(client, cluster) -> None:
 
 
 def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None = 1,
-            scheduler: str | None = None) -> Iterator[tuple[int, Any]]:
+            scheduler: str | None = None,
+            security: Any = None) -> Iterator[tuple[int, Any]]:
     """Run ``fn(a)`` for every ``a`` in `args`; yield ``(index, result or exception)`` as
     each completes.
 
@@ -456,8 +607,20 @@ def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None =
     jobs : int or None
         Processes (None: `available_cpus`). 1 runs in this process.
     scheduler : str, optional
-        A dask scheduler address, or "auto" for a LocalCluster of `jobs` workers on
-        127.0.0.1. Takes precedence over the process pool.
+        A dask scheduler address (``tcp://HOST:PORT``, ``tls://HOST:PORT``), or "auto" for
+        a LocalCluster of `jobs` workers on 127.0.0.1. Takes precedence over the process
+        pool.
+    security : distributed.security.Security or mapping, optional
+        TLS for a remote scheduler: a ``Security``, or a mapping of its keyword arguments
+        (``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``, ``require_encryption``
+        ...). See the module's docstring.
+
+    Raises
+    ------
+    ConfigError
+        `jobs` < 1; `security` that is malformed, names a missing file, or is given
+        without a remote scheduler; a ``tls://`` scheduler without certificates. A
+        scheduler that cannot be reached raises it when the iteration starts.
     """
     jobs = available_cpus() if jobs is None else int(jobs)
     if jobs < 1:
@@ -465,7 +628,10 @@ def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None =
 
         raise ConfigError(None, f"--jobs must be >= 1, not {jobs}")
     if scheduler:
-        return _dask(fn, args, scheduler, jobs)
+        sec = _security(security, scheduler)
+        return _dask(fn, args, scheduler, jobs, sec)
+    if security is not None:
+        _security(security, scheduler)  # raises: security needs a remote scheduler
     if jobs == 1 or len(args) <= 1:
         return _in_process(fn, args)
     return _pool(fn, args, min(jobs, len(args)))

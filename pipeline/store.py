@@ -12,12 +12,20 @@ sample id. Either way "read the latest row, then add one after it" is atomic.
 
 JSON (records, run metadata, image results) is stored as TEXT; numbers are floats or NULL,
 never NaN.
+
+A run records the process that runs it (host, pid and the process's start time) in its
+meta. A run left "running" by a process that died without recording its end (killed, out
+of memory, power lost) is marked "aborted" when the next run on the same host begins;
+runs of other hosts are left as they are (their processes cannot be seen from here).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import socket
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
@@ -45,7 +53,8 @@ from pipeline.store_tables import (
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["METADATA", "RUN_STATUSES", "DuplicateKey", "Store", "display_url", "normalize_url"]
+__all__ = ["METADATA", "RUN_STATUSES", "DuplicateKey", "Store", "display_url", "normalize_url",
+           "process_gone", "process_started", "this_process"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _KEY_CHUNK = 500  # keys per IN (...) query
 BUSY_TIMEOUT_S = 30
 CONNECT_TIMEOUT_S = 10
-RUN_STATUSES = ("completed", "failed", "interrupted")
+RUN_STATUSES = ("completed", "failed", "interrupted", "aborted")
 _MIGRATION_LOCK = 0x45514353_544F5245  # pg_advisory_xact_lock key while migrating
 _DRIVERS = {"sqlite": "sqlite", "sqlite+pysqlite": "sqlite", "postgresql": "postgresql+psycopg",
             "postgres": "postgresql+psycopg", "postgresql+psycopg": "postgresql+psycopg"}
@@ -141,6 +150,72 @@ def _alembic_config():
 def _lock_key(text: str) -> int:
     """A signed 64-bit advisory lock key for `text`."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
+
+
+def process_started(pid: int) -> str | None:
+    """When process `pid` started, as ``"<boot id>:<clock ticks since boot>"`` (Linux), so
+    that a pid reused by a later process, or after a reboot, is told apart; None where the
+    system does not say (or there is no such process)."""
+    boot = _boot_id()
+    if boot is None:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat", encoding="ascii", errors="replace") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def _pid_namespace() -> str | None:
+    """This process's pid namespace (Linux): containers that share a host name and a
+    database see one another's pids as other processes."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):
+        return None
+
+
+def this_process() -> dict:
+    """Host, pid namespace, pid and start time of this process, as `Store.begin_run`
+    records them."""
+    return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(),
+            "pid": os.getpid(), "started": process_started(os.getpid())}
+
+
+def _here(proc: dict) -> bool:
+    """True if `proc` (`this_process` of some run) ran where this process can see it."""
+    return (proc.get("host") == socket.gethostname()
+            and proc.get("pid_namespace") == _pid_namespace())
+
+
+def process_gone(proc: dict) -> bool:
+    """True if the process `proc` (as `this_process` gave it, on this host) has ended: no
+    process has its pid, or the one that has it started at another time (a reused pid).
+    False when that cannot be told."""
+    pid, started = proc.get("pid"), proc.get("started")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if started is not None and _boot_id() is not None:
+        return process_started(pid) != started
+    if os.name != "posix":  # no signal 0 to ask with
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, and belongs to another user
+        return False
+    return False
 
 
 class Store:
@@ -268,16 +343,53 @@ class Store:
 
     # ---- runs ----------------------------------------------------------------------------
     def begin_run(self, *, folder: str, package_version: str, meta: dict) -> str:
-        """Record the start of a run (status "running"); returns its run_id."""
+        """Record the start of a run (status "running"); returns its run_id.
+
+        `meta` is stored with ``"process"``: this process's host, pid and start time
+        (`this_process`). Runs of this host left "running" by a process that has ended are
+        marked "aborted" first (`abort_stale_runs`).
+        """
+        self.abort_stale_runs()
         run_id = uuid.uuid4().hex
         with self._write.begin() as conn:
             conn.execute(RUNS.insert().values(
                 run_id=run_id, folder=str(folder), package_version=str(package_version),
-                started_utc=now(), finished_utc=None, status="running", meta_json=json_text(meta)))
+                started_utc=now(), finished_utc=None, status="running",
+                meta_json=json_text({**meta, "process": this_process()})))
         return run_id
 
+    def abort_stale_runs(self) -> list[str]:
+        """Mark "aborted" every run still "running" whose process, on this host, has ended
+        without recording the run's end (killed, out of memory, power lost); returns their
+        run_ids. Their ``finished_utc`` stays empty: when they ended is not known. Runs of
+        other hosts (or other containers: another pid namespace), and runs that do not say
+        which process ran them, are left alone."""
+        with self._engine.connect() as conn:
+            running = conn.execute(sa.select(RUNS.c.run_id, RUNS.c.meta_json)
+                                   .where(RUNS.c.status == "running")).all()
+        stale = []
+        for run_id, text in running:
+            try:
+                proc = json.loads(text).get("process")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(proc, dict) and _here(proc) and process_gone(proc):
+                stale.append((run_id, proc.get("pid")))
+        aborted = []
+        for run_id, pid in stale:
+            with self._write.begin() as conn:
+                n = conn.execute(RUNS.update().where(RUNS.c.run_id == run_id,
+                                                     RUNS.c.status == "running")
+                                 .values(status="aborted")).rowcount
+            if n == 1:
+                log.warning("run %s (process %s on %s) ended without recording its end: "
+                            "marked aborted", run_id, pid, socket.gethostname())
+                aborted.append(run_id)
+        return aborted
+
     def finish_run(self, run_id: str, status: str) -> None:
-        """Set a run's final status: "completed", "failed" or "interrupted"."""
+        """Set a run's final status: "completed", "failed" or "interrupted" ("aborted" is
+        what `abort_stale_runs` gives a run whose process died)."""
         if status not in RUN_STATUSES:
             raise ValueError(f"run status {status!r}: expected one of {', '.join(RUN_STATUSES)}")
         with self._write.begin() as conn:
@@ -344,20 +456,27 @@ class Store:
         return self._add(record, key, run_id, particles, force, decide)[0]
 
     def append(self, record: dict, *, key: str, run_id: str, particles: dict | None = None,
-               force: bool = False) -> tuple[int, str | None]:
+               force: bool = False, again: str | None = None) -> tuple[int, str | None]:
         """Store a new measurement of a sample, choosing the reason it supersedes the latest
         row in the same transaction: "new input, calibration or software"; "input restored
         to an earlier state" when `key` is stored on an older row (A, B, then A again);
         "re-measured (--force)" when the latest row has `key` and `force` is given.
 
+        With `again` (a reason, e.g. "measured again: the stored measurement had failed"),
+        a new row of the same input supersedes the latest with that reason, as with
+        `force`.
+
         Returns ``(row_id, reason)``. Raises `DuplicateKey` when the latest row has `key`
-        already and `force` is not given (another run stored this very input first).
+        already and neither `force` nor `again` is given (another run stored this very input
+        first).
         """
         def decide(conn: Connection, prev) -> tuple[str | None, bool]:
             stored = conn.execute(sa.select(SAMPLES.c.row_id, SAMPLES.c.sample_id)
                                   .where(SAMPLES.c.idempotency_key == key)
                                   .order_by(SAMPLES.c.row_id.desc()).limit(1)).first()
             if prev is not None and prev.idempotency_key == key:
+                if again:
+                    return again, True
                 if not force:
                     raise DuplicateKey(key, prev.row_id, prev.sample_id)
                 return "re-measured (--force)", True
@@ -367,7 +486,7 @@ class Store:
                 raise DuplicateKey(key, stored.row_id, stored.sample_id)
             return "input restored to an earlier state", True
 
-        return self._add(record, key, run_id, particles, force, decide)
+        return self._add(record, key, run_id, particles, force or bool(again), decide)
 
     def _add(self, record: dict, key: str, run_id: str, particles: dict | None, force: bool,
              decide) -> tuple[int, str | None]:

@@ -2,7 +2,7 @@
 
 `pipeline.store` queries through these; the tests compare them with what the migrations in
 ``pipeline/migrations`` create. Values are stored as plain JSON text, finite floats or NULL,
-never NaN.
+never NaN; text holds no NUL.
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def json_text(v: Any) -> str:
 
 
 def _str(v: Any) -> str | None:
-    return None if v is None else str(v)
+    """Text for a column, or None. A NUL (which a file can put into an error message) is
+    stored as U+FFFD: PostgreSQL's text holds no NUL. The JSON columns keep it escaped."""
+    return None if v is None else str(v).replace("\x00", "\ufffd")
 
 
 def sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict, list[dict]]:

@@ -295,3 +295,209 @@ def test_dask_runs_many_samples_in_chunks_that_fail_sample_by_sample():
     assert sorted(got) == list(range(24))
     assert isinstance(got[1], Exception)  # dask's KilledWorker
     assert all(got[i] == 100 + i for i in range(24) if i != 1)
+
+
+# ---- a remote scheduler: unreachable, TLS ------------------------------------------------
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_scheduler_is_a_config_error_of_one_line():
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError) as exc:
+        dict(execute(_square_or_fail, [0, 1], scheduler=address))
+    assert time.monotonic() - t0 < 15  # a guard against hanging, not a benchmark
+    msg = str(exc.value)
+    assert msg.startswith(f"cannot reach the dask scheduler at {address}: ")
+    # the last attempt was refused, or (on a loaded machine) itself timed out
+    assert "Connection refused" in msg or "no answer (tried for" in msg, msg
+    assert "\n" not in msg and "<" not in msg
+    assert exc.value.exit_code == 2
+
+
+def test_the_cause_of_a_time_out_is_the_last_attempt_s_failure():
+    from pipeline.execute import SCHEDULER_TIMEOUT_S, _why
+
+    def timed_out(cause: Exception) -> OSError:
+        exc = OSError(f"Timed out trying to connect to tcp://10.0.0.9:8786 after "
+                      f"{SCHEDULER_TIMEOUT_S} s")
+        exc.__cause__ = cause
+        return exc
+
+    refused = ConnectionError("in <distributed.comm.tcp.TCPConnector object at 0x7f>: "
+                              "ConnectionRefusedError: [Errno 111] Connection refused")
+    assert _why(timed_out(refused)) == (f"ConnectionRefusedError: [Errno 111] Connection "
+                                        f"refused (tried for {SCHEDULER_TIMEOUT_S} s)")
+    assert _why(timed_out(TimeoutError())) == f"no answer (tried for {SCHEDULER_TIMEOUT_S} s)"
+    assert _why(ValueError("unknown address scheme 'htp'")) == "unknown address scheme 'htp'"
+
+
+@pytest.mark.parametrize(("scheduler", "security", "match"), [
+    ("auto", {"require_encryption": True}, "applies to a remote scheduler"),
+    (None, {"require_encryption": True}, "applies to a remote scheduler"),
+    ("tls://127.0.0.1:1", {"tls_ca_fle": "ca.pem"},
+     r"dask security: Unknown parameters: \['tls_ca_fle'\]; expected tls_ca_file"),
+    ("tls://127.0.0.1:1", {"tls_ca_file": "/no/such/ca.pem"},
+     r"^/no/such/ca.pem: dask security tls_ca_file: no such file"),
+    ("tls://127.0.0.1:1", "ca.pem", "expected a distributed.security.Security or a mapping"),
+])
+def test_bad_dask_security_is_a_config_error(scheduler, security, match):
+    with pytest.raises(ConfigError, match=match):
+        execute(_square_or_fail, [0, 1], jobs=2, scheduler=scheduler, security=security)
+
+
+def test_a_tls_scheduler_needs_certificates():
+    with pytest.raises(ConfigError, match=r"the dask scheduler at tls://127.0.0.1:1 speaks "
+                                          r"TLS: give its certificates"):
+        dict(execute(_square_or_fail, [0], scheduler="tls://127.0.0.1:1"))
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """A CA and a certificate it signed (for scheduler, worker and client alike)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make test certificates")
+    d = tmp_path_factory.mktemp("tls")
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+        "ca.pem", "-days", "2", "-subj", "/CN=electrode-qc test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+        "-subj", "/CN=127.0.0.1")
+    ssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "node.pem", "-days", "2")
+    return {"tls_ca_file": str(d / "ca.pem"), "tls_client_cert": str(d / "node.pem"),
+            "tls_client_key": str(d / "node.key"), "require_encryption": True}
+
+
+def test_tasks_run_on_a_tls_scheduler_with_the_given_certificates(certificates):
+    """A mapping of Security's arguments, or a Security, reaches the client; without them
+    (or over tcp://) the TLS scheduler is not reached, and that is a ConfigError."""
+    import distributed
+    from distributed.security import Security
+
+    node = {"tls_ca_file": certificates["tls_ca_file"],
+            **{f"tls_{who}_{part}": certificates[f"tls_client_{part}"]
+               for who in ("scheduler", "worker", "client") for part in ("cert", "key")}}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", protocol="tls://",
+                                  dashboard_address=None,
+                                  security=Security(**node, require_encryption=True)) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        got = dict(execute(_square_or_fail, [0, 1, 2, 3], scheduler=address,
+                           security=certificates))
+        assert got[2] == 4 and isinstance(got[3], ValueError)
+        got = dict(execute(_square_or_fail, [5], scheduler=address,
+                           security=Security(**certificates)))
+        assert got == {0: 25}
+        with pytest.raises(ConfigError, match=f"cannot reach the dask scheduler at "
+                                              f"{address.replace('tls', 'tcp')}: "):
+            dict(execute(_square_or_fail, [0], scheduler=address.replace("tls", "tcp")))
+
+
+# ---- no orphans ------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    """True while process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:  # no /proc: signal 0 is all there is
+        return True
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    import os
+
+    return os.getpid()
+
+
+def test_a_pool_started_from_a_thread_outlives_the_thread():
+    """The parent-death signal follows the thread that started a worker: a pool that a
+    short-lived thread starts relies on the watch thread, so the workers live on when the
+    thread ends (and run their tasks)."""
+    import threading
+
+    from pipeline import execute as ex
+
+    def start() -> None:  # the pool, and both its workers ready (their watches set)
+        ex.prewarm(2)
+        ready: set[int] = set()
+        while len(ready) < 2:
+            ready.update(f.result() for f in [ex._WARM[2].submit(_pid_after, 0.2)
+                                              for _ in range(2)])
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join()
+    try:
+        pids = [p.pid for p in ex._WARM[2]._processes.values()]
+        assert len(pids) == 2
+        time.sleep(1.0)  # a parent-death signal would have come by now
+        assert all(_alive(pid) for pid in pids)
+        got = dict(execute(_square_or_fail, list(range(6)), jobs=2))
+        assert got[5] == 25 and isinstance(got[3], ValueError)
+    finally:
+        ex.discard_warm()
+
+
+_ORPHAN = """
+import os, sys, time
+from pipeline.execute import exit_with_parent
+exit_with_parent(int(sys.argv[1]), parent_death_signal=sys.argv[2] == "1")
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+
+_MIDDLE = """
+import subprocess, sys, os, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(os.getpid()), sys.argv[2]],
+                         stdout=subprocess.PIPE, text=True)
+print(child.stdout.readline().strip(), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("signal_on_death", ["1", "0"], ids=["pdeathsig", "watch-thread"])
+def test_a_worker_exits_when_its_parent_is_killed(signal_on_death):
+    """Each of the two watches alone: the parent-death signal (Linux), and the thread that
+    watches os.getppid() (everywhere)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    if signal_on_death == "1" and platform.system() != "Linux":
+        pytest.skip("the parent-death signal is Linux's")
+    middle = subprocess.Popen([sys.executable, "-c", _MIDDLE, _ORPHAN, signal_on_death],
+                              stdout=subprocess.PIPE, text=True)
+    worker = int(middle.stdout.readline())
+    middle.stdout.close()
+    try:
+        assert _alive(worker)
+        os.kill(middle.pid, signal.SIGKILL)
+        middle.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)

@@ -425,13 +425,13 @@ def write_profile(
         lines += ["", "[certificate]"]
         for k, v in certificate.items():
             lines.append(f"{k} = {v.isoformat() if isinstance(v, _dt.date) else s(v)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    try:
-        load_profile(tmp)
-    except ConfigError as exc:
-        tmp.unlink()
-        raise ConfigError(path, f"would not be a valid profile: {exc.problem}") from None
-    tmp.replace(path)
+    from pipeline.fsutil import atomic_path, ensure_folder
+
+    ensure_folder(path.parent)
+    with atomic_path(path, suffix=".toml") as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        try:
+            load_profile(tmp)
+        except ConfigError as exc:
+            raise ConfigError(path, f"would not be a valid profile: {exc.problem}") from None
     return path

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.fsutil import atomic_open, ensure_folder
 
 __all__ = ["load", "path_for", "save"]
 
@@ -77,8 +78,9 @@ def _join(v: Any, arrays) -> Any:
 
 
 def save(out: Path, sample_id: str, key: str, artifacts: dict[str, Any]) -> Path | None:
-    """Write a sample's previews (atomically) and remove its previews of other keys.
-    Returns the file, or None if the previews hold something this file cannot keep."""
+    """Write a sample's previews (atomically, `pipeline.fsutil`) and remove its previews of
+    other keys. Returns the file, or None if the previews hold something this file cannot
+    keep. Raises `pipeline.fsutil.OutputError` if the file cannot be written."""
     from pipeline.report_text import to_json
 
     arrays: dict[str, np.ndarray] = {}
@@ -88,11 +90,10 @@ def save(out: Path, sample_id: str, key: str, artifacts: dict[str, Any]) -> Path
         log.debug("previews of %s not kept: %s", sample_id, exc)
         return None
     target = path_for(out, sample_id, key)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.tmp.npz")
-    np.savez_compressed(tmp, **arrays,
-                        **{_SKELETON: np.frombuffer(skeleton.encode("utf-8"), np.uint8)})
-    os.replace(tmp, target)
+    ensure_folder(target.parent)
+    with atomic_open(target) as f:
+        np.savez_compressed(f, **arrays,
+                            **{_SKELETON: np.frombuffer(skeleton.encode("utf-8"), np.uint8)})
     pat = re.compile(rf"^{re.escape(sample_id)}-[0-9a-f]{{12}}\.npz$")
     for p in target.parent.glob(f"{sample_id}-*.npz"):
         if p != target and pat.match(p.name):

@@ -1,7 +1,16 @@
 """Write a run's outputs: results.json, tables/ (CSV and Parquet) and report.html.
 
-Every file is written to a temporary name beside it and renamed into place, so an
-interrupted run leaves the previous outputs whole.
+Every file is written through `pipeline.fsutil` (a temporary file of an unguessable name
+beside it, flushed to disk and renamed into place), so an interrupted run leaves the
+previous outputs whole, and a full disk is an `OutputError` naming the file.
+
+CSV files are opened by spreadsheets, which evaluate a cell that starts with ``=``, ``+``,
+``-`` or ``@`` (or a tab or carriage return) as a formula: a sample id, path or error
+message taken from the instrument's export folder could run commands on the reader's
+machine. Such text cells are written with a leading single quote (``'=...``), which
+spreadsheets show as text; numbers are written as they are (a negative number stays a
+number). Parquet and results.json keep the text as it is. Records end in CRLF (RFC 4180),
+so that a value holding a carriage return is quoted and stays in its row.
 """
 
 from __future__ import annotations
@@ -12,8 +21,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RESULTS_SCHEMA_PATH", "image_rows", "results_schema", "retire_particle_tables",
-           "sample_rows", "write_outputs", "write_particle_table", "write_results_json"]
+from pipeline.fsutil import atomic_open, atomic_write_bytes, ensure_folder
+
+__all__ = ["RESULTS_SCHEMA_PATH", "csv_safe", "image_rows", "results_schema",
+           "retire_particle_tables", "sample_rows", "write_outputs", "write_particle_table",
+           "write_results_json"]
 
 RESULTS_SCHEMA_PATH = Path(__file__).with_name("results.schema.json")
 
@@ -27,18 +39,11 @@ def results_schema() -> dict[str, Any]:
     return json.loads(RESULTS_SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def _atomic_write(path: Path, data: bytes) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
     from pipeline.report_text import to_json
 
     text = to_json(results, indent=2)
-    return _atomic_write(path, (text + "\n").encode("utf-8"))
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
 
 def image_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -90,16 +95,44 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# what a spreadsheet takes for the start of a formula (OWASP, "CSV injection")
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _safe_cell(v: Any) -> Any:
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+
+
+def csv_safe(df):
+    """`df` with every text cell that a spreadsheet would evaluate as a formula (starts
+    with ``= + - @``, a tab or a carriage return) prefixed with a single quote. Columns of
+    numbers, booleans and dates are left alone; `df` is not changed."""
+    import pandas as pd
+
+    out = None
+    for i in range(df.shape[1]):
+        s = df.iloc[:, i]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            s = s.astype(object)
+        elif not (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)):
+            continue
+        safe = s.map(_safe_cell)
+        if not safe.equals(df.iloc[:, i]):
+            if out is None:
+                out = df.copy()
+            out.isetitem(i, safe)
+    return df if out is None else out
+
+
 def _write_table(df, folder: Path, name: str) -> list[Path]:
-    out = []
-    csv = folder / f"{name}.csv"
-    out.append(_atomic_write(csv, df.to_csv(index=False).encode("utf-8")))
+    # CRLF ends a record (RFC 4180): a value holding a bare carriage return is then quoted,
+    # where with LF it would split its row for a reader
+    text = csv_safe(df).to_csv(index=False, lineterminator="\r\n")
+    csv = atomic_write_bytes(folder / f"{name}.csv", text.encode("utf-8"))
     pq = folder / f"{name}.parquet"
-    tmp = pq.with_name(f".{pq.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, pq)
-    out.append(pq)
-    return out
+    with atomic_open(pq) as f:
+        df.to_parquet(f, index=False)
+    return [csv, pq]
 
 
 def retire_particle_tables(out: Path, sample_id: str, keep: str) -> None:
@@ -133,21 +166,19 @@ def write_particle_table(df, out: Path, name: str) -> dict[str, Any]:
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
-    folder = out / "tables" / "particles"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = ensure_folder(out / "tables" / "particles")
     df = df.copy()
     df.attrs = {}
     table = pa.Table.from_pandas(df, preserve_index=False)
     target = folder / f"{name}.parquet"
-    tmp = target.with_name(f".{target.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, target)
-    csv_dir = out / "tables" / "particles-csv"  # apart: pyarrow reads particles/ as one dataset
-    csv_dir.mkdir(parents=True, exist_ok=True)
-    csv = csv_dir / f"{name}.csv"
-    tmp = csv.with_name(f".{csv.name}.tmp")
-    pacsv.write_csv(table, tmp)
-    os.replace(tmp, csv)
+    with atomic_open(target) as f:
+        pq.write_table(table, f)
+    # apart: pyarrow reads particles/ as one dataset
+    csv_dir = ensure_folder(out / "tables" / "particles-csv")
+    safe = csv_safe(df)
+    with atomic_open(csv_dir / f"{name}.csv") as f:
+        pacsv.write_csv(table if safe is df else pa.Table.from_pandas(safe, preserve_index=False),
+                        f)
     h = hashlib.sha256(target.read_bytes()).hexdigest()
     return {"path": str(target.relative_to(out)), "sha256": h, "rows": int(table.num_rows)}
 
@@ -158,9 +189,7 @@ def write_outputs(out: Path, results: dict[str, Any], artifacts: dict[str, Any],
     per-sample particle tables are written by the workers, `write_particle_table`)."""
     import pandas as pd
 
-    out.mkdir(parents=True, exist_ok=True)
-    tdir = out / "tables"
-    tdir.mkdir(exist_ok=True)
+    tdir = ensure_folder(out / "tables")
     written = [write_results_json(out / "results.json", results)]
     written += _write_table(pd.DataFrame(image_rows(results)), tdir, "images")
     written += _write_table(pd.DataFrame(sample_rows(results)), tdir, "samples")

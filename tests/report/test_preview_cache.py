@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from pipeline.report import preview_cache as pc
+from tests.test_fsutil import full_disk  # noqa: F401 - a fixture
 
 KEY = "0123456789ab" + "f" * 52
 
@@ -46,3 +48,37 @@ def test_what_cannot_be_kept_safely_is_not_kept(tmp_path):
              __skeleton__=np.frombuffer(b'{"a": {"__array__": "a0"}}', np.uint8),
              a0=np.array([{"x": 1}], dtype=object))
     assert pc.load(tmp_path, "S1", KEY) is None
+
+
+def test_a_link_planted_at_the_old_temporary_name_does_not_redirect_the_write(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    (tmp_path / "previews").mkdir()
+    link = tmp_path / "previews" / ".S1-0123456789ab.tmp.npz"
+    link.symlink_to(victim)
+    path = pc.save(tmp_path, "S1", KEY, {"a": np.arange(3)})
+    assert victim.read_bytes() == b"precious" and link.is_symlink()
+    assert not path.is_symlink() and np.array_equal(pc.load(tmp_path, "S1", KEY)["a"],
+                                                    np.arange(3))
+
+
+def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path, monkeypatch):
+    from pipeline.fsutil import OutputError
+    from tests.test_fsutil import enospc
+
+    path = pc.save(tmp_path, "S1", KEY, {"a": np.zeros(2)})
+    enospc(monkeypatch)
+    with pytest.raises(OutputError) as exc:
+        pc.save(tmp_path, "S1", KEY, {"a": np.ones(2)})
+    assert str(exc.value) == f"{path}: cannot write: No space left on device"
+    assert [p.name for p in (tmp_path / "previews").iterdir()] == [path.name]
+    assert np.array_equal(pc.load(tmp_path, "S1", KEY)["a"], np.zeros(2))
+
+
+def test_a_full_disk_is_an_output_error(full_disk):  # noqa: F811
+    from pipeline.fsutil import OutputError
+
+    noise = np.random.default_rng(0).random((600, 600))  # does not compress: > 2 MB
+    with pytest.raises(OutputError, match=r"S1-0123456789ab.npz: cannot write: No space"):
+        pc.save(full_disk, "S1", KEY, {"z": noise})
+    assert list((full_disk / "previews").iterdir()) == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import socket
 import threading
 
 import numpy as np
@@ -165,9 +167,12 @@ def test_add_find_latest_samples_history(store, run_id):
     assert [(r["sample_id"], r["row_id"]) for r in store.samples()] == [("S1", r1), ("S2", r2)]
 
     imgs = store.images(r1)
+    given = sample_result("S1", porosity=0.31, sa_um=0.05, sz_um=0.8)["images"]  # as given
     assert [(i["path"], i["role"], i["status"], i["reader"]) for i in imgs] == [
-        ("S1/psd-01.tif", "psd", "ok", "fei-tiff"), ("S1/height-01.x3p", "height", "ok", "x3p")]
-    assert imgs[0]["results"] == {}
+        (i["path"], i["role"], i["status"], i["reader"]) for i in given]
+    assert imgs[:2] and [(i["path"], i["reader"]) for i in imgs[:2]] == [
+        ("S1/psd-01.tif", "fei-tiff"), ("S1/height-01.x3p", "x3p")]
+    assert [i["results"] for i in imgs] == [json.loads(json.dumps(i["results"])) for i in given]
 
     h = store.history()
     assert list(h.columns) == ["row_id", "sample_id", "state", "created_utc", "porosity_frac",
@@ -378,11 +383,14 @@ def test_runs_begin_and_finish(store):
                           meta={"jobs": 4, "recipe": {"id": "default", "sha256": SHA}})
     (run,) = store.runs()
     assert (run["run_id"], run["status"], run["finished_utc"]) == (rid, "running", None)
+    proc = run["meta"].pop("process")  # who runs it: tests/store/test_stale_runs.py
+    assert proc["pid"] == os.getpid() and proc["host"] == socket.gethostname()
     assert run["meta"] == {"jobs": 4, "recipe": {"id": "default", "sha256": SHA}}
     store.finish_run(rid, "interrupted")
     (run,) = store.runs()
     assert run["status"] == "interrupted" and run["finished_utc"] >= run["started_utc"]
-    with pytest.raises(ValueError, match="run status 'done': expected one of completed"):
+    with pytest.raises(ValueError, match="run status 'done': expected one of completed, "
+                                         "failed, interrupted, aborted"):
         store.finish_run(rid, "done")
     with pytest.raises(ValueError, match="no run 'nope'"):
         store.finish_run("nope", "failed")
@@ -451,10 +459,11 @@ def test_downgrade_to_0001_and_up_again_keeps_the_rows(db_url):
         with st._write.begin() as conn:
             migrate(conn, "0001", down=True)
     assert raw_rows(db_url, "alembic_version") == [("0001",)]
-    assert len(raw_rows(db_url, "samples")) == 1 and len(raw_rows(db_url, "images")) == 2
+    n_images = len(sample_result("S1")["images"])
+    assert len(raw_rows(db_url, "samples")) == 1 and len(raw_rows(db_url, "images")) == n_images
     with Store.open(db_url) as st:
         assert st.history()["state"].tolist() == ["after"]
-        assert len(st.images(st.latest("S1")["row_id"])) == 2
+        assert len(st.images(st.latest("S1")["row_id"])) == n_images
 
 
 def test_the_migrations_downgrade_to_empty(db_url):
