@@ -2,10 +2,14 @@
 
 `render_html` turns the run's results (the dict written to ``results.json``) and its
 in-memory artifacts (SEM previews with segmentation, height maps, diameters) into one HTML
-page: inline CSS, pictures as base64 PNG data URIs, no script, nothing fetched from a network.
-Text is escaped by Jinja2's autoescape. A figure that cannot be drawn shows its error in
-place of the picture; a sample without artifacts, height maps or a size distribution shows
-a note.
+page: inline CSS, pictures as data URIs (photos WebP, overlays and charts PNG; see
+`pipeline.report.figures`), no script, nothing fetched from a network. Text is escaped by
+Jinja2's autoescape. A figure that cannot be drawn shows its error in place of the picture;
+a sample without artifacts, height maps or a size distribution shows a note.
+
+Numbers carry their units: a value with an uncertainty as ``value ± U`` (U to two
+significant digits, the value to the same decimal place), a plain value to three significant
+digits, porosity in % and its margins in percentage points.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_html", "write_html"]
+__all__ = ["fmt", "fmt_pm", "render_html", "write_html"]
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +31,21 @@ _MET_RANK = {False: 0, None: 1, True: 2}
 _COMPARISON = {"<=": "\u2264", "<": "<", ">=": "\u2265", ">": ">", "==": "="}
 _C15_ORDER = ("porosity", "Sa", "Sz")
 _NA = "n/a"
+_UNITS = {"um": "\u00b5m", "um2": "\u00b5m\u00b2", "per_mm2": "/mm\u00b2", "nm": "nm", "%": "%"}
 _METRIC_LABELS = {"porosity_gravimetric": "porosity (gravimetric)",
+                  "porosity_gravimetric_before": "porosity before pressing (gravimetric)",
                   "porosity_cross_section": "porosity (cross-sections)",
-                  "Sa_um": "Sa", "Sz_um": "Sz", "protrusions_per_mm2": "protrusion density"}
+                  "Sa_um": "Sa", "Sz_um": "Sz", "protrusions_per_mm2": "protrusion density",
+                  "median_aspect_ratio": "median aspect ratio (Feret max / Feret min)"}
+_DECISION_RULES = {
+    "simple": "simple acceptance (the value as measured)",
+    "guard_band": "guard band (ISO 14253-1): a property passes only when value \u00b1 U lies "
+                  "inside its limit and fails only when it lies outside",
+    "non_binary": "non-binary statements (ILAC-G8): conditional when value \u00b1 U crosses "
+                  "the limit",
+}
+_COMBINE = {"any": "conforming when any one property passes",
+            "all": "conforming only when every property is measured and passes"}
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -67,39 +83,61 @@ def fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
-def fmt_pm(value: Any, u: Any = None, *, scale: float = 1.0, unit: str = "") -> str:
-    """``value ± U unit`` with U to two significant digits and the value to the same place."""
+def _decimals(v: float, u: float | None = None, digits: int = 3) -> int | None:
+    """Decimal places of `v` as `fmt_pm` shows it: those of U to two significant digits, else
+    those of `digits` significant digits of `v` (trailing zeros kept); None when `v` needs an
+    exponent."""
+    if u is not None and u > 0:
+        return min(max(1 - math.floor(math.log10(u)), 0), 6)
+    if v == 0:
+        return 0
+    dec = digits - 1 - math.floor(math.log10(abs(v)))
+    if dec > 6 or abs(v) >= 1e7:
+        return None
+    return max(dec, 0)
+
+
+def _fixed(v: float, dec: int) -> str:
+    text = f"{v:.{dec}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+
+def fmt_pm(value: Any, u: Any = None, *, scale: float = 1.0, unit: str = "",
+           digits: int = 3) -> str:
+    """``value ± U unit`` with U to two significant digits and the value to the same place;
+    without U the value to `digits` significant digits, trailing zeros kept."""
     v, uu = _num(value), _num(u)
     if v is None:
         return _NA
     v *= scale
     suffix = f" {unit}" if unit else ""
     if uu is None or uu <= 0:
-        return f"{fmt(v)}{suffix}"
+        dec = _decimals(v, None, digits)
+        return (f"{v:.{digits - 1}e}" if dec is None else _fixed(v, dec)) + suffix
     uu *= scale
-    dec = min(max(1 - math.floor(math.log10(uu)), 0), 6)
-    return f"{v:.{dec}f} \u00b1 {uu:.{dec}f}{suffix}"
+    dec = _decimals(v, uu)
+    return f"{_fixed(v, dec)} \u00b1 {uu:.{dec}f}{suffix}"
 
 
-def _badge(met: Any, *, yes: str = "met", no: str = "not met", none: str = "undetermined") -> dict:
-    if met is True:
-        return {"text": yes, "cls": "good", "key": "true"}
-    if met is False:
-        return {"text": no, "cls": "bad", "key": "false"}
-    return {"text": none, "cls": "warn", "key": "none"}
-
-
-def _outcome_badge(outcome: Any) -> dict:
-    if outcome in _OUTCOME_CLASS:
-        return {"text": outcome, "cls": _OUTCOME_CLASS[outcome], "key": outcome}
-    return {"text": _NA if outcome is None else str(outcome), "cls": "na", "key": "none"}
+def _unit(u: Any) -> str:
+    return _UNITS.get(str(u), str(u)) if u else ""
 
 
 def _pixel(v: Any) -> str:
-    v = _num(v)
-    if v is None:
+    """A pixel size ({"x", "y"} in um, or one number) in nm below 0.1 um, else in um;
+    "x × y" when the pixel is not square."""
+    if isinstance(v, Mapping):
+        x, y = _num(v.get("x")), _num(v.get("y"))
+    else:
+        x = y = _num(v)
+    known = [a for a in (x, y) if a is not None]
+    if not known:
         return _NA
-    return f"{fmt(v * 1000.0)} nm" if v < 0.1 else f"{fmt(v)} \u00b5m"
+    nm = max(abs(a) for a in known) < 0.1
+    unit, k = ("nm", 1000.0) if nm else ("\u00b5m", 1.0)
+    if x is not None and y is not None and math.isclose(x, y, rel_tol=1e-6):
+        return f"{fmt(x * k)} {unit}"
+    return " \u00d7 ".join(_NA if a is None else fmt(a * k) for a in (x, y)) + f" {unit}"
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -116,38 +154,101 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
+# --------------------------------------------------------------------------------- badges
+def _badge(met: Any, *, yes: str = "met", no: str = "not met", none: str = "undetermined") -> dict:
+    if met is True:
+        return {"text": yes, "cls": "good", "key": "true"}
+    if met is False:
+        return {"text": no, "cls": "bad", "key": "false"}
+    return {"text": none, "cls": "warn", "key": "none"}
+
+
+def _outcome_badge(outcome: Any) -> dict:
+    if outcome in _OUTCOME_CLASS:
+        return {"text": outcome, "cls": _OUTCOME_CLASS[outcome], "key": outcome}
+    return {"text": _NA if outcome is None else str(outcome), "cls": "na", "key": "none"}
+
+
+def _gate_badge(gate: Mapping) -> dict:
+    """The gate's outcome; "conforming (any one property)" when one passing property is
+    enough, so that the badge cannot be read as "every property conforms"."""
+    b = _outcome_badge(gate.get("outcome"))
+    if b["key"] == "conforming" and gate.get("combine") == "any":
+        b["text"] = "conforming (any one property)"
+    return b
+
+
+def _statement_badge(statement: Any) -> dict:
+    """A gate statement for one property: pass, fail, or what lies between (warn)."""
+    if statement is None:
+        return {"text": _NA, "cls": "na", "key": "none"}
+    cls = {"pass": "good", "fail": "bad"}.get(str(statement), "warn")
+    return {"text": str(statement), "cls": cls, "key": str(statement)}
+
+
 # ------------------------------------------------------------------------- sample views
 def _is_porosity(name: str) -> bool:
     return name.lower().startswith("porosity")
 
 
-def _c15_rows(claim15: Mapping) -> list[dict]:
-    props = claim15.get("properties") or {}
-    names = [n for n in _C15_ORDER if n in props] + [n for n in props if n not in _C15_ORDER]
+def _limit_text(p: Mapping, scale: float, unit: str) -> str:
+    limit = _num(p.get("limit"))
+    if limit is None:
+        return _NA
+    comp = _COMPARISON.get(p.get("comparison"), p.get("comparison") or "")
+    return f"{comp} {fmt(limit * scale)} {unit}".strip()
+
+
+def _property_rows(claim15: Mapping, gate: Mapping) -> list[dict]:
+    """One row per property of claim 15 and of the gate: value ± U, claim-15 limit and
+    margin, whether claim 15 holds for it, and the gate's statement (with the gate's limit
+    when it differs from the claim's)."""
+    c15 = claim15.get("properties") or {}
+    gp = gate.get("properties") or {}
+    names = dict.fromkeys([n for n in _C15_ORDER if n in c15 or n in gp] + list(c15) + list(gp))
     rows = []
     for name in names:
-        p = props.get(name) or {}
+        p, g = c15.get(name), gp.get(name)
+        src = p or g or {}
         percent = _is_porosity(name)  # porosity values are fractions; shown in %
-        scale, unit = (100.0, "%") if percent else (1.0, _unit(p.get("unit")))
-        limit = _num(p.get("limit"))
-        comp = _COMPARISON.get(p.get("comparison"), p.get("comparison") or "")
-        margin = _num(p.get("margin"))
+        scale, unit = (100.0, "%") if percent else (1.0, _unit(src.get("unit")))
+        v, u = _num(src.get("value")), _num(src.get("U"))
+        margin = _num(src.get("margin"))
+        dec = None if v is None else _decimals(v * scale, None if u is None else u * scale)
+        if margin is None:
+            margin_text = _NA
+        else:
+            m = fmt(margin * scale) if dec is None else _fixed(margin * scale, dec)
+            margin_text = f"{m} {'points' if percent else unit}".strip()
+        notes = []  # where the gate judges otherwise than claim 15
+        if g is not None and p is not None:
+            if (g.get("limit"), g.get("comparison")) != (p.get("limit"), p.get("comparison")):
+                notes.append(f"limit {_limit_text(g, scale, unit)}")
+            if (g.get("value"), g.get("U")) != (p.get("value"), p.get("U")):
+                notes.append(f"judged on {fmt_pm(g.get('value'), g.get('U'), scale=scale, unit=unit)}")
         rows.append({
             "name": name,
-            "value": fmt_pm(p.get("value"), p.get("U"), scale=scale, unit=unit),
-            "limit": _NA if limit is None else f"{comp} {fmt(limit * scale)} {unit}".strip(),
-            "margin": _NA if margin is None else f"{fmt(margin * scale)} {'points' if percent else unit}".strip(),
-            "met": _badge(p.get("met")),
-            "source": fmt(p.get("source")) if p.get("source") is not None else "",
-            "short": fmt_pm(p.get("value"), None, scale=scale, unit=unit),
+            "value": fmt_pm(src.get("value"), src.get("U"), scale=scale, unit=unit),
+            "limit": _limit_text(p if p is not None else src, scale, unit),
+            "margin": margin_text,
+            "met": (_badge(p.get("met")) if p is not None
+                    else {"text": "not in claim 15", "cls": "na", "key": "none"}),
+            "gate": (_statement_badge(g.get("statement")) if g is not None
+                     else {"text": "not gated" if gp else _NA, "cls": "na", "key": "none"}),
+            "gate_note": ", ".join(notes),
+            "source": fmt(src.get("source")) if src.get("source") is not None else "",
+            "short": fmt_pm(src.get("value"), None, scale=scale, unit=unit),
         })
     return rows
 
 
-def _unit(u: Any) -> str:
-    if not u:
-        return ""
-    return {"um": "\u00b5m", "um2": "\u00b5m\u00b2", "per_mm2": "/mm\u00b2"}.get(str(u), str(u))
+def _metric_unit(name: str) -> tuple[float, str]:
+    if _is_porosity(name):
+        return 100.0, "%"
+    for end, unit in (("_um", "\u00b5m"), ("_nm", "nm"), ("_per_mm2", "/mm\u00b2"), ("_pct", "%")):
+        if name.endswith(end):
+            return 1.0, unit
+    return 1.0, ""
 
 
 def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
@@ -155,15 +256,7 @@ def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
     for name, m in metrics.items():
         if name == "psd":
             continue
-        scale, unit = 1.0, ""
-        if _is_porosity(name):
-            scale, unit = 100.0, "%"
-        elif name.endswith("_um"):
-            unit = "\u00b5m"
-        elif name.endswith("_per_mm2"):
-            unit = "/mm\u00b2"
-        elif name.endswith("_pct"):
-            unit = "%"
+        scale, unit = _metric_unit(name)
         label = _METRIC_LABELS.get(name, name.replace("_", " "))
         if m is None:
             rows.append((label, _NA))
@@ -172,7 +265,7 @@ def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
             text = fmt_pm(value, m.get("U"), scale=scale, unit=unit)
             extra = []
             if _num(m.get("sd")) is not None:
-                extra.append(f"SD {fmt(m['sd'] * scale)}")
+                extra.append(f"SD {fmt_pm(m['sd'], None, scale=scale, unit=unit)}")
             if m.get("n") is not None:
                 extra.append(f"n = {fmt(m['n'])}")
             if m.get("source"):
@@ -186,25 +279,83 @@ def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
 def _psd_rows(psd: Mapping | None) -> tuple[list[tuple[str, str]], list[list[str]]]:
     if not psd:
         return [], []
+    q3 = fmt_pm  # a plain value: three significant digits
     rows = [("particles measured", fmt(psd.get("n")))]
     for q in ("x10_nm", "x50_nm", "x90_nm"):
         if q in psd:
-            rows.append((f"{q[:3]} ({psd.get('weights', 'number')})", f"{fmt(psd[q])} nm"))
-    for key, label in (("bic_k", "modes by BIC"), ("mode_ratio", "mode ratio (large/small)"),
-                       ("mode_difference_nm", "mode difference (nm)"),
-                       ("share_ge_100nm", "share >= 100 nm"),
-                       ("merge_suspect_share", "merge suspects among >= 100 nm")):
+            rows.append((f"{q[:3]} ({psd.get('weights', 'number')})", q3(psd[q], unit="nm")))
+    for key, label, scale, unit in (
+            ("bic_k", "modes by BIC", None, ""),
+            ("mode_ratio", "mode ratio (large/small)", 1.0, ""),
+            ("mode_difference_nm", "mode difference", 1.0, "nm"),
+            ("share_ge_100nm", "share \u2265 100 nm (by number)", 100.0, "%"),
+            ("merge_suspect_share", "merge suspects among \u2265 100 nm", 100.0, "%")):
         if key in psd:
-            rows.append((label, fmt(psd[key])))
-    modes = [[str(i), f"{fmt(m.get('mean_nm'))} nm", f"{fmt(m.get('sd_nm'))} nm", fmt(m.get("gsd")),
-              fmt(m.get("number_share")), fmt(m.get("volume_share")), fmt(m.get("n"))]
+            rows.append((label, fmt(psd[key]) if scale is None
+                         else q3(psd[key], scale=scale, unit=unit)))
+    modes = [[str(i), q3(m.get("mean_nm"), unit="nm"), q3(m.get("sd_nm"), unit="nm"),
+              q3(m.get("gsd")), q3(m.get("number_share"), scale=100.0, unit="%"),
+              q3(m.get("volume_share"), scale=100.0, unit="%"), fmt(m.get("n"))]
              for i, m in enumerate(psd.get("modes") or [], 1)]
     return rows, modes  # its flags are among the sample's flags already
+
+
+def _claim_test(c: Mapping) -> str | None:
+    """The test of a particle-claim record; records without ``test`` are recognised by their
+    value and statement (claims.evaluate_particle_claims writes claim, text, value, met, note)."""
+    if c.get("test"):
+        return str(c["test"])
+    v, text = c.get("value"), str(c.get("text") or "")
+    if isinstance(v, list | tuple):
+        return "mode_ranges"
+    if "1:" in text:
+        return "ratio"
+    if "aspect ratio" in text:
+        return "aspect_ratio"
+    if isinstance(v, int) and not isinstance(v, bool) and "mode" in text:
+        return "two_modes"
+    if " nm" in text:
+        return "difference"  # a size in nm
+    return None
+
+
+def _claim_value(c: Mapping) -> str:
+    v, test = c.get("value"), _claim_test(c)
+    if v is None:
+        return _NA
+    if test == "two_modes" and isinstance(v, int):
+        return f"{v} mode" + ("" if v == 1 else "s")
+    if test == "ratio" and _num(v) is not None:
+        return f"1:{fmt_pm(v)}"
+    if test == "mode_ranges" and isinstance(v, list | tuple):
+        return ", ".join(fmt_pm(x, unit="nm") for x in v)
+    if test in ("difference", "no_mode_at_or_above") and _num(v) is not None:
+        return fmt_pm(v, unit="nm")
+    if _num(v) is not None:
+        return fmt_pm(v)
+    return fmt(v)
+
+
+def _flags(s: Mapping, images: Iterable[Mapping]) -> list[str]:
+    """The sample's flags, then each image's flags as "<file>: <flag>" (once each)."""
+    out = [str(f) for f in s.get("flags") or []]
+    for im in images:
+        res = im.get("results")
+        if not isinstance(res, Mapping):
+            continue
+        name = os.path.basename(str(im.get("path") or "")) or "image"
+        for f in res.get("flags") or []:
+            out.append(f"{name}: {f}")
+    return list(dict.fromkeys(out))
 
 
 def _figure_error(what: str, path: Any, exc: Exception) -> str:
     log.warning("report: cannot draw %s %s: %s", what, path, exc)
     return f"Could not draw {what}: {type(exc).__name__}: {exc}"
+
+
+def _css(rgb: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
 def _sem_views(entries: Iterable[Mapping]) -> list[dict]:
@@ -223,21 +374,32 @@ def _sem_views(entries: Iterable[Mapping]) -> list[dict]:
             legend.append((f"protrusions ({len(e['points'])})", _css(fg.OVERLAY_COLOURS["protrusion"])))
         if e.get("layer_rows") is not None:
             legend.append(("layer top and bottom", _css(fg.OVERLAY_COLOURS["layer"])))
-        view = {"caption": caption, "legend": legend, "uri": None, "width": 0, "height": 0,
-                "error": None}
+        view = {"caption": caption, "legend": legend, "photo": None, "overlay": None,
+                "width": 0, "height": 0, "error": None}
         try:
-            png, (w, h) = fg.sem_png(e["image"], labels=e.get("labels"),
-                                     phase_of_label=e.get("phase_of_label"),
-                                     points=e.get("points"), layer_rows=e.get("layer_rows"))
-            view.update(uri=fg.data_uri(png), width=w, height=h)
+            pic = fg.sem_picture(e["image"], labels=e.get("labels"),
+                                 phase_of_label=e.get("phase_of_label"),
+                                 points=e.get("points"), layer_rows=e.get("layer_rows"))
+            view.update(photo=fg.data_uri(pic.photo), width=pic.size[0], height=pic.size[1],
+                        overlay=None if pic.overlay is None else fg.data_uri(pic.overlay))
         except Exception as exc:
             view["error"] = _figure_error("the SEM preview", path, exc)
         out.append(view)
     return out
 
 
-def _css(rgb: tuple[int, int, int]) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*rgb)
+def _ticks(lo: float, hi: float, n: int = 5) -> list[tuple[str, str, str]]:
+    """Colour-bar ticks (position %, text, class): one decimal place for all, enough for
+    two significant digits of the step; the unit at both ends."""
+    step = (hi - lo) / (n - 1)
+    dec = min(max(1 - math.floor(math.log10(step)), 0), 6) if step > 0 else 3
+    out = []
+    for i in range(n):
+        text = _fixed(lo + step * i, dec)
+        first, last = i == 0, i == n - 1
+        out.append((f"{100 * i / (n - 1):g}", f"{text} \u00b5m" if first or last else text,
+                    "first" if first else "last" if last else ""))
+    return out
 
 
 def _height_views(entries: Iterable[Mapping]) -> list[dict]:
@@ -247,25 +409,22 @@ def _height_views(entries: Iterable[Mapping]) -> list[dict]:
     for e in entries:
         path = e.get("path", "")
         name = os.path.basename(str(path)) or "height map"
-        title = f"{name}: Sa {fmt(_num(e.get('Sa_um')))} \u00b5m, Sz {fmt(_num(e.get('Sz_um')))} \u00b5m"
+        title = (f"{name}: Sa {fmt_pm(e.get('Sa_um'), unit='µm')}, "
+                 f"Sz {fmt_pm(e.get('Sz_um'), unit='µm')}")
         view = {"title": title, "caption": "", "uri": None, "width": 0, "height": 0,
                 "ticks": [], "gradient": "", "error": None}
         try:
             z = e["z_um"]
-            png, (w, h), limits = fg.height_png(z)
-            view.update(uri=fg.data_uri(png), width=w, height=h)
+            data, (w, h), limits = fg.height_picture(z)
+            view.update(uri=fg.data_uri(data), width=w, height=h)
             px = _num(e.get("pixel_um"))
             fov = (f"{fmt(z.shape[1] * px)} \u00d7 {fmt(z.shape[0] * px)} \u00b5m field, "
                    if px else "")
             view["caption"] = (f"{path}: {fov}heights in \u00b5m (levelled), colour scale from the "
                                "0.5th to the 99.5th percentile; grey = not measured")
             if limits is not None:
-                lo, hi = limits
                 view["gradient"] = ", ".join(fg.colour_stops())
-                view["ticks"] = [(f"{100 * i / 4:g}", f"{fmt(lo + (hi - lo) * i / 4)} \u00b5m" if i in (0, 4)
-                                  else fmt(lo + (hi - lo) * i / 4),
-                                  "first" if i == 0 else "last" if i == 4 else "")
-                                 for i in range(5)]
+                view["ticks"] = _ticks(*limits)
         except Exception as exc:
             view["error"] = _figure_error("the height map", path, exc)
         out.append(view)
@@ -280,7 +439,7 @@ def _histogram_view(hist: Mapping | None, sample_id: str) -> dict | None:
     view = {"uri": None, "width": 0, "height": 0, "error": None}
     try:
         png = fg.histogram_png(hist["ecd_nm"], hist.get("modes") or [], title=sample_id)
-        w, h = fg.png_size(png)
+        w, h = fg.image_size(png)
         view.update(uri=fg.data_uri(png), width=w, height=h)
     except Exception as exc:
         view["error"] = _figure_error("the size histogram", sample_id, exc)
@@ -288,11 +447,18 @@ def _histogram_view(hist: Mapping | None, sample_id: str) -> dict | None:
 
 
 def _input_rows(images: Iterable[Mapping]) -> list[dict]:
-    return [{"path": fmt(im.get("path")), "role": fmt(im.get("role")),
-             "reader": fmt(im.get("reader")), "pixel": _pixel(im.get("pixel_size_um")),
-             "pixel_source": fmt(im.get("pixel_size_source")), "status": fmt(im.get("status")),
-             "error": im.get("error") if im.get("status") == "error" else None,
-             "sha256": fmt(im.get("sha256"))} for im in images]
+    rows = []
+    for im in images:
+        path = fmt(im.get("path"))
+        sha = im.get("sha256")
+        rows.append({"path": path, "file": os.path.basename(path) or path,
+                     "role": fmt(im.get("role")), "reader": fmt(im.get("reader")),
+                     "pixel": _pixel(im.get("pixel_size_um")),
+                     "pixel_source": fmt(im.get("pixel_size_source")),
+                     "status": fmt(im.get("status")),
+                     "error": im.get("error") if im.get("status") == "error" else None,
+                     "sha256": fmt(sha), "sha_short": str(sha)[:12] if sha else _NA})
+    return rows
 
 
 def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
@@ -303,37 +469,42 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
     metrics = s.get("metrics") or {}
     images = s.get("images") or []
     art = art or {}
-    c15 = _c15_rows(claim15)
-    by_name = {r["name"]: r for r in c15}
+    rows = _property_rows(claim15, gate)
+    by_name = {r["name"]: r for r in rows}
     psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
-    vr = _num(s.get("void_reduction_pct"))
+    c15_rule = claim15.get("rule") or "one or more"
+    combine = gate.get("combine")
+    prov = flatten(s.get("provenance") or {})
     return {
         "anchor": f"sample-{index + 1}",
         "sample_id": sid,
         "title": fmt(s.get("title")) if s.get("title") else "",
         "state": s.get("state") or "",
-        "outcome": _outcome_badge(gate.get("outcome")),
-        "gate_rule": fmt(gate.get("rule")),
+        "outcome": _gate_badge(gate),
+        "gate_rule": _DECISION_RULES.get(gate.get("rule"), fmt(gate.get("rule"))),
+        "gate_combine": _COMBINE.get(combine, f"combine: {fmt(combine)}"),
         "gate_reasons": [str(r) for r in gate.get("reasons") or []],
-        "claim15_met": _badge(claim15.get("met")),
-        "claim15_rule": claim15.get("rule") or "one or more",
+        "claim15_met": _badge(claim15.get("met"), yes=f"met ({c15_rule})"),
+        "claim15_rule": c15_rule,
         "claim15_reasons": [str(r) for r in claim15.get("reasons") or []],
-        "c15_rows": c15,
+        "property_rows": rows,
         "c15_summary": [{"text": by_name[n]["short"], "met": by_name[n]["met"]} if n in by_name
                         else {"text": _NA, "met": None} for n in _C15_ORDER],
         "particle_met": _badge(particle.get("met")),
         "particle_rows": [{"claim": fmt(c.get("claim")), "text": fmt(c.get("text")),
-                           "value": fmt(c.get("value")), "met": _badge(c.get("met"))}
+                           "value": _claim_value(c), "met": _badge(c.get("met")),
+                           "note": fmt(c.get("note")) if c.get("note") else ""}
                           for c in particle.get("claims") or []],
-        "void_reduction": _NA if vr is None else f"{fmt(vr)} %",
+        "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,
         "mode_rows": mode_rows,
-        "flags": [str(f) for f in s.get("flags") or []],
-        "unreadable": [{"path": fmt(im.get("path")), "role": fmt(im.get("role")),
-                        "error": fmt(im.get("error"))} for im in images if im.get("status") == "error"],
+        "flags": _flags(s, images),
+        "failed": [{"path": fmt(im.get("path")), "file": os.path.basename(fmt(im.get("path"))),
+                    "role": fmt(im.get("role")), "error": fmt(im.get("error"))}
+                   for im in images if im.get("status") == "error"],
         "inputs": _input_rows(images),
-        "provenance_rows": flatten(s.get("provenance") or {}),
+        "provenance_rows": prov,
         "sem": _sem_views(art.get("sem") or []),
         "histogram": _histogram_view(art.get("histogram"), sid),
         "heights": _height_views(art.get("height") or []),
@@ -343,7 +514,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
 def _order_key(view: dict) -> tuple:
     return (_OUTCOME_RANK.get(view["outcome"]["key"], 1),
             _MET_RANK[{"true": True, "false": False}.get(view["claim15_met"]["key"])],
-            -len(view["unreadable"]))
+            -len(view["failed"]))
 
 
 def _run_view(results: Mapping) -> dict:
@@ -365,6 +536,7 @@ def _run_view(results: Mapping) -> dict:
         "created_utc": fmt(results.get("created_utc")),
         "package_version": fmt(results.get("package_version")),
         "spec_id": fmt(spec.get("id")),
+        "gate_spec_id": fmt((results.get("gate_spec") or {}).get("id")),
         "exit_code": fmt(results.get("exit_code")),
         "counts": ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in counts.items()),
         "provenance_rows": flatten(prov),
@@ -380,6 +552,23 @@ def _pictures_note(pics: Mapping | None) -> str | None:
             "in runs of more than "
             f"{pics['all_up_to']} samples the others are listed without them "
             "(electrode-qc run --pictures all shows every sample's).")
+
+
+def _trend_views(trends: Iterable[Mapping]) -> list[dict]:
+    from pipeline.report.figures import data_uri, image_size
+    from pipeline.report.trends import METRICS
+
+    out = []
+    for t in trends:
+        w, h = image_size(t["png"])
+        unit = _unit(t.get("unit") or METRICS.get(t.get("metric"), ("", ""))[1])
+        lim = t.get("limits")
+        caption = f"{t['title']}: {t['n']} measurements"
+        if lim is not None:
+            lcl, ucl, centre = (fmt_pm(lim[k], unit=unit) for k in ("lcl", "ucl", "centre"))
+            caption += f"; centre {centre}, control limits {lcl} to {ucl} (process, not spec)"
+        out.append({"uri": data_uri(t["png"]), "width": w, "height": h, "caption": caption})
+    return out
 
 
 # ------------------------------------------------------------------------------ public API
@@ -403,9 +592,10 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     Returns
     -------
     str
-        HTML with inline CSS and PNG data URIs; no script and no external reference.
-        Samples are ordered failures first (gate outcome non-conforming, indeterminate,
-        conforming; then claim 15 not met, undetermined, met; then more unreadable files).
+        HTML with inline CSS and picture data URIs (WebP photos, PNG overlays and charts);
+        no script and no external reference. Samples are ordered failures first (gate
+        outcome non-conforming, indeterminate, conforming; then claim 15 not met,
+        undetermined, met; then more failed files).
     """
     import jinja2
 
@@ -417,28 +607,16 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     views.sort(key=_order_key)  # stable: ties keep the results' order
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
-    from pipeline.report.figures import data_uri, png_size
-
-    trend_views = []
-    for t in trends or []:
-        w, h = png_size(t["png"])
-        lim = t.get("limits")
-        caption = (f"{t['title']}: {t['n']} measurements" + (
-            "" if lim is None else f"; centre {lim['centre']:.4g}, control limits "
-            f"{lim['lcl']:.4g} to {lim['ucl']:.4g} (process, not spec)"))
-        trend_views.append({"uri": data_uri(t["png"]), "width": w, "height": h,
-                            "caption": caption})
     return env.from_string(TEMPLATE).render(css=CSS, run=_run_view(results), samples=views,
-                                            trends=trend_views)
+                                            trends=_trend_views(trends or []))
 
 
 def write_html(path: str | os.PathLike, results: dict, artifacts: dict,
                trends: list | None = None) -> Path:
     """Render the report and write it to `path` (UTF-8, parent folders made); returns the path."""
+    from pipeline.fsutil import atomic_write_bytes, ensure_folder
+
     path = Path(path)
     html = render_html(results, artifacts, trends)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    ensure_folder(path.parent)
+    return atomic_write_bytes(path, html.encode("utf-8"))

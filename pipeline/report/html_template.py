@@ -17,18 +17,21 @@ table { border-collapse: collapse; margin: .3rem 0 .8rem; }
 th, td { border: 1px solid var(--rule); padding: .2rem .5rem; text-align: left; vertical-align: top; }
 th { background: #eef1f5; font-weight: 600; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.mono, td.hash { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .8rem; }
-td.hash { word-break: break-all; max-width: 32rem; }
+.mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: .8rem; }
 .badge { display: inline-block; padding: 0 .45rem; border-radius: .7rem; color: #fff;
          font-size: .85rem; font-weight: 600; white-space: nowrap; }
 .badge.bad { background: var(--bad); } .badge.warn { background: var(--warn); }
 .badge.good { background: var(--good); } .badge.na { background: var(--na); }
 .alert { border-left: 4px solid var(--bad); background: #fbeceb; padding: .4rem .8rem; margin: .5rem 0; }
+.alert.reasons { border-color: var(--warn); background: #fdf3e6; }
 .note { color: #555; font-size: .9rem; }
 .meta td:first-child { font-weight: 600; background: #f6f7f9; }
 figure { display: inline-block; margin: .3rem .8rem .8rem 0; vertical-align: top; max-width: 100%; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); display: block; }
-figure.sem { width: min(100%, 560px); } figure.sem img { width: 100%; }
+figure.sem { width: min(100%, 560px); }
+.layers { position: relative; border: 1px solid var(--rule); }
+.layers img { width: 100%; border: 0; }
+.layers img.overlay { position: absolute; top: 0; left: 0; height: 100%; }
 figure.height { width: min(100%, 380px); } figure.height img { width: 100%; image-rendering: pixelated; }
 figcaption { font-size: .85rem; color: #333; max-width: 100%; }
 .swatch { display: inline-block; width: .8rem; height: .8rem; border: 1px solid #444;
@@ -39,6 +42,8 @@ figcaption { font-size: .85rem; color: #333; max-width: 100%; }
               white-space: nowrap; }
 .cbar .tick.first { transform: none; } .cbar .tick.last { transform: translateX(-100%); }
 ul.flags { margin: .2rem 0 .6rem; padding-left: 1.2rem; }
+details { margin: .3rem 0 .8rem; } summary { cursor: pointer; color: #2f4a66; font-weight: 600; }
+.verdict { font-size: 1.05rem; }
 footer { margin-top: 3rem; color: #666; font-size: .85rem; }
 """
 
@@ -62,6 +67,7 @@ TEMPLATE = """<!DOCTYPE html>
 <h1>electrode-qc report</h1>
 <p class="note">Folder {{ run.folder }} &middot; created {{ run.created_utc }} &middot;
 electrode-qc {{ run.package_version }} &middot; spec {{ run.spec_id }} &middot;
+gate {{ run.gate_spec_id }} &middot;
 exit code {{ run.exit_code }} &middot; {{ run.counts }}</p>
 {% if run.pictures_note %}<p class="note">{{ run.pictures_note }}</p>{% endif %}
 </header>
@@ -69,11 +75,11 @@ exit code {{ run.exit_code }} &middot; {{ run.counts }}</p>
 <section id="summary">
 <h2>Summary</h2>
 <p class="note">Failures first: non-conforming, then indeterminate, then conforming; within each,
-claim 15 not met first, then samples with unreadable files.</p>
+claim 15 not met first, then samples with failed files.</p>
 {% if samples %}
 <table>
 <tr><th>Sample</th><th>Title</th><th>Gate</th><th>Claim 15</th><th>Porosity</th><th>Sa</th>
-<th>Sz</th><th>Particle claims</th><th>Void reduction</th><th>Unreadable files</th><th>Flags</th></tr>
+<th>Sz</th><th>Particle claims</th><th>Void reduction</th><th>Failed files</th><th>Flags</th></tr>
 {% for s in samples %}
 <tr class="summary-row" data-outcome="{{ s.outcome.key }}">
 <td><a href="#{{ s.anchor }}">{{ s.sample_id }}</a></td><td>{{ s.title }}</td>
@@ -81,7 +87,7 @@ claim 15 not met first, then samples with unreadable files.</p>
 {% for p in s.c15_summary %}<td class="num">{{ p.text }} {% if p.met %}{{ badge(p.met) }}{% endif %}</td>
 {% endfor %}
 <td>{{ badge(s.particle_met) }}</td><td class="num">{{ s.void_reduction }}</td>
-<td class="num">{{ s.unreadable | length }}</td><td class="num">{{ s.flags | length }}</td>
+<td class="num">{{ s.failed | length }}</td><td class="num">{{ s.flags | length }}</td>
 </tr>
 {% endfor %}
 </table>
@@ -106,36 +112,43 @@ Samples measured before pressing are charted apart, without the claim's limits.<
 {% for s in samples %}
 <section class="sample" id="{{ s.anchor }}">
 <h2>{{ s.sample_id }}{% if s.title %} <small>{{ s.title }}</small>{% endif %}</h2>
-<p>Gate {{ badge(s.outcome) }} &middot; claim 15 {{ badge(s.claim15_met) }} &middot;
+<p class="verdict">Production gate {{ badge(s.outcome) }} &middot; claim 15 {{ badge(s.claim15_met) }} &middot;
 particle claims {{ badge(s.particle_met) }}{% if s.state %} &middot; state: {{ s.state }}{% endif %}</p>
-{% if s.unreadable %}
-<div class="alert"><strong>Unreadable files</strong>
-<ul>{% for u in s.unreadable %}<li><span class="mono">{{ u.path }}</span> ({{ u.role }}): {{ u.error }}</li>{% endfor %}</ul>
+{% if s.failed %}
+<div class="alert failed"><strong>Failed files ({{ s.failed | length }}): not measured</strong>
+<ul>{% for u in s.failed %}<li><span class="mono" title="{{ u.path }}">{{ u.file }}</span> ({{ u.role }}): {{ u.error }}</li>{% endfor %}</ul>
+</div>
+{% endif %}
+{% if s.gate_reasons %}
+<div class="alert reasons"><strong>Gate reasons</strong>
+<ul class="flags">{% for r in s.gate_reasons %}<li>{{ r }}</li>{% endfor %}</ul>
 </div>
 {% endif %}
 
-<h3>Gate</h3>
-<p>Outcome {{ badge(s.outcome) }} &middot; decision rule: {{ s.gate_rule }}</p>
-{% if s.gate_reasons %}<ul class="flags">{% for r in s.gate_reasons %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
-
-<h3>Claim 15 ({{ s.claim15_rule }} property must hold)</h3>
-{% if s.c15_rows %}
-<table>
-<tr><th>Property</th><th>Value &plusmn; U (k = 2)</th><th>Limit</th><th>Margin</th><th>Met</th><th>Source</th></tr>
-{% for r in s.c15_rows %}
-<tr><td>{{ r.name }}</td><td class="num">{{ r.value }}</td><td class="num">{{ r.limit }}</td>
-<td class="num">{{ r.margin }}</td><td>{{ badge(r.met) }}</td><td>{{ r.source }}</td></tr>
+<h3>Claim 15 and production gate</h3>
+<p class="note">Claim 15: met when {{ s.claim15_rule }} of the properties holds.
+Production gate: {{ s.gate_combine }}; decision rule: {{ s.gate_rule }}.</p>
+{% if s.property_rows %}
+<table class="properties">
+<tr><th>Property</th><th>Value &plusmn; U (k = 2)</th><th>Limit</th><th>Margin</th><th>Claim 15</th><th>Gate</th><th>Source</th></tr>
+{% for r in s.property_rows %}
+<tr data-property="{{ r.name }}"><td>{{ r.name }}</td><td class="num">{{ r.value }}</td><td class="num">{{ r.limit }}</td>
+<td class="num">{{ r.margin }}</td><td>{{ badge(r.met) }}</td><td class="gate">{{ badge(r.gate) }}{% if r.gate_note %} <span class="note">{{ r.gate_note }}</span>{% endif %}</td><td>{{ r.source }}</td></tr>
 {% endfor %}
 </table>
-{% else %}<p class="note">No claim-15 properties.</p>{% endif %}
+{% else %}<p class="note">No claim-15 or gate properties.</p>{% endif %}
 {% if s.claim15_reasons %}<ul class="flags">{% for r in s.claim15_reasons %}<li>{{ r }}</li>{% endfor %}</ul>{% endif %}
+
+<h3>Flags</h3>
+{% if s.flags %}<ul class="flags">{% for f in s.flags %}<li>{{ f }}</li>{% endfor %}</ul>
+{% else %}<p class="note">None.</p>{% endif %}
 
 <h3>Particle claims (information)</h3>
 {% if s.particle_rows %}
 <table>
-<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th></tr>
+<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th><th>Note</th></tr>
 {% for r in s.particle_rows %}
-<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td></tr>
+<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td><td>{{ r.note }}</td></tr>
 {% endfor %}
 </table>
 {% else %}<p class="note">No particle claims evaluated.</p>{% endif %}
@@ -148,14 +161,12 @@ particle claims {{ badge(s.particle_met) }}{% if s.state %} &middot; state: {{ s
 <tr><td>void reduction</td><td class="num">{{ s.void_reduction }}</td></tr>
 </table>
 
-<h3>Flags</h3>
-{% if s.flags %}<ul class="flags">{% for f in s.flags %}<li>{{ f }}</li>{% endfor %}</ul>
-{% else %}<p class="note">None.</p>{% endif %}
-
 <h3>SEM images</h3>
 {% for f in s.sem %}
 <figure class="sem">
-{% if f.uri %}<img src="{{ f.uri }}" width="{{ f.width }}" height="{{ f.height }}" alt="{{ f.caption }}">{% endif %}
+{% if f.photo %}<div class="layers"><img src="{{ f.photo }}" width="{{ f.width }}" height="{{ f.height }}" alt="{{ f.caption }}">
+{% if f.overlay %}<img class="overlay" src="{{ f.overlay }}" width="{{ f.width }}" height="{{ f.height }}" alt="segmentation of {{ f.caption }}">{% endif %}
+</div>{% endif %}
 <figcaption>{{ f.caption }}{% for name, colour in f.legend %}<span class="swatch" style="background: {{ colour }}"></span>{{ name }}{% endfor %}
 {% if f.error %}<div class="alert">{{ f.error }}</div>{% endif %}</figcaption>
 </figure>
@@ -197,23 +208,29 @@ mixture fit is drawn scaled by its number share.
 {% else %}<p class="note">No height maps.</p>
 {% endfor %}
 
-<h3>Provenance</h3>
+<h3>Input files</h3>
 {% if s.inputs %}
-<table>
-<tr><th>Input file</th><th>Role</th><th>Reader</th><th>Pixel size</th><th>Pixel-size source</th><th>Status</th><th>SHA-256</th></tr>
+<table class="inputs">
+<tr><th>File</th><th>Role</th><th>Reader</th><th>Pixel size</th><th>Pixel-size source</th><th>Status</th><th>SHA-256</th></tr>
 {% for f in s.inputs %}
-<tr><td class="mono">{{ f.path }}</td><td>{{ f.role }}</td><td>{{ f.reader }}</td><td class="num">{{ f.pixel }}</td>
-<td>{{ f.pixel_source }}</td><td>{{ f.status }}{% if f.error %}: {{ f.error }}{% endif %}</td><td class="hash">{{ f.sha256 }}</td></tr>
+<tr><td class="mono" title="{{ f.path }}">{{ f.file }}</td><td>{{ f.role }}</td><td>{{ f.reader }}</td><td class="num">{{ f.pixel }}</td>
+<td>{{ f.pixel_source }}</td><td>{{ f.status }}{% if f.error %}: {{ f.error }}{% endif %}</td><td class="mono" title="{{ f.sha256 }}">{{ f.sha_short }}</td></tr>
 {% endfor %}
 </table>
 {% else %}<p class="note">No input files.</p>{% endif %}
-{% if s.provenance_rows %}{{ kv_table(s.provenance_rows) }}{% endif %}
+{% if s.provenance_rows %}
+<details class="provenance"><summary>Provenance ({{ s.provenance_rows | length }} entries)</summary>
+{{ kv_table(s.provenance_rows) }}
+</details>
+{% endif %}
 </section>
 {% endfor %}
 
 <section id="run-provenance">
 <h2>Run provenance</h2>
+<details class="provenance"><summary>Specs, recipe and versions ({{ run.provenance_rows | length }} entries)</summary>
 {{ kv_table(run.provenance_rows) }}
+</details>
 </section>
 <footer>Generated by electrode-qc {{ run.package_version }}; this file is self-contained and needs no network.</footer>
 </body>

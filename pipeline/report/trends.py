@@ -10,7 +10,6 @@ Limits need at least 2 values (one moving range).
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -44,10 +43,13 @@ def imr_limits(x: np.ndarray) -> dict[str, Any] | None:
 
 def trend_png(values, labels, *, title: str, unit: str, spec_limit: float | None = None,
               dpi: int = 80) -> bytes:
-    """The I-MR chart of `values` (in order) as PNG bytes."""
+    """The I-MR chart of `values` (in order) as PNG bytes (`unit` "um" is shown as µm)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from pipeline.report.figures import chart_png
+
+    unit = {"um": "\u00b5m"}.get(unit, unit)
     x = np.asarray(values, float)
     n = np.arange(1, x.size + 1)
     lim = imr_limits(x)
@@ -75,15 +77,14 @@ def trend_png(values, labels, *, title: str, unit: str, spec_limit: float | None
     for a in (ax, ax2):
         a.tick_params(labelsize=7)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return chart_png(fig)
 
 
 def trends(history, spec) -> list[dict[str, Any]]:
     """One I-MR chart per metric of `history` (`Store.history()`), limits from `spec`.
 
-    Returns a list of {"metric", "state", "title", "png", "n", "limits"} for metrics with at
+    Returns a list of {"metric", "state", "title", "unit", "png", "n", "limits"} (limits
+    and unit as charted: porosity in %) for metrics with at
     least one value; the stored rows superseded by a later measurement are left out. Samples
     measured before pressing are a different process state: they get charts of their own
     ("... before pressing", state "before", without the claim's spec limits, which judge the
@@ -108,7 +109,7 @@ def trends(history, spec) -> list[dict[str, Any]]:
             png = trend_png(v, sel["sample_id"].tolist(), title=f"{name}: I-MR chart",
                             unit=unit, spec_limit=None if lim is None else lim * scale)
             stats = imr_limits(v)
-            out.append({"metric": col, "state": state, "title": name, "png": png,
+            out.append({"metric": col, "state": state, "title": name, "unit": unit, "png": png,
                         "n": int(v.size),
                         "limits": None if stats is None else {
                             k: stats[k] for k in ("centre", "ucl", "lcl", "mr_bar")}})

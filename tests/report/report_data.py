@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import synth
+from pipeline.report.claims import judge
 
 SHA = "0123456789abcdef" * 4
 
@@ -67,24 +68,42 @@ def artifacts_for(seed: int, *, width: int = 384, height_size: int = 128) -> dic
             "histogram": histogram_artifact(seed)}
 
 
-def _prop(value, U, limit, comparison, unit, source=None):
-    met = value <= limit if comparison == "<=" else value < limit
-    return {"value": value, "U": U, "limit": limit, "comparison": comparison, "met": met,
+def _prop(value, U, limit, comparison, unit, source=None, rule="simple"):
+    st = judge(value, U, limit, comparison, rule)
+    return {"value": value, "U": U, "limit": limit, "comparison": comparison,
+            "met": {"pass": True, "fail": False}.get(st), "statement": st,
             "margin": limit - value, "unit": unit, "source": source}
+
+
+def _props(porosity: float, sa_um: float, sz_um: float, rule: str) -> dict[str, Any]:
+    return {"porosity": _prop(porosity, 0.012, 0.40, "<=", "fraction", "gravimetric", rule),
+            "Sa": _prop(sa_um, 0.006, 0.10, "<", "um", "height maps (n = 2)", rule),
+            "Sz": _prop(sz_um, 0.05, 1.0, "<", "um", "height maps (n = 2)", rule)}
 
 
 def sample_result(sample_id: str, *, outcome: str = "conforming", porosity: float = 0.364,
                   sa_um: float = 0.07, sz_um: float = 0.92, title: str = "An electrode",
-                  error_image: bool = False, flags: tuple[str, ...] = ()) -> dict[str, Any]:
-    props = {"porosity": _prop(porosity, 0.012, 0.40, "<=", "fraction", "gravimetric"),
-             "Sa": _prop(sa_um, 0.006, 0.10, "<", "um", "height maps (n = 2)"),
-             "Sz": _prop(sz_um, 0.05, 1.0, "<", "um", "height maps (n = 2)")}
+                  error_image: bool = False, flags: tuple[str, ...] = (),
+                  combine: str = "all", image_flags: dict[str, list[str]] | None = None,
+                  psd_pixel_um: dict[str, float] | None = None) -> dict[str, Any]:
+    """A sample record shaped as `pipeline.sample.measure_sample` writes it; the gate's
+    outcome is given (`outcome`), its per-property statements come from the guard band."""
+    props = _props(porosity, sa_um, sz_um, "simple")
+    gate_props = _props(porosity, sa_um, sz_um, "guard_band")
+    image_flags = image_flags or {}
     images = [{"path": f"{sample_id}/psd-01.tif", "role": "psd", "kind": "sem", "reader": "fei-tiff",
-               "sha256": SHA, "pixel_size_um": 0.002, "pixel_size_source": "FEI metadata",
-               "status": "ok", "error": None, "results": {}},
+               "sha256": SHA, "pixel_size_um": psd_pixel_um or {"x": 0.002, "y": 0.002},
+               "pixel_size_source": "FEI metadata", "status": "ok", "error": None,
+               "results": {"n_particles": 2000, "flags": image_flags.get("psd-01.tif", [])}},
               {"path": f"{sample_id}/height-01.x3p", "role": "height", "kind": "height",
-               "reader": "x3p", "sha256": SHA, "pixel_size_um": 0.5, "pixel_size_source": "X3P header",
-               "status": "ok", "error": None, "results": {}}]
+               "reader": "x3p", "sha256": SHA, "pixel_size_um": {"x": 0.5, "y": 0.5},
+               "pixel_size_source": "X3P header", "status": "ok", "error": None,
+               "results": {"Sa_um": sa_um, "flags": image_flags.get("height-01.x3p", [])}},
+              {"path": f"{sample_id}/xsec-01.tif", "role": "cross_section", "kind": "sem",
+               "reader": "fei-tiff", "sha256": SHA, "pixel_size_um": {"x": 0.05, "y": 0.05},
+               "pixel_size_source": "FEI metadata", "status": "ok", "error": None,
+               "results": {"porosity_frac": porosity + 0.01,
+                           "flags": image_flags.get("xsec-01.tif", [])}}]
     if error_image:
         images.append({"path": f"{sample_id}/xsec-02.tif", "role": "cross_section", "kind": "sem",
                        "reader": None, "sha256": SHA, "pixel_size_um": None,
@@ -94,13 +113,14 @@ def sample_result(sample_id: str, *, outcome: str = "conforming", porosity: floa
     return {
         "sample_id": sample_id, "title": title, "state": "after",
         "claim15": {"met": any(p["met"] for p in props.values()), "rule": "one or more",
-                    "properties": props},
+                    "decision_rule": "simple", "properties": props},
         "particle_claims": {"met": True, "claims": [
             {"claim": "2", "text": "average size ratio 1:1.2 to 1:4", "value": 2.0, "met": True},
             {"claim": "3, 17", "text": "first 5 to < 50 nm, second 50 to 90 nm",
              "value": [40.0, 80.0], "met": True}]},
-        "gate": {"outcome": outcome, "rule": "guard band (ISO 14253-1)",
-                 "reasons": [] if outcome == "conforming" else [f"{sample_id}: reason for {outcome}"]},
+        "gate": {"outcome": outcome, "rule": "guard_band", "combine": combine,
+                 "reasons": [] if outcome == "conforming" else [f"{sample_id}: reason for {outcome}"],
+                 "properties": gate_props, "spec": {"id": "gate-production", "sha256": SHA}},
         "void_reduction_pct": 36.2,
         "metrics": {"porosity_gravimetric": {"value": porosity, "U": 0.012, "source": "gravimetric"},
                     "porosity_cross_section": {"mean": porosity + 0.01, "sd": 0.01, "n": 1, "U": 0.03},

@@ -29,8 +29,11 @@ from tests.report.report_data import artifacts_for, results_for, sample_result
 DEADLINE_S = 60.0
 _NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
-_IMAGES_JS = """Array.from(document.images, im => ({
-    alt: im.alt, complete: im.complete, width: im.naturalWidth, height: im.naturalHeight}))"""
+_IMAGES_JS = """Array.from(document.images, im => {
+    const r = im.getBoundingClientRect();
+    return {alt: im.alt, cls: im.className, complete: im.complete, width: im.naturalWidth,
+            height: im.naturalHeight, box: [r.left, r.top, r.width, r.height]};
+})"""
 
 
 def chromium_binary() -> str | None:
@@ -232,9 +235,19 @@ def test_report_renders_with_all_images_and_no_console_errors(browser, tmp_path)
     path = write_html(tmp_path / "report.html", results_for(samples), arts)
     images, errors = browser.open(path)
     assert errors == []
-    assert len(images) == 2 * 6
+    # per sample: 3 SEM photos (WebP) each with its overlay (PNG), a histogram, 2 height maps
+    assert len(images) == 2 * 9
     broken = [im["alt"] for im in images if not (im["complete"] and im["width"] > 0)]
     assert broken == []
+    # each overlay covers its photo exactly, as laid out
+    overlays = [i for i, im in enumerate(images) if im["cls"] == "overlay"]
+    assert len(overlays) == 2 * 3
+    for i in overlays:
+        photo, overlay = images[i - 1], images[i]
+        assert overlay["alt"] == f"segmentation of {photo['alt']}"
+        assert (overlay["width"], overlay["height"]) == (photo["width"], photo["height"])
+        assert overlay["box"] == pytest.approx(photo["box"], abs=0.5)
+        assert photo["box"][2] > 100
 
 
 def test_a_broken_page_is_caught(browser, tmp_path):
