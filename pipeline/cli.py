@@ -16,8 +16,16 @@ import typer
 from pipeline.cli_calibrate import calibrate_app
 from pipeline.cli_common import emit_json as _emit_json
 from pipeline.cli_common import err as _err
+from pipeline.cli_common import error_text as _error_text
 from pipeline.cli_common import guard as _guard
-from pipeline.errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, ElectrodeQCError
+from pipeline.errors import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    ConfigError,
+    ElectrodeQCError,
+)
 
 app = typer.Typer(
     name="electrode-qc",
@@ -43,9 +51,13 @@ def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):
         except ElectrodeQCError as exc:
             if exc.exit_code == EXIT_USAGE:
                 raise
-            _err(f"error: {exc}")
-            results.append({"path": str(f), "error": exc.problem})
+            _err(f"error: {_error_text(exc)}")
+            results.append({"path": str(f), "error": _error_text(exc)})
             worst = max(worst, exc.exit_code)
+        except MemoryError:
+            _err(f"error: {f}: out of memory while measuring it")
+            results.append({"path": str(f), "error": "out of memory while measuring it"})
+            worst = max(worst, EXIT_UNREADABLE)
         except Exception as exc:  # one file's failure must not lose the others' results
             log.debug("internal error on %s", f, exc_info=True)
             _err(f"internal error: {f}: {type(exc).__name__}: {exc}")
@@ -54,19 +66,32 @@ def _each_file(files: list[Path], measure: Callable[[Path], dict[str, Any]]):
     return results, worst
 
 
-def _reader(kind: str | None = None) -> Callable[[Path], Any]:
-    """Read a file and apply its matching instrument profile; profiles are loaded once."""
+def _reader(kind: str | None = None, *, as_xarray: bool = True) -> Callable[[Path], Any]:
+    """Read a file and apply its matching instrument profile; profiles are loaded once.
+    `as_xarray` False: a Raster where no profile applies (no xarray import: `inspect`)."""
     from pipeline.ingest.registry import read
     from pipeline.instruments import calibrate_image, load_profiles
 
     profiles = load_profiles()
-    return lambda f: calibrate_image(read(f, kind=kind), profiles=profiles)
+    return lambda f: calibrate_image(read(f, kind=kind, as_xarray=as_xarray),
+                                     profiles=profiles)
 
 
 @app.callback()
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress to stderr."),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", file_okay=False,
+        help="Site calibration folder (instrument profiles, specs, recipes, discovery rules, "
+             "materials), consulted file by file before the defaults shipped with the package "
+             "(also: ELECTRODE_QC_CALIBRATION)."),
 ) -> None:
+    if calibration is not None:  # for this process and the workers it starts
+        import os
+
+        from pipeline.calibration import SITE_ENV
+
+        os.environ[SITE_ENV] = str(calibration.expanduser().resolve())
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -116,7 +141,7 @@ def inspect(
     def body() -> int:
         from pipeline.report_text import inspect_record, inspect_text
 
-        da = _reader()(file)
+        da = _reader(as_xarray=False)(file)
         rec = inspect_record(da)
         if json_out:
             _emit_json(rec)
@@ -185,9 +210,10 @@ def protrusions(
         if json_out:
             _emit_json(results)
         else:
-            for r in results:
-                typer.echo(f"{r['path']}: " + (r["error"] if "error" in r else
-                           f"{r['count']} protrusions, {r['per_mm2']} per mm2"))
+            for r in results:  # a file that failed is reported once, on stderr
+                if "error" not in r:
+                    typer.echo(f"{r['path']}: {r['count']} protrusions, "
+                               f"{r['per_mm2']:.4g} per mm2")
         return worst
 
     _guard(body)
@@ -235,8 +261,7 @@ def particles(
             _emit_json(results)
         else:
             for r in results:
-                if "error" in r:
-                    typer.echo(f"{r['path']}: {r['error']}")
+                if "error" in r:  # reported once, on stderr
                     continue
                 modes = ", ".join(f"{m['mean_nm']:.1f} nm ({m['number_share']:.0%})" for m in r["modes"] or [])
                 typer.echo(f"{r['path']}: n {r['n']}, x50 {r['x50_nm']:.1f} nm, modes {modes}, BIC k {r['bic_k']}")
@@ -283,41 +308,80 @@ def _verdict_line(s: dict[str, Any]) -> str:
         return f"{name} {shown} {'ok' if p.get('met') else 'no'}"
 
     met = {True: "met", False: "not met", None: "undecided"}[s["claim15"]["met"]]
+    gate = s["gate"]["outcome"]
+    if gate == "conforming" and s["gate"].get("combine") == "any":
+        gate = "conforming (any one property)"
+    failed = sum(im.get("status") == "error" for im in s.get("images") or [])
     return (f"{s['sample_id']}: claim 15 {met} ({', '.join(fmt(n) for n in props)}); "
-            f"gate {s['gate']['outcome']}")
+            f"gate {gate}" + (f"; {failed} file(s) failed" if failed else ""))
 
 
-@app.command()
+RUN_HELP = """Measure every electrode in FOLDER, decide claim 15 and the gate, write the report.
+
+\b
+Exit codes:
+  0  every file measured (with --strict: every electrode conforming)
+  1  with --strict: an electrode is non-conforming at the production gate
+  2  usage or configuration error, or an output that cannot be written
+  3  indeterminate: missing calibration, a measurement that found nothing or
+     refused the image (with --strict: an electrode is indeterminate)
+  4  unreadable input, or a file too large for the memory limit
+  70 internal error
+
+With --strict the verdict decides, as for `gate`: 1 if an electrode is non-conforming, \
+else 4 or 70 if a file failed (its electrode is indeterminate), else 3 if an electrode is \
+indeterminate, else 0.
+"""
+
+
+def _dask_security(ca: Path | None, cert: Path | None, key: Path | None) -> dict | None:
+    if ca is None and cert is None and key is None:
+        return None
+    if ca is None or cert is None or key is None:
+        raise ConfigError(None, "a tls:// scheduler needs --tls-ca-file, --tls-cert and "
+                                "--tls-key together")
+    return {"tls_ca_file": str(ca), "tls_client_cert": str(cert), "tls_client_key": str(key),
+            "require_encryption": True}
+
+
+@app.command(help=RUN_HELP)
 def run(
     folder: Path = typer.Argument(..., help="An export folder: one sub-folder (or name prefix) per electrode."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (results.json, tables/, report.html)."),
     spec: Path | None = typer.Option(None, "--spec", help="Claim spec TOML (default: calibration/specs/claim15.toml)."),
     gate_spec: Path | None = typer.Option(None, "--gate-spec", help="Production gate spec (default: gate-production.toml)."),
     recipe: Path | None = typer.Option(None, "--recipe", help="Recipe TOML (default: calibration/recipes/default.toml)."),
-    strict: bool = typer.Option(False, "--strict", help="Exit 1 when a sample is non-conforming."),
+    strict: bool = typer.Option(False, "--strict", help="Exit with the verdict: 1 if an electrode is non-conforming, 3 if one is indeterminate."),
+    single_sample: bool = typer.Option(False, "--single-sample", help="FOLDER is one electrode: files at its top with no sample prefix are its files."),
     no_html: bool = typer.Option(False, "--no-html", help="Skip report.html."),
     pictures: str = typer.Option("auto", "--pictures", help="Pictures in report.html: all, attention (samples not conforming or with a failed file), none; auto: all up to 20 samples, else attention."),
     jobs: int | None = typer.Option(None, "--jobs", "-j", help="Samples measured in parallel processes (default: the CPUs available)."),
-    scheduler: str | None = typer.Option(None, "--scheduler", help="A dask scheduler address, or 'auto' for a local cluster."),
+    max_memory: str | None = typer.Option(None, "--max-memory", help="Memory one measurement may use, e.g. 4G (default: 75 % of the machine's memory divided by --jobs); larger files are refused (exit 4)."),
+    scheduler: str | None = typer.Option(None, "--scheduler", help="A dask scheduler address, or 'auto' for a local cluster. tcp:// trusts the scheduler (dask sends pickled tasks); across machines use tls:// with the --tls options."),
+    tls_ca_file: Path | None = typer.Option(None, "--tls-ca-file", help="CA certificate for a tls:// scheduler."),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Client certificate for a tls:// scheduler."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Client private key for a tls:// scheduler."),
     db: str | None = typer.Option(None, "--db", help="Results store URL (default: sqlite at OUT/results.db)."),
     force: bool = typer.Option(False, "--force", help="Measure again samples already in the store."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
 ):
-    """Measure every electrode in FOLDER, decide claim 15 and the gate, write the report."""
-
     def body() -> int:
+        from pipeline.measure import parse_memory
         from pipeline.runner import run as run_folder
 
         res = run_folder(folder, out, spec=spec, gate_spec=gate_spec, recipe=recipe,
                          strict=strict, report=not no_html, jobs=jobs, scheduler=scheduler,
-                         db=db, force=force, pictures=pictures)
+                         db=db, force=force, pictures=pictures, single=single_sample,
+                         max_memory=None if max_memory is None else parse_memory(max_memory),
+                         security=_dask_security(tls_ca_file, tls_cert, tls_key))
         if json_out:
             _emit_json(res.results)
         else:
             for s in res.samples:
                 typer.echo(_verdict_line(s))
-            typer.echo(f"wrote {out / 'results.json'}" + ("" if no_html else f" and {out / 'report.html'}"),
-                       err=True)
+        for note in res.results.get("notes") or []:
+            _err(f"note: {note}")
+        _err(f"wrote {out / 'results.json'}" + ("" if no_html else f" and {out / 'report.html'}"))
         return res.exit_code
 
     _guard(body)
@@ -356,7 +420,8 @@ def watch(
         from pipeline.watch import watch as watch_folder
 
         return watch_folder(folder, db_url=db, out=out, poll=poll, stable_seconds=stable_seconds,
-                            scan_interval_s=scan_interval)
+                            scan_interval_s=scan_interval,
+                            on_stored=lambda rec: _err(_verdict_line(rec)))
 
     _guard(body)
 

@@ -8,28 +8,57 @@ from typing import Any
 
 import typer
 
-from pipeline.errors import EXIT_INTERNAL, ElectrodeQCError
+from pipeline.errors import EXIT_INTERNAL, EXIT_UNREADABLE, EXIT_USAGE, ElectrodeQCError
 
-__all__ = ["emit_json", "err", "guard"]
+__all__ = ["emit_json", "err", "error_text", "guard", "one_line"]
 
 
 def err(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def one_line(text: object) -> str:
+    """`text` on one line (runs of white space, newlines included, as one space)."""
+    return " ".join(str(text).split())
+
+
+def error_text(exc: ElectrodeQCError) -> str:
+    """One line for one of our errors; a file of the other kind also names the commands
+    that take it ("...is an SEM image (FEI), not a height map; use particles, ...")."""
+    from pipeline.errors import WrongKind
+
+    text = one_line(exc)
+    if isinstance(exc, WrongKind):
+        from pipeline.ingest.registry import commands_for
+
+        advice = commands_for(exc.found_kind)
+        text += f"; {advice}" if advice else ""
+    return text
+
+
 def guard(fn: Callable[[], int]) -> None:
-    """Run a command body; map our errors to their exit codes and anything else to 70."""
+    """Run a command body; map our errors to their exit codes, running out of memory to 4,
+    a file system that refuses a write (full, read-only, too large) to 2, and anything else
+    to 70; one line each, no traceback."""
     try:
         code = fn()
     except ElectrodeQCError as exc:
-        err(f"error: {exc}")
+        err(f"error: {error_text(exc)}")
         raise typer.Exit(exc.exit_code) from None
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+    except MemoryError:
+        err("error: out of memory; lower --jobs or --max-memory, or measure the largest files "
+            "alone")
+        raise typer.Exit(EXIT_UNREADABLE) from None
+    except OSError as exc:  # the machine's limits, not a bug: the disk, a quota, permissions
+        where = f"{exc.filename}: " if exc.filename else ""
+        err(f"error: {where}{exc.strerror or one_line(exc)}")
+        raise typer.Exit(EXIT_USAGE) from None
     except Exception as exc:  # the contract: an internal error is exit 70, with a message
-        err(f"internal error: {type(exc).__name__}: {exc}")
+        err(f"internal error: {type(exc).__name__}: {one_line(exc)}")
         raise typer.Exit(EXIT_INTERNAL) from None
     raise typer.Exit(code)
 

@@ -13,14 +13,97 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import EXIT_INTERNAL, ConfigError, ElectrodeQCError, MissingCalibration
+from pipeline.errors import (
+    EXIT_INTERNAL,
+    EXIT_UNREADABLE,
+    ConfigError,
+    ElectrodeQCError,
+    MissingCalibration,
+)
 
-__all__ = ["PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX", "measure_file"]
+__all__ = ["BYTES_PER_PIXEL", "PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX", "MemoryLimitExceeded",
+           "default_max_memory", "estimate_memory", "measure_file", "parse_memory"]
 
 log = logging.getLogger(__name__)
 
 PREVIEW_SEM_PX = 1024
 PREVIEW_HEIGHT_PX = 512
+
+#: Peak working memory of each role's measurement, bytes per pixel of the image, above
+#: the image as read (measured: peak resident set above the image, previews on, at
+#: 1024^2 to 4096^2: height 74-78, psd 61-62, surface 32-36, cross-section 29-39), with
+#: a margin.
+BYTES_PER_PIXEL = {"height": 90, "psd": 72, "surface": 44, "cross_section": 46}
+_BASE_BYTES = 64 * 2**20  # the measurement's fixed overhead (tables, previews, small arrays)
+MEMORY_SHARE = 0.75  # of the machine's memory, shared by the parallel jobs
+
+
+class MemoryLimitExceeded(ElectrodeQCError):
+    """A measurement whose estimated working memory exceeds the run's limit: refused
+    before anything is allocated for it."""
+
+    exit_code = EXIT_UNREADABLE
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, or the cgroup's limit when that is smaller."""
+    import os
+
+    total = None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        pass
+    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(f).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):
+            total = int(text)
+    return total
+
+
+def default_max_memory(jobs: int = 1) -> int | None:
+    """The default memory limit of one measurement: a share (75 %) of the machine's memory
+    divided by the samples measured at once; None when the machine does not say."""
+    total = _physical_memory()
+    return None if total is None else int(MEMORY_SHARE * total / max(1, int(jobs)))
+
+
+def parse_memory(text: str) -> int:
+    """Bytes from "8G", "512M", "1.5GiB", "2000000000" (K, M, G, T are powers of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), re.IGNORECASE)
+    if not m:
+        raise ConfigError(None, f"--max-memory {text!r}: expected a size such as 8G, 512M or "
+                                "a number of bytes")
+    value = float(m.group(1)) * 1024 ** " kmgt".index((m.group(2) or " ").lower())
+    if value < 2**20:
+        raise ConfigError(None, f"--max-memory {text!r}: less than 1 MiB cannot measure "
+                                "anything")
+    return int(value)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def estimate_memory(shape: tuple[int, int], role: str) -> int:
+    """Estimated peak working memory (bytes) of measuring an image of `shape` in `role`."""
+    return _BASE_BYTES + BYTES_PER_PIXEL[role] * int(shape[0]) * int(shape[1])
+
+
+def _check_memory(path, shape: tuple[int, int], role: str, limit: int | None) -> None:
+    if limit is None:
+        return
+    need = estimate_memory(shape, role)
+    if need > limit:
+        raise MemoryLimitExceeded(path, (
+            f"measuring this {shape[0]} x {shape[1]} {role.replace('_', '-')} image needs about "
+            f"{_gib(need)}, more than the limit of {_gib(limit)} per job; raise --max-memory, "
+            "lower --jobs, or crop the image"))
 
 
 def _sem_preview(img: np.ndarray) -> tuple[np.ndarray, float]:
@@ -152,13 +235,16 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
     ctx : dict
         ``rules`` (discovery CalibrationFile), ``profiles`` (instrument profiles),
         ``recipe`` (Recipe), ``role_overrides`` ({glob: role}), ``expected_min_diameter_nm``,
-        ``previews`` (bool: build report previews), ``today`` (datetime.date).
+        ``previews`` (bool: build report previews), ``today`` (datetime.date),
+        ``max_memory`` (bytes, or None: no limit): a file whose measurement would need more
+        (`estimate_memory`) is refused before it is measured.
 
     Returns
     -------
     dict
         ``record`` (JSON-ready: path, role, status "ok" | "error" | "skipped", error,
-        exit_code, attrs, results), ``table`` (particle table or None), ``artifact``.
+        exit_code, attrs, results; ``retry`` True when the failure may not repeat: out of
+        memory), ``table`` (particle table or None), ``artifact``.
     """
     from pipeline.ingest.discover import assign_role
     from pipeline.ingest.registry import read
@@ -180,6 +266,7 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
         if da.attrs.get("calibration") == "missing" or not da.attrs.get("pixel_size_um"):
             raise MissingCalibration(path, "the image has no pixel size; add an instrument "
                                            "profile (calibration/instruments) that supplies one")
+        _check_memory(path, da.shape, role, ctx.get("max_memory"))
         results, table, art = _BY_ROLE[role](da, ctx)
         rec["results"] = results
         out["table"] = table
@@ -190,6 +277,12 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
     except ElectrodeQCError as exc:
         rec.update(status="error", error=str(exc), exit_code=exc.exit_code,
                    error_type=type(exc).__name__)
+        if isinstance(exc, MemoryLimitExceeded):
+            rec["retry"] = True  # a larger limit may measure it: not reused from the store
+    except MemoryError:
+        rec.update(status="error", error=f"{path}: out of memory while measuring it; lower "
+                   "--jobs, or measure it alone", exit_code=EXIT_UNREADABLE,
+                   error_type="MemoryError", retry=True)
     except Exception as exc:  # one file's failure must not stop the sample
         log.debug("internal error on %s", path, exc_info=True)
         rec.update(status="error", error=f"{path}: internal error: {type(exc).__name__}: {exc}",

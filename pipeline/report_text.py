@@ -116,12 +116,13 @@ def inspect_text(rec: dict[str, Any]) -> str:
 
 
 def surface_text(results: list[dict[str, Any]]) -> str:
+    """The measured files' parameters; files that failed are left out (their error went to
+    stderr once)."""
     out = []
     for r in results:
-        out.append(r["path"])
         if "error" in r:
-            out.append(f"  error: {r['error']}")
             continue
+        out.append(r["path"])
         for key, label in _SURFACE_COLUMNS:
             out.append(f"  {label:22s} {_fmt(r.get(key))}")
         out.append(f"  {'recipe':22s} {r.get('recipe', {}).get('id', '-')}")

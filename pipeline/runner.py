@@ -5,9 +5,11 @@ electrode. Both return a `RunResult` with the exit code and the per-sample recor
 command line is a thin layer over them.
 
 Exit codes of `run`: 0 when every file was measured; otherwise the worst of 3 (missing
-calibration), 4 (unreadable input or a measurement refused) and 70 (internal error); with
-``strict`` 1 when all was measured but a sample is non-conforming. Results already measured
-are written whatever the exit code.
+calibration, or a measurement that found nothing or refused the image), 4 (unreadable
+input, or out of memory) and 70 (internal error). With ``strict`` the verdict decides, as
+for `gate` (`verdict_exit_code`): 1 if a sample is non-conforming, else 4 or 70 if a file
+failed, else 3 if a sample is indeterminate, else 0. Results already measured are written
+whatever the exit code. A file that failed makes its sample's decisions indeterminate.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class _Config:
     profiles: list
     materials: dict
     today: _dt.date
+    max_memory: int | None = None  # bytes one measurement may use; None: no limit
 
     def identities(self) -> dict[str, Any]:
         return {"spec": self.spec.identity(), "gate_spec": self.gate_spec.identity(),
@@ -80,7 +83,7 @@ class _Config:
                 "instrument_profiles": [{"id": p.id, "path": p.path} for p in self.profiles]}
 
 
-def _config(spec, gate_spec, recipe, today) -> _Config:
+def _config(spec, gate_spec, recipe, today, max_memory: int | None = None) -> _Config:
     from pipeline.ingest.discover import load_rules
     from pipeline.instruments import load_profiles
     from pipeline.metrology.recipe import load_recipe
@@ -96,6 +99,7 @@ def _config(spec, gate_spec, recipe, today) -> _Config:
         profiles=load_profiles(),
         materials=load_materials(),
         today=today or _dt.date.today(),
+        max_memory=max_memory,
     )
 
 
@@ -122,23 +126,34 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
     rec, art, tabs = measure_sample(sample, cfg, previews=previews)
     if pictures == "attention" and not needs_attention(rec):
         art, previews = None, False
-    ref = None
+    ref = write_error = None
     if out is not None and tabs.get("particles") is not None:
         from pipeline.report.tables import write_particle_table
 
         # the sample's older tables are retired by the parent once this row is stored
         from pipeline.stored import table_name
 
-        ref = write_particle_table(tabs["particles"], Path(out), table_name(sample.id, key))
+        try:
+            ref = write_particle_table(tabs["particles"], Path(out),
+                                       table_name(sample.id, key))
+        except (OSError, ElectrodeQCError) as exc:  # the measurement is kept all the same
+            write_error = f"{sample.id}: particle table not written: {_one_line(exc)}"
+            rec["flags"].append(write_error)
     if previews and out is not None:
         from pipeline.report import preview_cache
 
         try:
             preview_cache.save(Path(out), sample.id, key, art)
-        except OSError as exc:  # the pictures are in this run's report all the same
-            log.warning("%s: previews not kept for later runs: %s", sample.id, exc)
+        except (OSError, ElectrodeQCError) as exc:  # in this run's report all the same
+            log.warning("%s: previews not kept for later runs: %s", sample.id, _one_line(exc))
     return {"record": rec, "artifacts": art if previews else None, "particles": ref,
-            "worker": worker_info()}
+            "worker": worker_info(), "write_error": write_error}
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split())
 
 
 def needs_attention(rec: dict[str, Any]) -> bool:
@@ -154,7 +169,8 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         strict: bool = False, report: bool = True, single: bool = False,
         today: _dt.date | None = None, jobs: int | None = 1, scheduler: str | None = None,
         db: str | None = None, store: bool = True, force: bool = False,
-        pictures: str = "auto") -> RunResult:
+        pictures: str = "auto", max_memory: int | None = None,
+        security: Any = None) -> RunResult:
     """Measure, decide and report every sample of an export folder.
 
     Parameters
@@ -172,10 +188,16 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     report : bool
         Write report.html (the workers then return image previews).
     single : bool
-        Treat `folder` as one electrode's folder (`gate`).
-    jobs, scheduler : optional
+        Treat `folder` as one electrode's folder (`gate`, ``--single-sample``): files at
+        its top with no sample prefix are then this sample's, not left out with a note.
+    jobs, scheduler, security : optional
         Samples run in `jobs` processes (None: every CPU available), or on dask
-        (`pipeline.execute`). Results are the same whichever runs them.
+        (`pipeline.execute`; `security` for a ``tls://`` scheduler). Results are the same
+        whichever runs them.
+    max_memory : int, optional
+        Bytes one measurement may use (default: 75 % of the machine's memory divided by
+        `jobs`); a file whose measurement would need more is refused (exit 4) before it
+        is measured, and is measured again by a later run.
     db, store, force : optional
         Results go to the store at `db` (a SQLAlchemy URL), by default SQLite at
         OUT/results.db (no store when `store` is False or there is neither `db` nor `out`).
@@ -187,23 +209,30 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         or none. "auto" is "all" for up to 20 samples and "attention" beyond: every picture
         of a few hundred samples makes a report of several hundred MB.
     """
+    from pipeline.errors import ConfigError
     from pipeline.execute import available_cpus, discard_warm, prewarm, prewarm_local_cluster
     from pipeline.ingest.discover import discover
+    from pipeline.measure import default_max_memory
 
     folder = Path(folder)
-    cfg = _config(spec, gate_spec, recipe, today)
-    samples, manifest_id = discover(folder, rules=cfg.rules, single=single)
-    if not samples:
-        from pipeline.errors import ConfigError
-
-        raise ConfigError(folder, "holds no samples: no image files and no manifest entry")
     if pictures not in PICTURES:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(None, f"pictures {pictures!r}: expected one of {', '.join(PICTURES)}")
+    n_jobs = available_cpus() if jobs is None else int(jobs)
+    if max_memory is None and (scheduler is None or scheduler == "auto"):
+        max_memory = default_max_memory(n_jobs)
+    cfg = _config(spec, gate_spec, recipe, today, max_memory)
+    notes: list[str] = []
+    samples, manifest_id = discover(folder, rules=cfg.rules, single=single, notes=notes,
+                                    exclude=[] if out is None else [Path(out)])
+    if not samples:
+        raise ConfigError(folder, "holds no samples: no image files and no manifest entry"
+                          + "".join(f"; {n}" for n in notes))
+    if out is not None:  # before anything is measured: a run that cannot write loses nothing
+        from pipeline.fsutil import check_writable
+
+        check_writable(Path(out))
     if pictures == "auto":
         pictures = "all" if len(samples) <= PICTURES_ALL_UP_TO else "attention"
-    n_jobs = available_cpus() if jobs is None else int(jobs)
     if scheduler == "auto" and n_jobs >= 1:
         prewarm_local_cluster(n_jobs)  # the cluster starts while this process hashes
     elif scheduler is None and n_jobs > 1 and len(samples) > n_jobs:
@@ -211,13 +240,14 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
     try:
         return _run_samples(samples, manifest_id, cfg, folder, out, strict=strict,
                             report=report, jobs=n_jobs, scheduler=scheduler, db=db,
-                            store=store, force=force, pictures=pictures)
+                            store=store, force=force, pictures=pictures, notes=notes,
+                            security=security)
     finally:
         discard_warm()
 
 
 def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs, scheduler,
-                 db, store, force, pictures) -> RunResult:
+                 db, store, force, pictures, notes, security) -> RunResult:
     from pipeline import __version__
     from pipeline.execute import discard_warm, execute
     from pipeline.stored import Settler, close_store
@@ -232,6 +262,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         st = Store.open(db, out=None if out is None else Path(out))
     records: dict[str, dict[str, Any]] = {}
     artifacts: dict[str, Any] = {}
+    write_errors: list[str] = []
     run_id, status, bar = None, "failed", None
     try:
         from pipeline.identity import hash_files, idempotency_key, inputs
@@ -242,16 +273,19 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
             run_id = st.begin_run(folder=str(folder), package_version=__version__,
                                   meta={"jobs": jobs, "scheduler": scheduler, "force": force,
                                         **cfg.identities()})
-        todo, reused = _plan(samples, keys, st, force, pictures, out, records, artifacts)
+        retry: set[str] = set()
+        todo, reused = _plan(samples, keys, st, force, pictures, out, records, artifacts,
+                             retry)
         if len(todo) <= 1:  # nothing for a pool to do: stop the pre-started one now
             discard_warm()
         bar = _progress(len(todo))
         settle = Settler(st, run_id, out, keys, records, {s.id for s in samples}, force,
-                         created)
+                         created, retry=retry)
         payloads = [(s, cfg, None if out is None else Path(out), pictures, keys[s.id])
                     for s in todo]
         try:
-            for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler):
+            for i, res in execute(_measure_task, payloads, jobs=jobs, scheduler=scheduler,
+                                  security=security):
                 s = todo[i]
                 if bar:
                     bar[1]()
@@ -265,6 +299,8 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                     rec = _failed_record(s, res, cfg)
                 else:
                     rec = res["record"]
+                    if res.get("write_error"):
+                        write_errors.append(res["write_error"])
                     rec["provenance"]["worker"] = res["worker"]
                     rec["provenance"]["particles_table"] = res["particles"]
                     if res["artifacts"] is not None:
@@ -282,7 +318,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         ordered = [records[s.id] for s in samples if s.id in records]
         if out is not None:  # what was measured is written, then the interrupt goes on
             _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
-                    report, not_measured=len(samples) - len(ordered))
+                    report, not_measured=len(samples) - len(ordered), notes=notes)
         raise
     finally:
         if bar is not None:
@@ -290,21 +326,32 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
         if st is not None:
             close_store(st, run_id, status)
     ordered = [records[s.id] for s in samples if s.id in records]
-    return _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
-                   report, pictures={"policy": pictures, "samples": len(ordered),
-                                     "with_pictures": len(artifacts),
-                                     "all_up_to": PICTURES_ALL_UP_TO})
+    res = _finish(ordered, artifacts, folder, out, cfg, manifest_id, created, strict,
+                  report, pictures={"policy": pictures, "samples": len(ordered),
+                                    "with_pictures": len(artifacts),
+                                    "all_up_to": PICTURES_ALL_UP_TO}, notes=notes)
+    if write_errors:  # measured and stored, but an output could not be written
+        from pipeline.fsutil import OutputError
+
+        raise OutputError(None, write_errors[0] + (f" (and {len(write_errors) - 1} more)"
+                                                   if len(write_errors) > 1 else ""))
+    return res
 
 
-def _plan(samples, keys, st, force, pictures, out, records, artifacts):
-    """Which samples to measure: those whose key is not current in the store, and stored
-    ones whose kept pictures are missing when the report shows them (pictures only)."""
+def _plan(samples, keys, st, force, pictures, out, records, artifacts, retry):
+    """Which samples to measure: those whose key is not current in the store, stored ones
+    whose measurement failed in a way that may not repeat (their ids go into `retry`: the
+    new row supersedes the stored one), and stored ones whose kept pictures are missing
+    when the report shows them (pictures only)."""
     from pipeline import stored
     reused: dict[str, dict[str, Any]] = {}
     todo = []
     current = st.current(keys.values()) if st is not None and not force else {}
     for s in samples:
         hit = current.get(keys[s.id])
+        if hit is not None and stored.needs_retry(hit["record"]):
+            retry.add(s.id)
+            hit = None
         if hit is None:
             todo.append(s)
             continue
@@ -322,47 +369,78 @@ def _plan(samples, keys, st, force, pictures, out, records, artifacts):
     return todo, reused
 
 
+def _task_failure(sample, exc: Exception) -> tuple[str, int]:
+    """A one-line message and the exit code for a sample whose task failed as a whole."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, MemoryError):
+        return ((f"{sample.id}: out of memory while measuring it; lower --jobs, raise "
+                 "--max-memory or measure its large files alone"), EXIT_UNREADABLE)
+    if isinstance(exc, BrokenProcessPool):
+        return ((f"{sample.id}: the worker process measuring it died (killed, out of memory, "
+                 "or a crash in a native library)"), EXIT_UNREADABLE)
+    if isinstance(exc, ElectrodeQCError):
+        return f"{sample.id}: {exc}", exc.exit_code
+    return f"{sample.id}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL
+
+
 def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
-    """A sample whose task failed as a whole: every file marked, nothing decided."""
-    msg = f"{sample.id}: {type(exc).__name__}: {exc}"
-    code = getattr(exc, "exit_code", EXIT_INTERNAL)
+    """A sample whose task failed as a whole: every file marked, nothing decided (both
+    decisions indeterminate with the failure as their reason)."""
+    from pipeline.report.claims import evaluate_spec
+    from pipeline.sample import decision_record, gate_record
+
+    msg, code = _task_failure(sample, exc)
     images = [{"path": str(f), "role": None, "status": "error", "error": msg,
                "exit_code": code, "results": None} for f in sample.files] or [
         {"path": sample.id, "role": None, "status": "error", "error": msg, "exit_code": code,
          "results": None}]
-    from pipeline.report.claims import evaluate_spec
-
-    undecided = evaluate_spec(cfg.spec, {})
-    undecided["rule"] = "one or more" if undecided["combine"] == "any" else "all"
-    gate = evaluate_spec(cfg.gate_spec, {}, blockers=[msg])
+    blockers = [f"failed input: {msg}"]
     return {"sample_id": sample.id, "title": sample.manifest.get("title", sample.id),
-            "state": sample.state, "pair": sample.manifest.get("pair"), "claim15": undecided,
+            "state": sample.state, "pair": sample.manifest.get("pair"),
+            "claim15": decision_record(evaluate_spec(cfg.spec, {}, blockers=blockers)),
             "particle_claims": {"met": None, "claims": []},
-            "gate": {"outcome": "indeterminate", "rule": gate["rule"], "reasons": gate["reasons"],
-                     "combine": gate["combine"], "properties": gate["properties"],
-                     "spec": gate["spec"]},
+            "gate": gate_record(evaluate_spec(cfg.gate_spec, {}, blockers=blockers)),
             "void_reduction_pct": None,
             "metrics": {k: None for k in ("Sa_um", "Sz_um", "porosity_cross_section",
                                           "porosity_gravimetric", "protrusions_per_mm2",
                                           "psd")},
-            "images": images, "flags": [msg], "notes": list(sample.notes),
+            "images": images, "flags": [], "notes": list(sample.notes),
+            "task_failed": True,
             "provenance": {"inputs": [{"path": str(f), "sha256": None, "reader": None,
                                        "pixel_size_source": None} for f in sample.files]}}
 
 
+def verdict_exit_code(records: list[dict[str, Any]], *, skip_before: bool = True) -> int:
+    """The exit code of a verdict over samples (`gate`, `run --strict`): 1 if a sample is
+    non-conforming; else 4 or 70 if a file could not be read or hit an internal error
+    (its sample is indeterminate); else 3 if a sample is indeterminate; else 0. Samples
+    measured before pressing are not judged unless `skip_before` is False."""
+    judged = [r for r in records if not (skip_before and r.get("state") == "before")]
+    if any(r["gate"]["outcome"] == "non-conforming" for r in judged):
+        return EXIT_NONCONFORMING
+    failed = _worst(im["exit_code"] for r in judged for im in r["images"]
+                    if im["exit_code"] in (EXIT_UNREADABLE, EXIT_INTERNAL))
+    if failed:
+        return failed
+    if any(r["gate"]["outcome"] != "conforming" for r in judged):
+        return EXIT_INDETERMINATE
+    return EXIT_OK
+
+
 def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, report,
-            trends=None, not_measured: int | None = None, pictures: dict | None = None):
+            trends=None, not_measured: int | None = None, pictures: dict | None = None,
+            notes: list[str] | None = None):
     """results.json, tables and report of `records`. `not_measured` (an interrupted run:
     exit code 130) counts the samples that are missing."""
     from pipeline import __version__
     from pipeline.stored import pairs
 
     pairs(records)
-    codes = [im["exit_code"] for r in records for im in r["images"]]
-    code = _worst(codes)
-    if code == EXIT_OK and strict and any(r["gate"]["outcome"] == "non-conforming"
-                                          and r.get("state") != "before" for r in records):
-        code = EXIT_NONCONFORMING
+    if strict:
+        code = verdict_exit_code(records)
+    else:
+        code = _worst(im["exit_code"] for r in records for im in r["images"])
     if not_measured is not None:
         code = EXIT_INTERRUPTED
     results = {
@@ -376,6 +454,7 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
             "samples": len(records),
             "files": sum(len(r["images"]) for r in records),
             "measured_files": sum(im["status"] == "ok" for r in records for im in r["images"]),
+            "failed_files": sum(im["status"] == "error" for r in records for im in r["images"]),
             "unreadable_files": sum(im["exit_code"] == EXIT_UNREADABLE
                                     for r in records for im in r["images"]),
             "reused_from_store": sum(bool((r.get("stored") or {}).get("reused"))
@@ -384,6 +463,7 @@ def _finish(records, artifacts, folder, out, cfg, manifest_id, created, strict, 
         },
         **cfg.identities(),
         "manifest": manifest_id,
+        "notes": list(notes or []),
         **({"report_pictures": pictures} if pictures and report else {}),
         "samples": records,
     }
@@ -409,14 +489,7 @@ def gate(sample_folder: str | Path, *, spec: str | Path | None = None,
               report=out is not None, today=today)
     if not res.samples:
         raise ConfigError(sample_folder, "holds no sample (no image files and no manifest entry)")
-    s = res.samples[0]
-    codes = [im["exit_code"] for im in s["images"]]
-    worst = _worst(c for c in codes if c != EXIT_INDETERMINATE)
-    if worst in (EXIT_UNREADABLE, EXIT_INTERNAL):
-        res.exit_code = worst
-    else:
-        res.exit_code = {"conforming": EXIT_OK, "non-conforming": EXIT_NONCONFORMING}.get(
-            s["gate"]["outcome"], EXIT_INDETERMINATE)
+    res.exit_code = verdict_exit_code(res.samples[:1], skip_before=False)
     res.results["exit_code"] = res.exit_code
     return res
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.errors import EXIT_INDETERMINATE, ElectrodeQCError
+from pipeline.errors import ElectrodeQCError
 
-__all__ = ["measure_sample"]
+__all__ = ["decision_record", "failed_inputs", "gate_record", "image_flags", "measure_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,25 @@ def _claim_values(m: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
     return out
 
 
-def _blockers(images: list[dict], m: dict[str, Any], gate_spec) -> list[str]:
+def failed_inputs(images: list[dict]) -> list[str]:
+    """One reason per file of the sample that could not be measured (unreadable, refused,
+    out of memory, missing calibration, internal error): each keeps every decision of the
+    sample from being made on the other files alone."""
+    return [f"{_FAILURE.get(im.get('error_type'), 'failed input')}: {im['error']}"
+            for im in images if im["status"] == "error"]
+
+
+_FAILURE = {"MissingCalibration": "missing calibration", "UnreadableInput": "unreadable input",
+            "WrongKind": "unreadable input", "MeasurementError": "measurement failed",
+            "MemoryLimitExceeded": "memory limit", "MemoryError": "out of memory",
+            "InternalError": "internal error"}
+
+
+def _gate_blockers(images: list[dict], m: dict[str, Any], gate_spec) -> list[str]:
+    """What keeps the production gate from a verdict beyond failed inputs: an instrument
+    certificate that has lapsed, and too few particles where the gate requires them."""
     out = []
     for im in images:
-        if im["exit_code"] == EXIT_INDETERMINATE:
-            out.append(f"missing calibration: {im['path']}")
         cal = str(im.get("calibration") or "")
         if cal.startswith("expired:"):
             out.append(f"expired calibration ({cal[8:]}): {im['path']}")
@@ -155,6 +170,30 @@ def _blockers(images: list[dict], m: dict[str, Any], gate_spec) -> list[str]:
         elif any(md["n"] < need for md in psd["modes"]):
             out.append(f"too few particles: a mode holds fewer than {need}")
     return out
+
+
+def image_flags(images: list[dict]) -> list[str]:
+    """The measurements' own flags of each measured file, named by the file."""
+    out = []
+    for im in images:
+        for f in (im.get("results") or {}).get("flags") or []:
+            out.append(f"{Path(im['path']).name}: {f}")
+    return out
+
+
+def decision_record(ev: dict[str, Any]) -> dict[str, Any]:
+    """The JSON record of one spec's decision (`evaluate_spec` output)."""
+    return {"outcome": ev["outcome"], "met": ev["met"],
+            "rule": "one or more" if ev["combine"] == "any" else "all",
+            "combine": ev["combine"], "decision_rule": ev["rule"],
+            "reasons": ev["reasons"], "properties": ev["properties"], "spec": ev["spec"]}
+
+
+def gate_record(ev: dict[str, Any]) -> dict[str, Any]:
+    """The JSON record of the production gate's decision: ``rule`` is its decision rule
+    (simple, guard_band, non_binary), ``combine`` how the properties combine."""
+    return {"outcome": ev["outcome"], "rule": ev["rule"], "combine": ev["combine"],
+            "reasons": ev["reasons"], "properties": ev["properties"], "spec": ev["spec"]}
 
 
 def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
@@ -171,7 +210,8 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     entry = sample.manifest
     ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
            "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
-           "expected_min_diameter_nm": entry.get("expected_min_diameter_nm")}
+           "expected_min_diameter_nm": entry.get("expected_min_diameter_nm"),
+           "max_memory": getattr(cfg, "max_memory", None)}
     images, tables = [], []
     art: dict[str, Any] = {"sem": [], "height": [], "histogram": None}
     for f in sample.files:
@@ -186,12 +226,15 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
             log.warning("%s", rec["error"])
         if advance:
             advance()
-    flags = [im["error"] for im in images if im["status"] != "ok"]
+    # failed files are in the decisions' reasons; skipped ones (no role) are flagged here
+    flags = [im["error"] for im in images if im["status"] == "skipped"] + image_flags(images)
     pooled = _pool(tables) if tables else None  # every psd field's particles, once
     m = _metrics(images, pooled, entry, cfg.gate_spec, flags)
     values = _claim_values(m)
-    claim15 = evaluate_spec(cfg.spec, values)
-    gate = evaluate_spec(cfg.gate_spec, values, blockers=_blockers(images, m, cfg.gate_spec))
+    failed = failed_inputs(images)
+    claim15 = evaluate_spec(cfg.spec, values, blockers=failed)
+    gate = evaluate_spec(cfg.gate_spec, values,
+                         blockers=failed + _gate_blockers(images, m, cfg.gate_spec))
     min_n = int(cfg.gate_spec.data.get("min_particles_per_mode", 500))
     pclaims = evaluate_particle_claims(cfg.particle_claims, m["psd"],
                                        median_aspect_ratio=m["median_aspect_ratio"],
@@ -212,14 +255,9 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         "title": entry.get("title", sample.id),
         "state": sample.state,
         "pair": entry.get("pair"),
-        "claim15": {"met": claim15["met"], "rule": "one or more" if claim15["combine"] == "any"
-                    else "all", "decision_rule": claim15["rule"],
-                    "properties": claim15["properties"],
-                    "spec": claim15["spec"]},
+        "claim15": decision_record(claim15),
         "particle_claims": pclaims,
-        "gate": {"outcome": gate["outcome"], "rule": gate["rule"], "combine": gate["combine"],
-                 "reasons": gate["reasons"], "properties": gate["properties"],
-                 "spec": gate["spec"]},
+        "gate": gate_record(gate),
         "void_reduction_pct": vr,
         "void_reduction_source": "gravimetric before/after (manifest)" if vr is not None else None,
         "metrics": m,

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settler", "close_store", "pair", "pairs", "process_sample_into_store",
-           "report_from_store", "reused_record", "store_record"]
+__all__ = ["Settler", "close_store", "needs_retry", "pair", "pairs",
+           "process_sample_into_store", "report_from_store", "reused_record", "store_record"]
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,29 @@ def retire_tables(out, sample_id: str, key: str, particles) -> None:
         retire_particle_tables(Path(out), sample_id, keep=table_name(sample_id, key))
 
 
+RETRIED = "measured again: the stored measurement had failed (out of memory, a worker lost)"
+
+
+def needs_retry(rec: dict[str, Any]) -> bool:
+    """A stored record that a later run measures again instead of reusing: its task failed
+    as a whole (a worker died, out of memory), or a file was refused for a memory limit or
+    ran out of memory. An unreadable file is not retried: the same bytes fail the same way."""
+    return bool(rec.get("task_failed")) or any(
+        im.get("retry") for im in rec.get("images") or [])
+
+
 class Settler:
     """Stores measured samples as they arrive. A sample paired with a before-pressing sample
     of the same run waits until that one is in, so that its void reduction is stored with
-    it; a failed sample is recorded (not stored) and releases whoever waits for it."""
+    it. A sample whose task failed is stored too, with its reasons (indeterminate), and
+    releases whoever waits for it. Samples in `retry` were stored before with a failure
+    that may not repeat: their new row supersedes that one although the key is the same."""
 
-    def __init__(self, st, run_id, out, keys, records, ids, force, created):
+    def __init__(self, st, run_id, out, keys, records, ids, force, created, *,
+                 retry: set[str] | None = None):
         self.st, self.run_id, self.out, self.keys = st, run_id, out, keys
         self.records, self.ids, self.force, self.created = records, ids, force, created
+        self.retry = set(retry or ())
         self.waiting: dict[str, list[tuple[str, dict, Any]]] = {}
 
     def add(self, sid: str, rec: dict[str, Any], particles, *, failed: bool) -> None:
@@ -47,16 +62,14 @@ class Settler:
         if not failed and partner and partner in self.ids and partner not in self.records:
             self.waiting.setdefault(partner, []).append((sid, rec, particles))
             return
-        if not failed:
-            self._store(sid, rec, particles)
-        for w in self.waiting.pop(sid, []):
-            self._store(*w)
+        self._store(sid, rec, particles)
 
     def _store(self, sid: str, rec: dict[str, Any], particles) -> None:
         pair(rec, self.records)
         if self.st is not None:
             rec = store_record(self.st, rec, self.keys[sid], self.run_id, particles,
-                               force=self.force, created=self.created)
+                               force=self.force, created=self.created,
+                               again=RETRIED if sid in self.retry else None)
             self.records[sid] = rec
         retire_tables(self.out, sid, self.keys[sid], particles)
         for w in self.waiting.pop(sid, []):
@@ -93,13 +106,15 @@ def reused_record(hit: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
-                 force: bool, created: str) -> dict[str, Any]:
-    """Append a measured sample to the store (`Store.append` says why it supersedes a row).
-    If another process stored this very input meanwhile, its row is reported instead."""
+                 force: bool, created: str, again: str | None = None) -> dict[str, Any]:
+    """Append a measured sample to the store (`Store.append` says why it supersedes a row;
+    `again` is the reason when the same input is measured again after a failure). If
+    another process stored this very input meanwhile, its row is reported instead."""
     from pipeline.store import DuplicateKey
 
     try:
-        row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force)
+        row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force,
+                           again=again)
     except DuplicateKey:  # a concurrent run stored this very input first
         hit = st.current([key]).get(key)
         if hit is None:
@@ -117,11 +132,15 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     (unless `force`); the stored record is returned with ``stored.reused`` True."""
     from pipeline import __version__
     from pipeline.identity import hash_files, idempotency_key, inputs
+    from pipeline.measure import default_max_memory
     from pipeline.runner import _config, _measure_task
 
-    cfg = cfg or _config(None, None, None, None)
+    cfg = cfg or _config(None, None, None, None, default_max_memory(1))
     key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
     hit = None if force else store.current([key]).get(key)
+    again = None
+    if hit is not None and needs_retry(hit["record"]):
+        hit, again = None, RETRIED
     if hit is not None:
         return reused_record(hit)
     res = _measure_task((sample, cfg, None if out is None else Path(out), "none", key))
@@ -141,7 +160,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     status = "failed"
     try:
         rec = store_record(store, rec, key, run_id, res["particles"], force=force,
-                           created=created)
+                           created=created, again=again)
         retire_tables(out, sample.id, key, res["particles"])
         status = "completed"
     finally:

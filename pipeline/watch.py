@@ -8,9 +8,11 @@ mtime unchanged for `stable_seconds`; it is then parsed (`pipeline.ingest.regist
 A file that does not parse is quarantined in the store with the reason, once per
 (path, SHA-256), and tried again only when its bytes, or a sidecar beside it, change.
 
-A sample is handed to ``process_sample(sample)`` when one of its files became ready (or its
-manifest entry changed) and none of its files is still settling; the `Sample` passed on
-lists only its ready files (quarantined ones are named in its notes). A sample whose ready
+A sample is handed to ``process_sample(sample)`` when one of its files became ready or was
+quarantined (or its manifest entry changed) and none of its files is still settling. The
+`Sample` passed on lists every file that settled, quarantined ones included (and named in
+its notes): a quarantined file fails again when measured, so its sample is judged
+indeterminate until the file is replaced, never on its other files alone. A sample whose
 files, their sidecars and manifest entry are unchanged since the last call is not passed
 again; across restarts `process_sample` itself must be idempotent (the store's key).
 
@@ -126,6 +128,7 @@ class Watcher:
         self._done: dict[str, tuple] = {}           # sample id -> what it was last passed with
         self._manifest_changed = True
         self._discover_error: str | None = None
+        self._notes: set[str] = set()               # discovery's notes, logged once each
 
     # -- control -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -237,7 +240,9 @@ class Watcher:
 
         try:
             rel = path.relative_to(self.folder)
-        except ValueError:
+            # a link whose target leaves the folder is not ours to read (nor is a loop)
+            path.resolve().relative_to(self.folder)
+        except (ValueError, OSError, RuntimeError):
             return None
         if not rel.parts or any(p.startswith(".") for p in rel.parts):
             return None
@@ -300,6 +305,7 @@ class Watcher:
                 s.stat, s.since = st, now
             elif now - s.since >= self.stable_seconds:
                 del self._settling[path]
+                self._discover_error = None  # e.g. the files a manifest entry waited for
                 if self._kind(path) == "image":
                     self._check(path, st)
                 else:
@@ -360,11 +366,10 @@ class Watcher:
                 self._forget(path)
             return
         self._checked[path] = _Checked(st, sha, sidecars, reason)
+        self._dirty.add(path)  # its sample is judged again, with it ready or quarantined
         if reason is None:
-            self._dirty.add(path)
             log.info("ready: %s", path)
             return
-        self._dirty.discard(path)
         if (str(path), sha) not in self._quarantined:
             self.store.quarantine(str(path), reason, sha256=sha)
             self._quarantined.add((str(path), sha))
@@ -376,13 +381,18 @@ class Watcher:
             return
         from pipeline.ingest.discover import discover
 
+        notes: list[str] = []
         try:
-            samples, _ = discover(self.folder, rules=self._rules)
+            samples, _ = discover(self.folder, rules=self._rules, notes=notes)
         except ConfigError as exc:  # e.g. a manifest being edited: wait for it to change
             self._discover_error = str(exc)
             log.error("cannot group the folder into samples (%s); waiting for a change", exc)
             return
         self._manifest_changed = False
+        for note in notes:
+            if note not in self._notes:
+                log.warning("%s", note)
+        self._notes = set(notes)
         listed: set[Path] = set()
         for s in samples:
             if self._stop.is_set():
@@ -393,20 +403,24 @@ class Watcher:
                     self._hint(f)  # listed but never hinted (an event lost)
             if any(f in self._settling for f in s.files):
                 continue  # wait until all its files have settled
-            ready = [f for f in s.files if f in self._checked and self._checked[f].reason is None]
+            checked = [f for f in s.files if f in self._checked]
+            ready = [f for f in checked if self._checked[f].reason is None]
             entry = json.dumps(s.manifest, sort_keys=True, default=str)
             key = (tuple((str(f), self._checked[f].sha256, self._checked[f].sidecars)
-                         for f in ready), entry)
+                         for f in checked), entry)
             prev = self._done.get(s.id)
             news = any(f in self._dirty for f in s.files) or entry != (prev[1] if prev else "{}")
             self._dirty.difference_update(s.files)
-            if not news or key == prev or not (ready or s.manifest):
+            if not news or key == prev or not (checked or s.manifest):
                 continue
-            bad = [f for f in s.files if f in self._checked and self._checked[f].reason]
+            bad = [f for f in checked if self._checked[f].reason]
             notes = list(s.notes) + [f"quarantined {f.relative_to(self.folder)}: "
                                      f"{self._checked[f].reason}" for f in bad]
-            sample = replace(s, files=ready, notes=notes)
-            log.info("processing sample %s (%d ready files)", s.id, len(ready))
+            # a quarantined file stays one of the sample's files: it fails again when
+            # measured, so the sample is indeterminate until the file is replaced
+            sample = replace(s, files=checked, notes=notes)
+            log.info("processing sample %s (%d ready files, %d quarantined)", s.id,
+                     len(ready), len(bad))
             try:
                 self.process_sample(sample)
             except ConfigError:
@@ -419,8 +433,11 @@ class Watcher:
         self._dirty &= listed
 
 
-def _store_process_sample(store: Any, out: Path | None) -> Callable[[Any], Any]:
-    """The runner's ``process_sample_into_store(sample, store, out=out)``, bound to `store`."""
+def _store_process_sample(store: Any, out: Path | None,
+                          on_stored: Callable[[dict], Any] | None = None
+                          ) -> Callable[[Any], Any]:
+    """The runner's ``process_sample_into_store(sample, store, out=out)``, bound to `store`;
+    `on_stored(record)` is called with each sample's stored (or reused) record."""
     from pipeline import runner
 
     fn = getattr(runner, "process_sample_into_store", None)
@@ -430,7 +447,10 @@ def _store_process_sample(store: Any, out: Path | None) -> Callable[[Any], Any]:
                                 "watch cannot measure samples; update electrode-qc")
 
     def process_sample(sample):
-        return fn(sample, store, out=out)
+        rec = fn(sample, store, out=out)
+        if on_stored is not None:
+            on_stored(rec)
+        return rec
 
     return process_sample
 
@@ -443,12 +463,14 @@ def _inside(path: Path, folder: Path) -> bool:
 def watch(folder: str | Path, *, db_url: str | None = None, out: str | Path | None = None,
           poll: bool = False, stable_seconds: float = 2.0, scan_interval_s: float = 60.0,
           poll_interval_s: float = 1.0,
-          process_sample: Callable[[Any], Any] | None = None) -> int:
+          process_sample: Callable[[Any], Any] | None = None,
+          on_stored: Callable[[dict], Any] | None = None) -> int:
     """`electrode-qc watch`: open the store, watch `folder` until SIGTERM/SIGINT; return 0.
 
     Results go to the store at `db_url` (default SQLite at ``out/results.db``); particle
     tables to `out`. `process_sample` defaults to the runner's
-    ``process_sample_into_store(sample, store, out=out)``. Neither `out` nor a SQLite
+    ``process_sample_into_store(sample, store, out=out)``, and then `on_stored(record)`
+    is called for every sample stored (the command line prints its verdict line). Neither `out` nor a SQLite
     database may lie inside the watched folder (the watcher would read its own outputs).
     """
     from pipeline.store import Store
@@ -475,7 +497,7 @@ def watch(folder: str | Path, *, db_url: str | None = None, out: str | Path | No
                                   "choose a path outside it")
     store = Store.open(db_url, out=out)
     try:
-        fn = process_sample or _store_process_sample(store, out)
+        fn = process_sample or _store_process_sample(store, out, on_stored)
         return Watcher(folder, store=store, process_sample=fn, poll=poll,
                        stable_seconds=stable_seconds, scan_interval_s=scan_interval_s,
                        poll_interval_s=poll_interval_s).run_forever()

@@ -188,14 +188,15 @@ def test_gate_non_conforming_1(export):
 
 def test_gate_guard_band_indeterminate_3(tmp_path):
     """Sa 0.098 um is below 0.10 but within its U of the limit; porosity (no manifest,
-    cross-section 0.6) and Sz (1.5) clearly fail: under the guard band, indeterminate;
-    under simple acceptance, conforming on Sa."""
-    folder = electrode(tmp_path / "edge", sa=(0.096, 0.100), sz=(1.5, 1.5),
-                       xsec_porosity=0.6, seed=4, psd=False, surface=False)
+    cross-section 0.3) and Sz (0.6) clearly pass: under the guard band, indeterminate;
+    under simple acceptance, conforming."""
+    folder = electrode(tmp_path / "edge", sa=(0.096, 0.100), sz=(0.6, 0.6),
+                       xsec_porosity=0.3, seed=4, psd=False, surface=False)
     code, out, text = gate_code(folder)
     assert code == 3, text
     assert out["gate"]["outcome"] == "indeterminate"
     assert out["gate"]["properties"]["Sa"]["statement"] == "indeterminate"
+    assert out["gate"]["properties"]["Sz"]["statement"] == "pass"
     assert any(r.startswith("Sa = 0.098") for r in out["gate"]["reasons"])
     simple = tmp_path / "simple.toml"
     from pipeline.calibration import calibration_dir

@@ -207,10 +207,13 @@ def test_slow_large_file_measured_once_complete_and_broken_file_quarantined(tmp_
         barrier(folder, rec, "S9")
         rows = wait_until(lambda: len(store.quarantined()) >= 2 and store.quarantined(),
                           "two quarantine rows")
-    assert call.files == {"map.x3p": sha256_file(big)}  # the final bytes, once
+    # the final bytes, once; the quarantined file goes with its sample (which it keeps
+    # indeterminate until it is replaced)
+    assert call.files == {"map.x3p": sha256_file(big), "broken.tif": sha256_file(bad)}
     assert sha256_file(big) == __import__("hashlib").sha256(data).hexdigest()
     assert len(rec.of("S1")) == 1
-    assert rec.of("S2") == []  # its only file is quarantined: nothing to measure
+    (s2,) = rec.of("S2")  # its only file is quarantined: judged (indeterminate) all the same
+    assert list(s2.files) == ["only-broken.tif"]
     assert any("quarantined S1/broken.tif: no reader recognises this file" in n for n in call.notes)
     by_path = {Path(r["path"]).name: r for r in rows}
     assert sorted(by_path) == ["broken.tif", "only-broken.tif"]
@@ -236,9 +239,11 @@ def test_quarantined_once_per_content_and_again_when_bytes_change(tmp_path, stor
         wait_until(lambda: len(store.quarantined()) == 2, "a second row for the new bytes")
         barrier(folder, rec, "B3")
     rows = store.quarantined()
-    assert [r["sha256"] for r in rows] == [__import__("hashlib").sha256(BROKEN).hexdigest(),
-                                           sha256_file(bad)]
-    assert rec.of("S1") == []
+    first = __import__("hashlib").sha256(BROKEN).hexdigest()
+    assert [r["sha256"] for r in rows] == [first, sha256_file(bad)]
+    # the sample is passed with its quarantined file (indeterminate), once per content
+    assert [c.files for c in rec.of("S1")] == [{"broken.tif": first},
+                                              {"broken.tif": sha256_file(bad)}]
     # a new watcher on the same store does not quarantine the same bytes again
     rec2 = Recorder()
     with running(make_watcher(folder, store, rec2)):
@@ -248,7 +253,8 @@ def test_quarantined_once_per_content_and_again_when_bytes_change(tmp_path, stor
 
 def test_unopenable_file_is_quarantined_not_retried_forever(tmp_path, store, monkeypatch):
     """A stable file that cannot be opened (permissions; simulated, as root reads anything)
-    is quarantined with the reason and its sample still goes on without it."""
+    is quarantined with the reason; its sample goes on with it among its files, so that
+    the measurement fails on it again and the sample is not judged on the other alone."""
     from pipeline.ingest import registry
 
     folder = tmp_path / "export"
@@ -266,7 +272,8 @@ def test_unopenable_file_is_quarantined_not_retried_forever(tmp_path, store, mon
     with running(make_watcher(folder, store, rec)):
         (call,) = rec.wait("S1")
         wait_until(lambda: store.quarantined(), "a quarantine row for the locked file")
-    assert list(call.files) == ["open.x3p"]
+    assert list(call.files) == ["locked.x3p", "open.x3p"]
+    assert any("quarantined S1/locked.x3p" in n for n in call.notes)
     (row,) = store.quarantined()
     assert row["path"] == str(locked) and "Permission denied" in row["reason"]
 
@@ -375,7 +382,8 @@ def test_manifest_change_reprocesses_only_the_samples_whose_entry_changed(tmp_pa
         rec.wait("S2")
         (folder / "samples.toml").write_text(
             'schema_version = 1\nid = "m"\n[[sample]]\nid = "S1"\nthickness_um = 13.7\n'
-            '[[sample]]\nid = "weighed"\nthickness_um = 15.0\nareal_mass_mg_cm2 = 2.0\n')
+            '[[sample]]\nid = "weighed"\nthickness_um = 15.0\nareal_mass_mg_cm2 = 2.0\n'
+            'files = "none"\n')
         calls = rec.wait("S1", 2)
         (weighed,) = rec.wait("weighed")  # listed in the manifest without files
         barrier(folder, rec, "B1")
@@ -564,7 +572,76 @@ def test_end_to_end_with_the_runner_into_sqlite(tmp_path):
     assert [r["stored"]["reused"] for r in results] == [False, True]
     assert len(rows) == 1
     rec = rows[0]["record"]
-    assert [(Path(i["path"]).name, i["sha256"]) for i in rec["provenance"]["inputs"]] == [
-        ("map.x3p", sha256_file(f))]
+    assert [Path(i["path"]).name for i in rec["provenance"]["inputs"]] == ["broken.tif",
+                                                                           "map.x3p"]
+    assert {Path(i["path"]).name: i["sha256"]
+                for i in rec["provenance"]["inputs"]}["map.x3p"] == sha256_file(f)
     assert any("quarantined S1/broken.tif" in n for n in rec["notes"])
+    # the quarantined file keeps the sample from a verdict until it is replaced
+    assert rec["gate"]["outcome"] == "indeterminate"
+    assert any("broken.tif" in r for r in rec["gate"]["reasons"])
     assert [Path(q["path"]).name for q in quarantined] == ["broken.tif"]
+
+
+def test_a_file_quarantined_after_its_sample_was_judged_sends_it_again(tmp_path, store):
+    """A sample measured on its good file, then a broken file of it arrives: the sample is
+    passed again with the quarantined file among its files (so it cannot stay conforming on
+    the others alone), and once more when that file is replaced by good bytes."""
+    folder = tmp_path / "export"
+    put(folder / "S1" / "map.x3p", x3p_bytes(tmp_path, n=64, seed=1))
+    rec = Recorder()
+    with running(make_watcher(folder, store, rec)):
+        (first,) = rec.wait("S1")
+        bad = put(folder / "S1" / "late.tif", BROKEN)
+        second = rec.wait("S1", 2)[1]
+        sem_tiff(folder / "S1" / "late.tif", seed=3)
+        third = rec.wait("S1", 3)[2]
+    assert set(first.files) == {"map.x3p"}
+    assert set(second.files) == {"map.x3p", "late.tif"}
+    assert second.files["late.tif"] == __import__("hashlib").sha256(BROKEN).hexdigest()
+    assert any("quarantined S1/late.tif" in n for n in second.notes)
+    assert set(third.files) == {"map.x3p", "late.tif"}
+    assert third.files["late.tif"] == sha256_file(bad)
+    assert not any("quarantined" in n for n in third.notes)
+
+
+def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    import pipeline.watch
+    from pipeline.cli import app
+
+    record = {"sample_id": "S1", "claim15": {"met": None, "properties": {}},
+              "gate": {"outcome": "indeterminate", "combine": "all"},
+              "images": [{"status": "error"}]}
+
+    def fake_watch(folder, *, on_stored, **kw):
+        on_stored(record)
+        return 0
+
+    monkeypatch.setattr(pipeline.watch, "watch", fake_watch)
+    r = CliRunner().invoke(app, ["watch", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert r.output.strip().splitlines() == [
+        "S1: claim 15 undecided (); gate indeterminate; 1 file(s) failed"]
+
+
+def test_a_link_out_of_the_folder_is_never_read(tmp_path, store, monkeypatch):
+    from pipeline.ingest import registry
+
+    folder = tmp_path / "export"
+    secret = put(tmp_path / "outside" / "secret.x3p", x3p_bytes(tmp_path, seed=8))
+    put(folder / "S1" / "map.x3p", x3p_bytes(tmp_path, seed=9))
+    (folder / "S1" / "link.x3p").symlink_to(secret)
+    (folder / "S2").symlink_to(secret.parent, target_is_directory=True)
+    opened = []
+    real_read = registry.read
+    monkeypatch.setattr(registry, "read", lambda p, *a, **k: opened.append(Path(p).resolve())
+                        or real_read(p, *a, **k))
+    rec = Recorder()
+    with running(make_watcher(folder, store, rec)):
+        (call,) = rec.wait("S1")
+        barrier(folder, rec, "B1")
+    assert set(call.files) == {"map.x3p"}
+    assert secret.resolve() not in opened
+    assert rec.of("S2") == [] and store.quarantined() == []

@@ -23,7 +23,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import CalibrationFile, calibration_dir, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -37,13 +37,15 @@ __all__ = [
 
 DECISION_RULES = ("simple", "guard_band", "non_binary")
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
-_PARTICLE_TESTS = {"two_modes", "ratio", "mode_ranges", "difference", "no_mode_at_or_above",
-                   "aspect_ratio"}
+#: each particle test and the unit of its value ("": a ratio; "modes": a count of modes)
+_PARTICLE_UNITS = {"two_modes": "modes", "ratio": "", "mode_ranges": "nm", "difference": "nm",
+                   "no_mode_at_or_above": "nm", "aspect_ratio": ""}
+_PARTICLE_TESTS = set(_PARTICLE_UNITS)
 
 
 def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> CalibrationFile:
     """A spec file (default calibration/specs/<default>.toml), validated."""
-    path = Path(path) if path is not None else calibration_dir() / "specs" / f"{default}.toml"
+    path = Path(path) if path is not None else calibration_file(f"specs/{default}.toml")
     cf = load_versioned(path, "spec")
     d = cf.data
     if d.get("combine", "any") not in ("any", "all"):
@@ -71,7 +73,7 @@ def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> Ca
 
 
 def load_particle_claims(path: str | Path | None = None) -> CalibrationFile:
-    path = Path(path) if path is not None else calibration_dir() / "specs" / "particle-claims.toml"
+    path = Path(path) if path is not None else calibration_file("specs/particle-claims.toml")
     cf = load_versioned(path, "spec")
     claims = cf.data.get("claim")
     if not isinstance(claims, list) or not claims:
@@ -189,7 +191,8 @@ def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None
     out = []
     if psd is None:
         for c in claims.data["claim"]:
-            out.append({"claim": c["claim"], "text": c["text"], "value": None, "met": None,
+            out.append({"claim": c["claim"], "text": c["text"], "test": c["test"],
+                        "unit": _PARTICLE_UNITS[c["test"]], "value": None, "met": None,
                         "note": "no particle-size measurement"})
         return {"met": None, "claims": out, "spec": {"id": claims.id, "sha256": claims.sha256}}
     modes = sorted(psd.get("modes") or [], key=lambda m: m["mean_nm"])
@@ -225,7 +228,8 @@ def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None
             note = (f"a mode holds fewer than {min_particles_per_mode} particles" if two
                     else f"fewer than {min_particles_per_mode} particles")
             met = None if met else met
-        out.append({"claim": c["claim"], "text": c["text"], "value": value, "met": met,
+        out.append({"claim": c["claim"], "text": c["text"], "test": t,
+                    "unit": _PARTICLE_UNITS[t], "value": value, "met": met,
                     "note": note})
     flags = [x["met"] for x in out]
     overall = False if False in flags else (None if None in flags else True)

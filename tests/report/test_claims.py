@@ -64,12 +64,28 @@ def test_claim15_one_or_more():
 
 def test_gate_guard_band_and_blockers():
     gate = load_spec(default="gate-production")
-    assert gate.data["decision_rule"] == "guard_band"
-    r = evaluate_spec(gate, values(0.55, 0.095, 1.4, u=0.01))
+    assert gate.data["decision_rule"] == "guard_band" and gate.data["combine"] == "all"
+    r = evaluate_spec(gate, values(0.30, 0.095, 0.5, u=0.01))  # Sa within U of its limit
     assert r["outcome"] == "indeterminate"
+    r = evaluate_spec(gate, values(0.55, 0.095, 1.4, u=0.01))  # porosity and Sz fail
+    assert r["outcome"] == "non-conforming"
     r = evaluate_spec(gate, values(0.30, 0.05, 0.5, u=0.01),
                       blockers=["expired calibration (x): a.tif"])
     assert r["outcome"] == "indeterminate" and r["reasons"][0].startswith("expired")
+
+
+def test_production_gate_needs_all_three_claim15_one():
+    """Porosity 54.9 % with good Sa and Sz: claim 15 met (one or more), gate non-conforming;
+    a property not measured leaves the gate indeterminate but can still meet the claim."""
+    claim, gate = load_spec(), load_spec(default="gate-production")
+    v = values(0.549, 0.07, 0.92, u=0.005)
+    assert evaluate_spec(claim, v)["outcome"] == "conforming"
+    assert evaluate_spec(gate, v)["outcome"] == "non-conforming"
+    v = values(None, 0.07, 0.92, u=0.005)
+    assert evaluate_spec(claim, v)["outcome"] == "conforming"
+    r = evaluate_spec(gate, v)
+    assert r["outcome"] == "indeterminate" and "porosity: not measured" in r["reasons"]
+    assert evaluate_spec(gate, values(0.30, 0.07, 0.92, u=0.005))["outcome"] == "conforming"
 
 
 def test_spec_all_rule(tmp_path):
