@@ -3,7 +3,9 @@
 Exit codes (DESIGN.md): 0 conforming / done, 1 non-conforming, 2 usage or config error,
 3 indeterminate (guard band, missing calibration, a measurement that found nothing or cannot
 be made as asked), 4 unreadable input (the file cannot be read, or its data cannot be real:
-constant, blank, corrupt calibration), 70 internal error.
+constant, blank, corrupt calibration; or it is too large for the memory limit), 70 internal
+error: a bug, never bad input, a full disk or a memory limit (an output that cannot be
+written is 2).
 
 Which error for a bad file: when the file's data cannot be a real measurement (a constant
 height block, a blank SEM image, an absurd pixel size), it is `UnreadableInput` (4); when the
@@ -25,7 +27,9 @@ __all__ = [
     "ConfigError",
     "ElectrodeQCError",
     "MeasurementError",
+    "MemoryLimitExceeded",
     "MissingCalibration",
+    "OutputError",
     "UnreadableInput",
     "WrongKind",
 ]
@@ -102,3 +106,18 @@ class MeasurementError(ElectrodeQCError):
     few valid points): the result is indeterminate (exit 3), not an unreadable input."""
 
     exit_code = EXIT_INDETERMINATE
+
+
+class MemoryLimitExceeded(ElectrodeQCError):
+    """A measurement whose estimated working memory exceeds the run's limit (``--max-memory``):
+    refused before anything is allocated for it (exit 4, as an input this run cannot take)."""
+
+    exit_code = EXIT_UNREADABLE
+
+
+class OutputError(ElectrodeQCError):
+    """An output file or folder that cannot be written: disk full, file too large,
+    read-only file system, no permission, quota exceeded (exit 2: the output location given
+    cannot take the results)."""
+
+    exit_code = EXIT_USAGE

@@ -28,19 +28,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from pipeline.errors import EXIT_USAGE, ElectrodeQCError
+from pipeline.errors import OutputError
 
 __all__ = ["OutputError", "atomic_open", "atomic_path", "atomic_write_bytes",
            "check_writable", "ensure_folder"]
 
 _PROBE = b"electrode-qc output folder check\n" * 128  # 4 KiB: at least one block
-
-
-class OutputError(ElectrodeQCError):
-    """An output file or folder that cannot be written: disk full, file too large,
-    read-only file system, no permission, quota exceeded."""
-
-    exit_code = EXIT_USAGE
 
 
 def _cause(exc: OSError) -> str:

@@ -18,10 +18,11 @@ from pipeline.errors import (
     EXIT_UNREADABLE,
     ConfigError,
     ElectrodeQCError,
+    MemoryLimitExceeded,
     MissingCalibration,
 )
 
-__all__ = ["BYTES_PER_PIXEL", "PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX", "MemoryLimitExceeded",
+__all__ = ["BYTES_PER_PIXEL", "PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX",
            "default_max_memory", "estimate_memory", "measure_file", "parse_memory"]
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,6 @@ PREVIEW_HEIGHT_PX = 512
 BYTES_PER_PIXEL = {"height": 90, "psd": 72, "surface": 44, "cross_section": 46}
 _BASE_BYTES = 64 * 2**20  # the measurement's fixed overhead (tables, previews, small arrays)
 MEMORY_SHARE = 0.75  # of the machine's memory, shared by the parallel jobs
-
-
-class MemoryLimitExceeded(ElectrodeQCError):
-    """A measurement whose estimated working memory exceeds the run's limit: refused
-    before anything is allocated for it."""
-
-    exit_code = EXIT_UNREADABLE
 
 
 def _physical_memory() -> int | None:

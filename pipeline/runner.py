@@ -331,7 +331,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, *, strict, report, jobs
                                     "with_pictures": len(artifacts),
                                     "all_up_to": PICTURES_ALL_UP_TO}, notes=notes)
     if write_errors:  # measured and stored, but an output could not be written
-        from pipeline.fsutil import OutputError
+        from pipeline.errors import OutputError
 
         raise OutputError(None, write_errors[0] + (f" (and {len(write_errors) - 1} more)"
                                                    if len(write_errors) > 1 else ""))
