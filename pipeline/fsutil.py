@@ -81,6 +81,21 @@ def _unlink_quietly(tmp: Path) -> None:
 
 
 @contextlib.contextmanager
+def _replacing(path: Path, tmp: Path) -> Iterator[None]:
+    """Move `tmp` over `path` when the block ends without an error; remove it otherwise
+    (an ``OSError`` becomes an `OutputError` naming `path`)."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink_quietly(tmp)
+        raise _error(path, exc) from exc
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
     """A binary file to write `path`'s new content to; it replaces `path` when the block
     ends without an error.
@@ -100,18 +115,10 @@ def atomic_open(path: str | os.PathLike) -> Iterator[IO[bytes]]:
         fd, tmp = _temporary(path)
     except OSError as exc:
         raise _error(path, exc) from exc
-    try:
-        with open(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise _error(path, exc) from exc
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    with _replacing(path, tmp), open(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
@@ -135,20 +142,13 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[Path]:
         os.close(fd)
     except OSError as exc:
         raise _error(path, exc) from exc
-    try:
+    with _replacing(path, tmp):
         yield tmp
         fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink_quietly(tmp)
-        raise _error(path, exc) from exc
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
