@@ -126,3 +126,30 @@ def test_surface_json_has_null_not_nan(tmp_path):
     out = json.loads(result.stdout)  # strict JSON: NaN would not parse as a number here
     assert "NaN" not in result.stdout
     assert out[0]["Sal_um"] is None and out[0]["Str"] is None
+
+
+SAMPLE = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_images"
+
+
+def test_a_file_of_the_other_kind_names_the_commands_that_take_it():
+    tif = SAMPLE / "embodiment-1" / "psd-01.tif"
+    x3p = SAMPLE / "embodiment-1" / "height-01.x3p"
+    r = CliRunner().invoke(app, ["surface", str(tif)])
+    assert r.exit_code == 4
+    assert ("psd-01.tif is an SEM image (FEI), not a height map; use particles, porosity or "
+            "protrusions") in r.output
+    r = CliRunner().invoke(app, ["particles", str(x3p)])
+    assert r.exit_code == 4
+    assert "height-01.x3p is a height map, not an SEM image; use surface" in r.output
+
+
+def test_an_error_is_printed_once_on_stderr(tmp_path):
+    bad = tmp_path / "bad.x3p"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    good = SAMPLE / "embodiment-1" / "height-01.x3p"
+    for cmd in ("surface", "particles", "protrusions"):
+        r = CliRunner().invoke(app, [cmd, str(bad), str(good)])
+        assert r.exit_code == 4, r.output
+        assert "bad.x3p" not in r.stdout  # the results of the files measured only
+        assert r.stderr.count("bad.x3p") == 1
+        assert len(r.stderr.strip().splitlines()) == (1 if cmd == "surface" else 2)
