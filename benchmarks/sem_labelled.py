@@ -101,6 +101,12 @@ def score(labels: np.ndarray, truth: np.ndarray, px_nm: float) -> dict:
             "f1": f1(truth, labels)}
 
 
+def _columns(r: dict, ref: dict, seconds: float) -> str:
+    dn = 100 * (r["n"] - ref["n"]) / ref["n"]
+    dx = 100 * (r["x50"] - ref["x50"]) / ref["x50"]
+    return f"{r['n']:6d} {dn:+6.0f} {r['x50']:6.1f} {dx:+7.1f} {r['f1']:5.2f} {seconds:5.2f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", type=Path, default=DEFAULT_SET)
@@ -136,15 +142,9 @@ def main() -> None:
         anchor = score(anchor_labels(np.asarray(da.values), px_nm), truth, px_nm)
         t_anchor = time.perf_counter() - t0
         rows.append((ref, ours, anchor))
-
-        def cols(r, t):
-            dn = 100 * (r["n"] - ref["n"]) / ref["n"]
-            dx = 100 * (r["x50"] - ref["x50"]) / ref["x50"]
-            return f"{r['n']:6d} {dn:+6.0f} {r['x50']:6.1f} {dx:+7.1f} {r['f1']:5.2f} {t:5.2f}"
-
-        print(f"{img_path.stem:8s} {ref['n']:7d} {ref['x50']:7.1f} | {cols(ours, t_ours)} | "
-              f"  {cols(anchor, t_anchor)}" + (f"  ours refused: {ours['error']}"
-                                                if "error" in ours else ""))
+        print(f"{img_path.stem:8s} {ref['n']:7d} {ref['x50']:7.1f} | "
+              f"{_columns(ours, ref, t_ours)} |   {_columns(anchor, ref, t_anchor)}"
+              + (f"  ours refused: {ours['error']}" if "error" in ours else ""))
 
     def mean_abs(k, i):
         return np.nanmean([abs(r[i][k] - r[0][k]) / r[0][k] * 100 for r in rows])

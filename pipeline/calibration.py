@@ -35,7 +35,6 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "SITE_ENV",
     "CalibrationFile",
-    "calibration_dir",
     "calibration_dirs",
     "calibration_file",
     "defaults_dir",
@@ -156,16 +155,6 @@ def calibration_file(relative_path: str | PurePosixPath) -> Path:
     looked = " and ".join(f"{path} ({what})" for path, what in places)
     hint = "" if site is not None else f"; a site folder ({SITE_ENV} or --calibration) may supply it"
     raise ConfigError(str(rel), f"no such calibration file: looked in {looked}{hint}")
-
-
-def calibration_dir() -> Path:
-    """The site folder when $ELECTRODE_QC_CALIBRATION is set, else the defaults' folder.
-
-    For callers that join paths onto one folder; such a path does not fall back from the
-    site folder to the defaults. Prefer `calibration_file` and `calibration_dirs`.
-    """
-    site = site_dir()
-    return site if site is not None else defaults_dir()
 
 
 def load_versioned(path: str | Path, kind: str) -> CalibrationFile:

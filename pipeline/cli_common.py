@@ -8,18 +8,19 @@ from typing import Any
 
 import typer
 
-from pipeline.errors import EXIT_INTERNAL, EXIT_UNREADABLE, EXIT_USAGE, ElectrodeQCError
+from pipeline.errors import (
+    EXIT_INTERNAL,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    ElectrodeQCError,
+    one_line,
+)
 
-__all__ = ["emit_json", "err", "error_text", "guard", "one_line"]
+__all__ = ["emit_json", "err", "error_text", "guard"]
 
 
 def err(msg: str) -> None:
     typer.echo(msg, err=True)
-
-
-def one_line(text: object) -> str:
-    """`text` on one line (runs of white space, newlines included, as one space)."""
-    return " ".join(str(text).split())
 
 
 def error_text(exc: ElectrodeQCError) -> str:

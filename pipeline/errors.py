@@ -32,6 +32,7 @@ __all__ = [
     "OutputError",
     "UnreadableInput",
     "WrongKind",
+    "one_line",
 ]
 
 EXIT_OK = 0
@@ -121,3 +122,9 @@ class OutputError(ElectrodeQCError):
     cannot take the results)."""
 
     exit_code = EXIT_USAGE
+
+
+def one_line(text: object) -> str:
+    """`text` (a message, an exception) on one line: runs of white space, newlines
+    included, as one space."""
+    return " ".join(str(text).split())

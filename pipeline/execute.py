@@ -627,11 +627,9 @@ def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None =
         from pipeline.errors import ConfigError
 
         raise ConfigError(None, f"--jobs must be >= 1, not {jobs}")
+    sec = _security(security, scheduler)  # refused without a remote scheduler
     if scheduler:
-        sec = _security(security, scheduler)
         return _dask(fn, args, scheduler, jobs, sec)
-    if security is not None:
-        _security(security, scheduler)  # raises: security needs a remote scheduler
     if jobs == 1 or len(args) <= 1:
         return _in_process(fn, args)
     return _pool(fn, args, min(jobs, len(args)))

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.calibration import CalibrationFile, calibration_dirs, load_versioned
 from pipeline.errors import ConfigError
+from pipeline.ingest.dataarray import Raster
 
 __all__ = [
     "Profile",
@@ -352,6 +353,6 @@ def calibrate_image(da, *, profiles: list[Profile] | None = None, today: _dt.dat
     profile = find_profile(da, profiles)
     if profile is None:
         return da
-    if hasattr(da, "to_xarray") and not hasattr(da, "assign_coords"):  # a Raster
+    if isinstance(da, Raster):  # read without xarray (`pipeline.read(as_xarray=False)`)
         da = da.to_xarray()
     return apply_profile(da, profile, today=today or _dt.date.today())

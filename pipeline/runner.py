@@ -29,6 +29,7 @@ from pipeline.errors import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     ElectrodeQCError,
+    one_line,
 )
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "RunResult", "gate", "process_sample_into_store",
@@ -137,7 +138,7 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
             ref = write_particle_table(tabs["particles"], Path(out),
                                        table_name(sample.id, key))
         except (OSError, ElectrodeQCError) as exc:  # the measurement is kept all the same
-            write_error = f"{sample.id}: particle table not written: {_one_line(exc)}"
+            write_error = f"{sample.id}: particle table not written: {one_line(exc)}"
             rec["flags"].append(write_error)
     if previews and out is not None:
         from pipeline.report import preview_cache
@@ -145,15 +146,10 @@ def _measure_task(payload: tuple) -> dict[str, Any]:
         try:
             preview_cache.save(Path(out), sample.id, key, art)
         except (OSError, ElectrodeQCError) as exc:  # in this run's report all the same
-            log.warning("%s: previews not kept for later runs: %s", sample.id, _one_line(exc))
+            log.warning("%s: previews not kept for later runs: %s", sample.id, one_line(exc))
     return {"record": rec, "artifacts": art if previews else None, "particles": ref,
             "worker": worker_info(), "write_error": write_error}
 
-
-def _one_line(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return " ".join(str(exc).split())
 
 
 def needs_attention(rec: dict[str, Any]) -> bool:

@@ -211,7 +211,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
            "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
            "expected_min_diameter_nm": entry.get("expected_min_diameter_nm"),
-           "max_memory": getattr(cfg, "max_memory", None)}
+           "max_memory": cfg.max_memory}
     images, tables = [], []
     art: dict[str, Any] = {"sem": [], "height": [], "histogram": None}
     for f in sample.files:

@@ -9,7 +9,6 @@ import pytest
 
 from pipeline.calibration import (
     SITE_ENV,
-    calibration_dir,
     calibration_dirs,
     calibration_file,
     defaults_dir,
@@ -70,7 +69,6 @@ def test_defaults_without_a_site_folder(monkeypatch):
     assert (defaults / "specs" / "claim15.toml").is_file()
     assert calibration_file("specs/claim15.toml") == defaults / "specs" / "claim15.toml"
     assert calibration_dirs("instruments") == [defaults / "instruments"]
-    assert calibration_dir() == defaults
 
 
 def test_site_files_and_defaults_together(site):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.calibration import calibration_dir
+from pipeline.calibration import defaults_dir
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import height_dataarray, sem_dataarray
 from pipeline.instruments import (
@@ -59,7 +59,7 @@ valid_until = 2025-06-01
 
 
 def test_example_profile_loads_and_matches_only_its_fake_serial():
-    profiles = load_profiles(calibration_dir() / "instruments")
+    profiles = load_profiles(defaults_dir() / "instruments")
     ex = {p.id: p for p in profiles}["example-fei-helios"]
     assert ex.correction_factor == pytest.approx((1.0032, 1.0041))
     assert ex.certificate["valid_until"] == dt.date(2026, 1, 15)

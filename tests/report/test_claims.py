@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.calibration import calibration_dir
+from pipeline.calibration import calibration_file
 from pipeline.errors import ConfigError
 from pipeline.report.aggregate import summarize
 from pipeline.report.claims import (
@@ -89,7 +89,7 @@ def test_production_gate_needs_all_three_claim15_one():
 
 
 def test_spec_all_rule(tmp_path):
-    text = (calibration_dir() / "specs" / "claim15.toml").read_text()
+    text = calibration_file("specs/claim15.toml").read_text()
     p = tmp_path / "all.toml"
     p.write_text(text.replace('combine = "any"', 'combine = "all"'))
     spec = load_spec(p)
@@ -104,7 +104,7 @@ def test_spec_all_rule(tmp_path):
     (("limit = 0.40", 'limit = "forty"'), "limit must be"),
 ])
 def test_bad_spec(tmp_path, edit, match):
-    text = (calibration_dir() / "specs" / "claim15.toml").read_text()
+    text = calibration_file("specs/claim15.toml").read_text()
     p = tmp_path / "s.toml"
     p.write_text(text.replace(*edit))
     with pytest.raises(ConfigError, match=match):
