@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "SemModel",
     "cross_section_image",
     "height_map",
     "match_labels",
     "particle_image",
+    "sem_dataarray",
+    "sem_scene",
     "surface_image",
     "write_sem_tiff",
     "write_truth",
@@ -566,3 +569,8 @@ def match_labels(truth: np.ndarray, found: np.ndarray, *, iou: float = 0.5) -> d
     area_f = np.bincount(found.ravel(), minlength=n_found)
     ok = inter / (area_t[t] + area_f[f] - inter) > iou
     return {int(a): int(b) for a, b in zip(t[ok], f[ok])}
+
+
+# Realistic SEM scenes (3-D bodies, rims, shadowing, a detector noise model) live in
+# pipeline.synth_sem; re-exported here beside the ideal `particle_image`.
+from pipeline.synth_sem import SemModel, sem_dataarray, sem_scene
