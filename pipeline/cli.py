@@ -226,9 +226,14 @@ def particles(
         None, "--min-diameter-nm", help="Smallest particle expected (resolution gate)."
     ),
     table: Path | None = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
+    method: str = typer.Option("classic", "--method",
+                               help="Splitting of touching particles: 'classic' (shape) or "
+                                    "'seams' (shape and the dark seams between particles)."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
+    if method not in ("classic", "seams"):
+        raise typer.BadParameter(f"'{method}' is not 'classic' or 'seams'", param_hint="--method")
 
     def body() -> int:
         from pipeline.segmentation.particles import find_particles
@@ -240,7 +245,7 @@ def particles(
 
         def measure(f: Path) -> dict[str, Any]:
             parts = find_particles(read_sem(f),
-                                   min_diameter_nm=min_diameter_nm)
+                                   min_diameter_nm=min_diameter_nm, method=method)
             dist = size_distribution(parts)
             tables.append(parts.assign(path=str(f)))
             return {k: dist.get(k) for k in (

@@ -144,16 +144,19 @@ def _attrs_record(da) -> dict[str, Any]:
 
 def _psd(da, ctx: dict[str, Any]):
     from pipeline.segmentation.particles import find_particles
+    from pipeline.segmentation.psd import counted
 
     table, labels = find_particles(da, min_diameter_nm=ctx.get("expected_min_diameter_nm"),
                                    return_labels=True)
     inner = table[~table["touches_edge"]]
+    # the particles every statistic counts (`psd.counted`): this median is the image's x50
+    kept = table[counted(table)]
     results = {
         "n_particles": len(table),
         "n_inner": len(inner),
         "ag_area_frac": table.attrs.get("ag_area_frac"),
         "particle_area_frac": table.attrs.get("particle_area_frac"),
-        "ecd_median_nm": float(inner["ecd_nm"].median()) if len(inner) else None,
+        "ecd_median_nm": float(kept["ecd_nm"].median()) if len(kept) else None,
         "flags": list(table.attrs.get("flags", [])),
     }
     art = {}

@@ -74,9 +74,10 @@ def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: lis
 
 
 def _inner_carbon(pooled):
-    """Carbon particles that count for the statistics: off the edge, not merge suspects."""
-    return pooled[(pooled["phase"] == "carbon") & ~pooled["touches_edge"]
-                  & ~pooled["merge_suspect"]]
+    """Carbon particles that count for the statistics (`psd.counted`)."""
+    from pipeline.segmentation.psd import counted
+
+    return pooled[counted(pooled)]
 
 
 def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,

@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-__all__ = ["resolved_modes", "size_distribution", "weighted_quantiles"]
+__all__ = ["counted", "resolved_modes", "size_distribution", "weighted_quantiles"]
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,21 @@ def _resolution_gate(attrs: dict, gm2, d: np.ndarray, path, flags: list[str]):
                      f"({smallest:.3g} nm)")
 
 
+def counted(particles, phase: str = "carbon") -> np.ndarray:
+    """Which rows of a `find_particles` table count in the statistics of `phase`.
+
+    A particle counts when it is of that phase, inside the field (``touches_edge`` false),
+    not rejected as a merge (``merge_suspect`` false) and has a finite positive ECD. Every
+    statistic of a size distribution (the notebook's `size_distribution`, ``particles``,
+    ``run`` and the per-file record) is taken over exactly these rows.
+    """
+    ecd = particles["ecd_nm"].to_numpy(float)
+    return ((particles["phase"].to_numpy() == phase)
+            & ~particles["touches_edge"].to_numpy(bool)
+            & ~particles["merge_suspect"].to_numpy(bool)
+            & np.isfinite(ecd) & (ecd > 0))
+
+
 def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, seed: int = 0,
                       phase: str = "carbon") -> dict:
     """Size distribution of the particles of one phase.
@@ -213,9 +228,7 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
     ph = particles[particles["phase"] == phase]
     edge = ph["touches_edge"].to_numpy(bool)
     merge = ph["merge_suspect"].to_numpy(bool)
-    keep = ~edge & ~merge
-    d = np.sort(ph["ecd_nm"].to_numpy(float)[keep])
-    d = d[np.isfinite(d) & (d > 0)]
+    d = np.sort(ph["ecd_nm"].to_numpy(float)[counted(ph, phase)])
     if d.size < 2:
         raise MeasurementError(path, f"only {d.size} {phase} particles left after excluding "
                                f"{int(edge.sum())} at the edge and {int((merge & ~edge).sum())} "
