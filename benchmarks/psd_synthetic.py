@@ -1,0 +1,119 @@
+"""Particle sizes on the realistic SEM model (`pipeline.synth.sem_scene`) with known truth.
+
+Run by hand: ``python benchmarks/psd_synthetic.py [--seeds 3] [--shape 768 1024]``.
+
+For the discrete-particle presets (``bimodal-40-80``, ``bimodal-25-70``, ``mono-40``) it runs
+`find_particles` with each method (``classic``, the default, and ``seams``) and
+`size_distribution` on the table, and prints per scene: the two mixture modes' geometric
+means against the truth modes' medians (error in %), the small mode's number share against
+the truth's (inner visible carbon primaries), and the BIC mode count (1 expected for
+``mono-40``, 2 for the others). For the carbon-black aggregate presets (``cb-agg-40``,
+``cb-agg-80``) it prints the aggregate-based primary diameter
+(`pipeline.segmentation.aggregates.primary_size`) measured on the model's own aggregate
+labels and on the connected foreground `find_particles` finds, against the truth's mean
+primary diameter. Every number is printed beside its truth, scene by scene.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DISCRETE = ("bimodal-40-80", "bimodal-25-70", "mono-40")
+AGGREGATES = ("cb-agg-40", "cb-agg-80")
+METHODS = ("classic", "seams")
+
+
+def truth_modes(truth: dict) -> tuple[list[float], float | None]:
+    """Median diameter of each truth mode over the inner, visible carbon primaries, and the
+    number share of the smallest mode (None with one mode)."""
+    prim = [p for p in truth["primaries"]
+            if p["phase"] == "carbon" and not p["touches_edge"] and p["mode"] is not None]
+    modes = sorted({p["mode"] for p in prim})
+    d = {m: np.array([p["diameter_nm"] for p in prim if p["mode"] == m]) for m in modes}
+    med = [float(np.median(d[m])) for m in modes]
+    order = np.argsort(med)
+    share = None if len(modes) < 2 else len(d[modes[order[0]]]) / len(prim)
+    return [med[i] for i in order], share
+
+
+def discrete_row(preset: str, seed: int, shape, method: str) -> str:
+    from pipeline.errors import ElectrodeQCError
+    from pipeline.segmentation.particles import find_particles
+    from pipeline.segmentation.psd import size_distribution
+    from pipeline.synth import sem_dataarray
+
+    da, truth = sem_dataarray(preset, shape=shape, seed=seed)
+    t_modes, t_share = truth_modes(truth)
+    try:
+        dist = size_distribution(find_particles(da, method=method), n_boot=0)
+    except ElectrodeQCError as exc:
+        return f"{preset:14s} {seed:4d} {method:8s} refused: {exc.problem}"
+    modes = sorted(dist["modes"], key=lambda m: m["mean_nm"])
+    if len(t_modes) == 2:
+        errs = [100 * (m["mean_nm"] - t) / t for m, t in zip(modes, t_modes)]
+        share = modes[0]["number_share"]
+        cells = (f"{modes[0]['mean_nm']:6.1f} {t_modes[0]:6.1f} {errs[0]:+6.1f} "
+                 f"{modes[1]['mean_nm']:6.1f} {t_modes[1]:6.1f} {errs[1]:+6.1f} "
+                 f"{share:5.2f} {t_share:5.2f} {share - t_share:+6.2f}")
+    else:
+        err = 100 * (dist["x50_nm"] - t_modes[0]) / t_modes[0]
+        cells = f"{dist['x50_nm']:6.1f} {t_modes[0]:6.1f} {err:+6.1f} (x50, one mode)" + " " * 23
+    return f"{preset:14s} {seed:4d} {method:8s} {dist['n']:5d} {cells} {dist['bic_k']:5d}"
+
+
+def aggregate_row(preset: str, seed: int, shape) -> str:
+    from skimage.measure import label
+
+    from pipeline.errors import ElectrodeQCError
+    from pipeline.segmentation.aggregates import primary_size
+    from pipeline.segmentation.particles import find_particles
+    from pipeline.synth import sem_dataarray
+
+    da, truth = sem_dataarray(preset, shape=shape, seed=seed)
+    px_nm = float(truth["pixel_nm"])
+    d_true = float(np.mean([p["diameter_nm"] for p in truth["primaries"]]))
+    cells = []
+    try:
+        own = primary_size(truth["aggregate_owner"], px_nm, n_boot=200)
+        cells.append(f"{own['mean_nm']:6.1f} {100 * (own['mean_nm'] / d_true - 1):+6.1f}")
+    except ElectrodeQCError as exc:
+        cells.append(f"refused: {exc.problem}")
+    try:
+        _, labels = find_particles(da, return_labels=True, method="seams")
+        fg = primary_size(label(labels > 0, connectivity=2), px_nm, n_boot=200)
+        cells.append(f"{fg['mean_nm']:6.1f} {100 * (fg['mean_nm'] / d_true - 1):+6.1f} "
+                     f"{fg['n_aggregates']:4d}")
+    except ElectrodeQCError as exc:
+        cells.append(f"refused: {exc.problem}")
+    return f"{preset:14s} {seed:4d} {d_true:6.1f} | " + " | ".join(cells)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--shape", type=int, nargs=2, default=(768, 1024))
+    opts = ap.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    shape = tuple(opts.shape)
+    print(f"{'preset':14s} {'seed':>4s} {'method':8s} {'n':>5s} {'mode1':>6s} {'truth':>6s} "
+          f"{'err%':>6s} {'mode2':>6s} {'truth':>6s} {'err%':>6s} {'share':>5s} {'truth':>5s} "
+          f"{'diff':>6s} {'bic_k':>5s}")
+    for preset in DISCRETE:
+        for seed in range(opts.seeds):
+            for method in METHODS:
+                print(discrete_row(preset, seed, shape, method), flush=True)
+    print(f"\n{'preset':14s} {'seed':>4s} {'truth':>6s} | {'model aggregates':>13s} err% | "
+          "find_particles foreground (seams): d err% n_agg")
+    for preset in AGGREGATES:
+        for seed in range(opts.seeds):
+            print(aggregate_row(preset, seed, shape), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
