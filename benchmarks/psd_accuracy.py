@@ -34,8 +34,8 @@ image. Target: ours passes on >= 90 % of the images (9 of 10), beats every ancho
 F1 and mean |x50 err|, and takes <= 2x the skimage anchor's mean time.
 
 The scoring functions (`truth_labels`, `predicted_from_labels`, `predicted_from_table`,
-`score_image`) are importable, so a section scoring synthetic scenes can reuse them
-(``--synthetic`` is its placeholder). ``--self-check`` scores each truth against itself
+`score_image`) are importable (``tests/segmentation/test_particles_real.py`` uses them);
+synthetic scenes are scored by ``benchmarks/psd_synthetic.py``. ``--self-check`` scores each truth against itself
 (inner truth centroids and ECDs as the prediction): F1 1.0 and 0 % errors expected.
 """
 
@@ -439,12 +439,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", type=Path, default=DEFAULT_SET, help="folder of <id>.tif + <id>_mask.tif")
     ap.add_argument("--json", type=Path, help="write every number to this JSON file")
     ap.add_argument("--self-check", action="store_true", help="score each truth against itself")
-    ap.add_argument("--synthetic", action="store_true", help="score synthetic scenes (not built yet)")
     opts = ap.parse_args(argv)
-    if opts.synthetic:
-        print("--synthetic: no synthetic section yet; build scenes with pipeline.synth and score "
-              "them with score_image()", file=sys.stderr)
-        return 2
     if not opts.set.is_dir() or not images(opts.set):
         print(f"{opts.set}: no labelled SEM set here (expected <id>.tif with <id>_mask.tif; see "
               "../shared/realdata/sem-labelled/SOURCES.md); give its folder with --set DIR",
