@@ -232,8 +232,11 @@ def particles(
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
-    if method not in ("classic", "seams"):
-        raise typer.BadParameter(f"'{method}' is not 'classic' or 'seams'", param_hint="--method")
+    from pipeline.segmentation.particles import METHODS
+
+    if method not in METHODS:
+        raise typer.BadParameter(f"'{method}' is not one of {', '.join(METHODS)}",
+                                 param_hint="--method")
 
     def body() -> int:
         from pipeline.segmentation.particles import find_particles

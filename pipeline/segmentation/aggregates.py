@@ -263,6 +263,8 @@ def aggregate_geometry(labels: np.ndarray, pixel_nm: float):
     """
     import pandas as pd
 
+    from pipeline.segmentation.particles import area_centroid
+
     px = _check_pixel(pixel_nm)
     lab = _check_labels(labels)
     n = int(lab.max())
@@ -270,14 +272,7 @@ def aggregate_geometry(labels: np.ndarray, pixel_nm: float):
         df = pd.DataFrame({c: [] for c in COLUMNS})
         df.attrs["pixel_size_nm"] = px
         return df
-    nx = lab.shape[1]
-    flat = lab.ravel()
-    idx = np.flatnonzero(flat)
-    ll = flat[idx]
-    yy, xx = np.divmod(idx, nx)
-    area = np.bincount(ll, minlength=n + 1)[1:].astype(np.float64)
-    cy = np.bincount(ll, weights=yy, minlength=n + 1)[1:] / np.maximum(area, 1.0)
-    cx = np.bincount(ll, weights=xx, minlength=n + 1)[1:] / np.maximum(area, 1.0)
+    area, cx, cy = area_centroid(lab, n)
     perim = crofton_perimeter(lab, n)
     touches = np.zeros(n + 1, bool)
     touches[np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])] = True

@@ -60,7 +60,7 @@ import math
 
 import numpy as np
 
-__all__ = ["find_particles"]
+__all__ = ["METHODS", "area_centroid", "find_particles"]
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def _merge_basins(labels: np.ndarray, edt: np.ndarray, valley: np.ndarray,
         sd, sv = adj[i][j]
         if sd != -neg:
             continue  # stale entry
-        if min(peak[i], peak[j]) - sd >= h_px or sv > SEAM_EVIDENCE * 1.0:
+        if min(peak[i], peak[j]) - sd >= h_px or sv > SEAM_EVIDENCE:
             continue
         parent[j] = i
         peak[i] = max(peak[i], peak[j])
@@ -292,7 +292,7 @@ def _merge_basins(labels: np.ndarray, edt: np.ndarray, valley: np.ndarray,
 
 def _refine_edges(labels: np.ndarray, sm: np.ndarray, fg: np.ndarray, b: float,
                   valid: np.ndarray) -> np.ndarray:
-    """Put each particle's outer edge at its own half height (in place; returns `labels`).
+    """`labels` with each particle's outer edge at its own half height (a new array).
 
     The sizing threshold of particle i is ``b + EDGE_LEVEL (q_i - b)``, with ``q_i`` the
     90th percentile of the smoothed grey levels in its outer band (pixels within
@@ -319,9 +319,7 @@ def _refine_edges(labels: np.ndarray, sm: np.ndarray, fg: np.ndarray, b: float,
         q[has] = vb[start[has] + np.floor(0.9 * (cnt[has] - 1)).astype(np.int64)]
     thr = (b + EDGE_LEVEL * (q - b)).astype(np.float32)
     thr[0] = np.inf
-    drop = band & (sm < thr[labels])
-    labels[drop] = 0
-    lf = labels.astype(np.float32)
+    lf = np.where(band & (sm < thr[labels]), 0, labels).astype(np.float32)
     for _ in range(int(EDGE_BAND_PX)):
         grown = cv2.dilate(lf, np.ones((3, 3), np.uint8))
         gl = grown.astype(np.int32)
@@ -470,18 +468,25 @@ def _estimate_r_min(edt: np.ndarray) -> float:
     return max(2.0, float(np.percentile(v, 25)) * 0.85)
 
 
+def area_centroid(labels: np.ndarray, n: int):
+    """Pixel count and centroid (x, y in pixel indices) of labels 1..n of a label image."""
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    ll = flat[idx]
+    yy, xx = np.divmod(idx, labels.shape[1])
+    area = np.bincount(ll, minlength=n + 1)[1:].astype(np.float64)
+    cy = np.bincount(ll, weights=yy, minlength=n + 1)[1:] / np.maximum(area, 1.0)
+    cx = np.bincount(ll, weights=xx, minlength=n + 1)[1:] / np.maximum(area, 1.0)
+    return area, cx, cy
+
+
 def _region_geometry(labels: np.ndarray, n: int):
     """Area, centroid, Feret max/min and convex-hull area (px units) of labels 1..n."""
     import cv2
 
     nx = labels.shape[1]
     flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    ll = flat[idx]
-    yy, xx = np.divmod(idx, nx)
-    area = np.bincount(ll, minlength=n + 1)[1:].astype(np.float64)
-    cy = np.bincount(ll, weights=yy, minlength=n + 1)[1:] / np.maximum(area, 1)
-    cx = np.bincount(ll, weights=xx, minlength=n + 1)[1:] / np.maximum(area, 1)
+    area, cx, cy = area_centroid(labels, n)
     # boundary pixels: a 4-neighbour (or the outside of the image) has another label
     labf = labels.astype(np.float32)
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
@@ -517,33 +522,49 @@ def _region_geometry(labels: np.ndarray, n: int):
     return area, cx, cy, feret_max, feret_min, hull
 
 
+def _phases(sm: np.ndarray, fg: np.ndarray, t_ag: float | None):
+    """(silver, carbon) masks of the foreground: silver above `t_ag`, opened by a 5 px disc
+    (rims brightened at carbon edges are not silver); carbon the rest."""
+    import cv2
+
+    if t_ag is None:
+        return np.zeros_like(fg), fg.copy()
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    silver = cv2.morphologyEx(((sm > t_ag) & fg).view(np.uint8), cv2.MORPH_OPEN, ker).view(bool)
+    return silver, fg & ~silver
+
+
+def _distance_map(core: np.ndarray, fg: np.ndarray, silver: np.ndarray,
+                  carbon: np.ndarray) -> np.ndarray:
+    """Distance map of `core` (the foreground minus any cuts) with silver pixels touching
+    carbon cut too (no flood crosses phases), smoothed by a Gaussian of sigma 1 px, zero
+    outside `fg`."""
+    import cv2
+
+    if silver.any():
+        near_c = cv2.dilate(carbon.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+        core = core & ~(silver & near_c)
+    edt = cv2.distanceTransform(core.view(np.uint8), cv2.DIST_L2, 5)
+    edt = cv2.GaussianBlur(edt, (0, 0), 1.0)
+    np.multiply(edt, fg, out=edt)
+    return edt
+
+
 def _label_seams(sm, valid, b, c, t_ag, r_given):
     """Particles by intensity and shape (``method="seams"``): hysteresis foreground, dark
     seams cut, flood from every distance maximum, basins merged by dynamic and seam
-    evidence, edges re-thresholded per particle. Returns (labels, fg, silver, r_px)."""
-    import cv2
+    evidence, edges re-thresholded per particle. Returns (labels, the sized foreground,
+    silver, r_px)."""
 
     t_detect = b + DETECT_LEVEL * (c - b)
     # hysteresis: a foreground region must reach the half-way level somewhere (a dim
     # speck of substrate texture does not; a shadowed particle beside a lit one does)
     fg = _hysteresis((sm > t_detect) & valid, sm > 0.5 * (b + c))
     fg = _fill_small_holes(fg, HOLE_MAX_PX) & valid
-    silver = (sm > t_ag) & fg if t_ag is not None else np.zeros_like(fg)
-    if t_ag is not None:  # rims brightened at carbon edges are not silver
-        ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-        silver = cv2.morphologyEx(silver.astype(np.uint8), cv2.MORPH_OPEN, ker).astype(bool)
-    carbon = fg & ~silver
+    silver, carbon = _phases(sm, fg, t_ag)
     valley = _valley(sm)
     valley *= np.float32(1.0 / (c - b))
-    # dark seams cut the foreground; so do silver pixels touching carbon (no particle
-    # crosses phases)
-    core = fg & ~_seams(valley, carbon)
-    if silver.any():
-        near_c = cv2.dilate(carbon.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-        core &= ~(silver & near_c)
-    edt = cv2.distanceTransform(core.view(np.uint8), cv2.DIST_L2, 5)
-    edt = cv2.GaussianBlur(edt, (0, 0), 1.0)
-    np.multiply(edt, fg, out=edt)
+    edt = _distance_map(fg & ~_seams(valley, carbon), fg, silver, carbon)
     r_px = r_given if r_given is not None else _estimate_r(edt)
     two_scale = fg.size >= TWO_SCALE_MIN_PX and r_px >= TWO_SCALE_MIN_RADIUS_PX
     if two_scale:  # markers found on the half-resolution grid the flood runs on
@@ -559,27 +580,16 @@ def _label_seams(sm, valid, b, c, t_ag, r_given):
     labels = np.where(thick[labels] >= THIN_REL * r_px, labels, 0).astype(np.int32)
     labels = _refine_edges(labels, sm, fg, b, valid)
     labels = _drop_small(labels, max(4.0, math.pi * (0.25 * r_px) ** 2))
-    return labels, fg, silver, r_px
+    return labels, labels > 0, silver, r_px
 
 
 def _label_classic(sm, valid, b, c, t_ag, r_given):
     """Particles by shape (``method="classic"``): half-maximum foreground, distance-map
     markers tied to the smallest radius, watershed. Returns (labels, fg, silver, r_px)."""
-    import cv2
 
     fg = (sm > 0.5 * (b + c)) & valid
-    silver = (sm > t_ag) & fg if t_ag is not None else np.zeros_like(fg)
-    if t_ag is not None:  # rims brightened at carbon edges are not silver
-        ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-        silver = cv2.morphologyEx(silver.astype(np.uint8), cv2.MORPH_OPEN, ker).astype(bool)
-    carbon = fg & ~silver
-    core = fg
-    if silver.any():  # silver pixels touching carbon become a cut: no flood crosses phases
-        near_c = cv2.dilate(carbon.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
-        core = fg & ~(silver & near_c)
-    edt = cv2.distanceTransform(core.view(np.uint8), cv2.DIST_L2, 5)
-    edt = cv2.GaussianBlur(edt, (0, 0), 1.0)
-    np.multiply(edt, fg, out=edt)
+    silver, carbon = _phases(sm, fg, t_ag)
+    edt = _distance_map(fg, fg, silver, carbon)
     r_px = r_given if r_given is not None else _estimate_r_min(edt)
     two_scale = fg.size >= TWO_SCALE_MIN_PX and r_px >= TWO_SCALE_MIN_RADIUS_PX
     if two_scale:  # markers found on the half-resolution grid the flood runs on

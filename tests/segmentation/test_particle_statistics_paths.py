@@ -65,3 +65,22 @@ def test_particles_command_takes_the_method(sem_file):
     assert seams == pytest.approx(size_distribution(find_particles(da, method="seams"))["x50_nm"])
     bad = CliRunner().invoke(app, ["particles", str(sem_file), "--method", "magic"])
     assert bad.exit_code == 2 and "--method" in bad.output
+
+
+def test_run_results_json_gives_the_same_x50(sem_file, tmp_path):
+    """A one-image electrode: results.json's pooled x50 is the notebook's x50 of that image."""
+    import shutil
+
+    from pipeline.runner import run
+
+    root = tmp_path / "export"
+    (root / "e1").mkdir(parents=True)
+    shutil.copy(sem_file, root / "e1" / "psd-01.tif")
+    out = tmp_path / "out"
+    run(root, out, report=False)
+    doc = json.loads((out / "results.json").read_text())
+    (sample,) = [s for s in doc["samples"] if s["sample_id"] == "e1"]
+    notebook = size_distribution(find_particles(pipeline.read(sem_file)))["x50_nm"]
+    assert sample["metrics"]["psd"]["x50_nm"] == pytest.approx(notebook, rel=1e-12)
+    (image,) = [im for im in sample["images"] if im["role"] == "psd"]
+    assert image["results"]["ecd_median_nm"] == pytest.approx(notebook, rel=1e-12)
