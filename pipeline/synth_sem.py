@@ -29,7 +29,11 @@ scale); `PRESETS` holds one per scene kind and keyword overrides replace fields.
 5. SE contrast: ``level_*`` x a gain ``exp(N(0, gain_sigma))`` per particle x ``1 + rim_gain
    (exp(-d/rim_decay_nm) - exp(-d/rim_rise_nm) + tilt_weight (min(sec t, tilt_cap) - 1))``
    (d: distance to the body's silhouette edge, t: surface tilt; ``rim_gain = 0``: flat
-   plateaus) x ``1 + surface_texture N``.
+   plateaus) x ``1 + surface_texture N`` x ``1 + light_weight sin t cos(az - light_azimuth)``
+   (surfaces facing the detector side brighter; az: the azimuth of the surface normal) and,
+   for faceted bodies, x ``1 + g_j`` with ``g_j ~ N(0, facet_contrast)`` per facet: the side
+   facets of the polygon (normal azimuth at the facet's middle) and a flat top inside
+   ``FACET_TOP`` of the radius (no tilt), so crystals show facet edges inside their outline.
 6. Shadowing: x ``exp(-shadow_strength max(Hbar - z, 0) / shadow_range_nm)``, Hbar the top
    height smoothed over ``shadow_range_nm``: lower particles, crevices and the substrate
    beside tall particles (a dark halo) lose signal.
@@ -77,6 +81,7 @@ import numpy as np
 __all__ = ["PRESETS", "SemModel", "sem_dataarray", "sem_scene"]
 
 _PHI = np.linspace(-math.pi, math.pi, 128, endpoint=False)  # angles of the silhouette tables
+FACET_TOP = 0.45  # a faceted body's flat top: inside 0.45 of its silhouette radius
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class SemModel:
     rim_rise_nm: float = 0.0
     tilt_weight: float = 0.4
     tilt_cap: float = 3.0
+    facet_contrast: float = 0.0
+    light_weight: float = 0.0
+    light_azimuth_deg: float = 135.0
     shadow_strength: float = 0.8
     shadow_range_nm: float = 30.0
     binder_fraction: float = 0.15
@@ -218,6 +226,9 @@ def sem_scene(preset: str = "bimodal-40-80", *, shape: tuple[int, int] = (768, 1
     rng = np.random.default_rng(seed)
     ny, nx = shape
     b = _packed(m, ny, nx, rng) if m.structure == "packed" else _clusters(m, ny, nx, rng)
+    # facet brightness from a stream of its own: the scene's layout does not depend on it
+    b["facet_gain"] = m.facet_contrast * np.random.default_rng([seed, 2]).standard_normal(
+        (b["d"].size, 9))
     col, cover, zbuf, owner, stats, groups = _render(m, b, ny, nx)
     binder = _binder(m, b, owner, rng)
     sig = _contrast(m, col, cover, zbuf, binder, rng)
@@ -286,7 +297,8 @@ def _bodies(m: SemModel, d: np.ndarray, silver: np.ndarray, mode: np.ndarray,
     return {"d": d, "silver": silver, "mode": mode, "tab": tab, "r0": r0, "c": c_u * r0,
             "area": area_u * r0 ** 2, "rmax": r0 * tab.max(1) * 1.01,
             "kind": np.where(faceted, 2, np.where(irregular, 1, 0)),
-            "gain": np.exp(m.gain_sigma * rng.standard_normal(n))}
+            "gain": np.exp(m.gain_sigma * rng.standard_normal(n)),
+            "sides": sides, "phi0": phi0}
 
 
 def _packed(m: SemModel, ny: int, nx: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -442,6 +454,7 @@ def _render(m: SemModel, b: dict[str, np.ndarray], ny: int, nx: int):
     touch = np.zeros(n, bool)
     masks: list[tuple[int, int, np.ndarray] | None] = [None] * n
     level = np.where(b["silver"], m.level_silver, m.level_particle) * b["gain"]
+    light_az = math.radians(m.light_azimuth_deg)
     for i in np.argsort(b["z"] + b["c"], kind="stable"):
         x, y, rm = b["x"][i], b["y"][i], b["rmax"][i]
         c0, c1 = max(int((x - rm) / p), 0), min(int((x + rm) / p) + 2, nx)
@@ -476,6 +489,17 @@ def _render(m: SemModel, b: dict[str, np.ndarray], ny: int, nx: int):
         if m.rim_rise_nm > 0:
             rim -= np.exp(-d_in / m.rim_rise_nm)
         val = level[i] * (1.0 + m.rim_gain * (rim + m.tilt_weight * (sec - 1.0)))
+        if m.light_weight or (m.facet_contrast and b["kind"][i] == 2):
+            az = np.arctan2(dy, dx)
+            sin_t = tan / np.sqrt(1.0 + tan * tan)
+            if b["kind"][i] == 2:  # flat facets: one direction and one brightness per facet
+                w = 2 * math.pi / b["sides"][i]
+                j = np.floor(np.mod(az - b["phi0"][i], 2 * math.pi) / w).astype(np.int64)
+                j = np.where(rn < FACET_TOP, 8, np.minimum(j, 7))
+                az = b["phi0"][i] + (j + 0.5) * w
+                sin_t = np.where(j == 8, 0.0, sin_t)
+                val = val * (1.0 + b["facet_gain"][i][j])
+            val = val * (1.0 + m.light_weight * sin_t * np.cos(az - light_az))
         a = alpha[front]
         cb, vb = col[r0:r1, c0:c1], cover[r0:r1, c0:c1]
         cb[front] = a * val[front] + (1.0 - a) * cb[front]

@@ -254,3 +254,24 @@ def test_bad_arguments():
         sem_scene("mono-40", shape=SMALL, structure="foam")
     with pytest.raises(ValueError, match="positive number shares"):
         sem_scene("mono-40", shape=SMALL, modes=((40.0, 0.1, 0.0),))
+
+
+def test_facet_shading_and_light_leave_the_layout_alone():
+    """Facet brightness and directional light change grey levels, not the layout: the
+    ownership is that of the same seed without them, and with both at 0 the image is the
+    preset's to the byte."""
+    base, t0 = sem_scene("tio2-bam", shape=SMALL, seed=5, facet_fraction=1.0)
+    same, _ = sem_scene("tio2-bam", shape=SMALL, seed=5, facet_fraction=1.0,
+                        facet_contrast=0.0, light_weight=0.0)
+    assert np.array_equal(base, same)
+    lit, t1 = sem_scene("tio2-bam", shape=SMALL, seed=5, facet_fraction=1.0,
+                        facet_contrast=0.2, light_weight=0.5)
+    assert np.array_equal(t0["owner"], t1["owner"])
+    inside = t0["owner"] > 0
+    assert not np.array_equal(base[inside], lit[inside])
+    # within one faceted body the brightness now steps between facets: the spread of its
+    # pixels grows
+    big = max((p for p in t0["primaries"] if p["visible_fraction"] == 1.0),
+              key=lambda p: p["diameter_nm"])
+    me = t0["owner"] == big["id"]
+    assert lit[me].astype(float).std() > base[me].astype(float).std()
