@@ -227,8 +227,9 @@ def particles(
     ),
     table: Path | None = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
     method: str = typer.Option("classic", "--method",
-                               help="Splitting of touching particles: 'classic' (shape) or "
-                                    "'seams' (shape and the dark seams between particles)."),
+                               help="Splitting of touching particles: 'classic' (shape), "
+                                    "'seams' (shape and the dark seams between particles) or "
+                                    "'learned' (a network trained on synthetic SEM images)."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
@@ -253,7 +254,7 @@ def particles(
             tables.append(parts.assign(path=str(f)))
             return {k: dist.get(k) for k in (
                 "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
-                "merge_suspect_share", "ag_area_frac", "flags")}
+                "merge_suspect_share", "ag_area_frac", "primary_size", "flags")}
 
         results, worst = _each_file(files, measure)
         if table is not None and tables:

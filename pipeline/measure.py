@@ -144,7 +144,7 @@ def _attrs_record(da) -> dict[str, Any]:
 
 def _psd(da, ctx: dict[str, Any]):
     from pipeline.segmentation.particles import find_particles
-    from pipeline.segmentation.psd import counted
+    from pipeline.segmentation.psd import aggregate_primaries, counted
 
     table, labels = find_particles(da, min_diameter_nm=ctx.get("expected_min_diameter_nm"),
                                    return_labels=True)
@@ -157,6 +157,7 @@ def _psd(da, ctx: dict[str, Any]):
         "ag_area_frac": table.attrs.get("ag_area_frac"),
         "particle_area_frac": table.attrs.get("particle_area_frac"),
         "ecd_median_nm": float(kept["ecd_nm"].median()) if len(kept) else None,
+        "primary_size_nm": float(prim.mean()) if (prim := aggregate_primaries(table)).size else None,
         "flags": list(table.attrs.get("flags", [])),
     }
     art = {}

@@ -114,7 +114,8 @@ def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
             m["psd"] = {k: d[k] for k in (
                 "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "bic_k_raw",
                 "share_ge_100nm", "merge_suspect_share", "ag_area_frac", "mode_ratio",
-                "mode_difference_nm", "number", "volume", "silver", "excluded", "flags")}
+                "mode_difference_nm", "number", "volume", "primary_size", "silver", "excluded",
+                "flags")}
             m["psd"]["n_fields"] = int(pooled["path"].nunique())
         except ElectrodeQCError as exc:
             flags.append(f"size distribution: {exc.problem}")

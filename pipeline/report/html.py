@@ -293,6 +293,12 @@ def _psd_rows(psd: Mapping | None) -> tuple[list[tuple[str, str]], list[list[str
         if key in psd:
             rows.append((label, fmt(psd[key]) if scale is None
                          else q3(psd[key], scale=scale, unit=unit)))
+    prim = psd.get("primary_size")
+    if prim:
+        u = prim.get("u95_nm")
+        rows.append(("primary size from aggregates (area and perimeter, \u00b1 U95)",
+                     f"{fmt_pm(prim.get('mean_nm'), u, unit='nm')}, "
+                     + f"{fmt(prim.get('n_aggregates'))} aggregates"))
     modes = [[str(i), q3(m.get("mean_nm"), unit="nm"), q3(m.get("sd_nm"), unit="nm"),
               q3(m.get("gsd")), q3(m.get("number_share"), scale=100.0, unit="%"),
               q3(m.get("volume_share"), scale=100.0, unit="%"), fmt(m.get("n"))]

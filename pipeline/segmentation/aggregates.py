@@ -85,7 +85,8 @@ import math
 
 import numpy as np
 
-__all__ = ["aggregate_geometry", "compare_with_instances", "crofton_perimeter", "primary_size"]
+__all__ = ["aggregate_geometry", "compare_with_instances", "crofton_perimeter", "particle_aggregates",
+           "primary_mean", "primary_size"]
 
 log = logging.getLogger(__name__)
 
@@ -375,18 +376,10 @@ def primary_size(labels_or_foreground, pixel_nm: float, *, exclude_edge: bool = 
                      "(cut: their primary size is biased)")
     d = table["primary_d_nm"].to_numpy(float)[counted]
     npr = table["n_primaries"].to_numpy(float)[counted]
-    m = d.size
-    mean = float(d.mean())
-    if m >= 2:
-        rng = np.random.default_rng(seed)
-        boot = d[rng.integers(0, m, (int(n_boot), m))].mean(axis=1)
-        lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
-        u95 = 0.5 * (hi - lo)
-    else:
-        lo = hi = u95 = float("nan")
-        flags.append("one aggregate: no interval")
-    if 2 <= m < FEW_AGGREGATES:
-        flags.append(f"only {m} aggregates: the bootstrap interval is rough")
+    summary = primary_mean(d, n_boot=n_boot, seed=seed)
+    m, mean, u95 = summary["n_aggregates"], summary["mean_nm"], summary["u95_nm"]
+    lo, hi = summary["ci95_nm"]
+    flags += summary["flags"]
     r_px = 0.5 * mean / px
     if r_px < COARSE_RADIUS_PX:
         flags.append(f"coarse pixel: primaries are {2 * r_px:.3g} px across (< "
@@ -412,6 +405,82 @@ def primary_size(labels_or_foreground, pixel_nm: float, *, exclude_edge: bool = 
         "flags": flags,
         "table": table,
     }
+
+
+def primary_mean(d_nm, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The mean of per-aggregate primary diameters and its percentile-bootstrap 95 % interval.
+
+    ``mean_nm``, ``ci95_nm`` ([lo, hi]; NaN for one aggregate), ``u95_nm`` (half-width),
+    ``n_aggregates``, ``flags`` (one aggregate; fewer than 10).
+    """
+    d = np.asarray(d_nm, float)
+    d = d[np.isfinite(d)]
+    m = d.size
+    if m == 0:
+        raise ValueError("no aggregate diameters to average")
+    flags: list[str] = []
+    mean = float(d.mean())
+    if m >= 2 and n_boot > 0:
+        rng = np.random.default_rng(seed)
+        boot = d[rng.integers(0, m, (int(n_boot), m))].mean(axis=1)
+        lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
+        u95 = 0.5 * (hi - lo)
+    else:
+        lo = hi = u95 = float("nan")
+        flags.append("one aggregate: no interval" if m < 2 else "no bootstrap: no interval")
+    if 2 <= m < FEW_AGGREGATES:
+        flags.append(f"only {m} aggregates: the bootstrap interval is rough")
+    return {"mean_nm": mean, "ci95_nm": [lo, hi], "u95_nm": u95, "n_aggregates": int(m),
+            "flags": flags}
+
+
+def particle_aggregates(labels: np.ndarray, member: np.ndarray, touches: np.ndarray,
+                        pixel_nm: float) -> tuple[np.ndarray, np.ndarray]:
+    """The aggregate of each particle of a label image, and that aggregate's primary size.
+
+    Parameters
+    ----------
+    labels : (M, N) int ndarray
+        Particles 1..n (`find_particles`).
+    member : (n + 1,) bool ndarray
+        Which labels belong to aggregates (e.g. the carbon particles); index 0 is ignored.
+    touches : (n + 1,) bool ndarray
+        Labels that touch the border of the field or a masked region: their aggregate is
+        cut and gets no size.
+    pixel_nm : float
+        Pixel size (the geometric mean of x and y).
+
+    Returns
+    -------
+    aggregate : (n + 1,) int32
+        The aggregate (an 8-connected component of the member particles' union) of each
+        label, 0 for non-members.
+    primary_nm : (n + 1,) float64
+        That aggregate's `aggregate_geometry` ``primary_d_nm``; NaN for non-members and for
+        aggregates that are cut or below 12 px.
+    """
+    import cv2
+
+    member = np.asarray(member, bool).copy()
+    member[0] = False
+    fg = member[labels]
+    _, agg = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    of_label = np.zeros(labels.max() + 1, np.int32)
+    of_label[labels[fg]] = agg[fg]
+    prim = np.full(of_label.size, np.nan)
+    if not fg.any():
+        return of_label, prim
+    geo = aggregate_geometry(agg, pixel_nm)
+    d = np.full(int(agg.max()) + 1, np.nan)
+    cut = np.zeros(d.size, bool)
+    np.logical_or.at(cut, of_label, np.asarray(touches, bool))
+    ok = (geo["area_px"].to_numpy() >= MIN_AREA_PX) & ~geo["touches_edge"].to_numpy(bool)
+    lab = geo["label"].to_numpy()
+    d[lab[ok]] = geo["primary_d_nm"].to_numpy(float)[ok]
+    d[cut] = np.nan
+    d[0] = np.nan
+    prim = d[of_label]
+    return of_label, prim
 
 
 def compare_with_instances(primary: dict, instance_x50_nm: float,

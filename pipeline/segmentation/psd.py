@@ -40,7 +40,7 @@ import math
 
 import numpy as np
 
-__all__ = ["counted", "resolved_modes", "size_distribution", "weighted_quantiles"]
+__all__ = ["aggregate_primaries", "counted", "resolved_modes", "size_distribution", "weighted_quantiles"]
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,42 @@ def counted(particles, phase: str = "carbon") -> np.ndarray:
             & np.isfinite(ecd) & (ecd > 0))
 
 
+def aggregate_primaries(particles, phase: str = "carbon") -> np.ndarray:
+    """The primary diameter (nm) of each whole aggregate of `phase` in a particle table.
+
+    One value per aggregate (per ``path`` and ``aggregate`` when the table pools several
+    images), from the ``aggregate_primary_nm`` column of `find_particles`; aggregates cut
+    by the field's border or too small have none. Empty when the table has no such column.
+    """
+    if "aggregate_primary_nm" not in particles.columns:
+        return np.empty(0)
+    ph = particles[particles["phase"].to_numpy() == phase]
+    keys = ["path", "aggregate"] if "path" in ph.columns else ["aggregate"]
+    agg = ph[ph["aggregate"].to_numpy() > 0].drop_duplicates(keys)
+    d = agg["aggregate_primary_nm"].to_numpy(float)
+    return d[np.isfinite(d)]
+
+
+def _primary_size(ph, num: dict, n_boot: int, seed: int, flags: list[str]) -> dict | None:
+    """The aggregate-based primary size of the rows `ph` (one phase) beside the instance x50."""
+    from pipeline.segmentation.aggregates import compare_with_instances, primary_mean
+
+    d = aggregate_primaries(ph)
+    if d.size == 0:
+        return None
+    res = primary_mean(d, n_boot=max(n_boot, 100) if n_boot else 0, seed=seed)
+    res.update(method="aggregate area and perimeter (ASTM D3849 style), mean over aggregates",
+               instance_x50_nm=num["x50_nm"], difference_nm=res["mean_nm"] - num["x50_nm"])
+    ci = num.get("x50_ci95_nm")
+    if ci is not None and math.isfinite(res["u95_nm"]):
+        cmp = compare_with_instances(res, num["x50_nm"], 0.5 * (ci[1] - ci[0]))
+        res["combined_u95_nm"] = cmp["combined_u95_nm"]
+        if cmp["flag"]:
+            flags.append(cmp["flag"])
+    flags.extend(f"primary size: {f}" for f in res.pop("flags"))
+    return res
+
+
 def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, seed: int = 0,
                       phase: str = "carbon") -> dict:
     """Size distribution of the particles of one phase.
@@ -216,7 +252,14 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
         ``n, x10_nm, x50_nm, x90_nm, modes, bic_k, share_ge_100nm, merge_suspect_share,
         ag_area_frac, flags`` (the command-line contract) plus ``number``, ``volume``,
         ``mode_ratio``, ``mode_difference_nm``, ``bic``, ``bic_k_raw``, ``excluded``,
-        ``n_ge_100nm``, ``silver``.
+        ``n_ge_100nm``, ``primary_size``, ``silver``.
+
+        ``primary_size`` (None when the table has no aggregate column or no whole
+        aggregate): the mean primary diameter over the phase's inner aggregates from their
+        area and perimeter (`pipeline.segmentation.aggregates`, the ASTM D3849 way), with
+        ``ci95_nm``/``u95_nm`` (bootstrap over aggregates), ``n_aggregates``, the number
+        median ``instance_x50_nm`` beside it and ``difference_nm``; when the two differ by
+        more than their combined U95 a flag says so.
     """
     from pipeline.errors import MeasurementError
 
@@ -264,6 +307,7 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
     ms_share = (float(inner_all["merge_suspect"].to_numpy(bool)[large].mean())
                 if n_large else 0.0)
     silver = particles[(particles["phase"] == "silver") & ~particles["touches_edge"]]
+    primary = _primary_size(ph, num, n_boot, seed, flags)
     top = num if weights == "number" else vol
     out = {
         "n": int(d.size),
@@ -285,6 +329,7 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
         "excluded": {"touches_edge": int(edge.sum()),
                      "merge_suspect": int((merge & ~edge).sum())},
         "n_ge_100nm": n_large,
+        "primary_size": primary,
         "silver": {"n": len(silver),
                    "x50_nm": float(np.median(silver["ecd_nm"])) if len(silver) else None,
                    "area_frac": attrs.get("ag_area_frac")},

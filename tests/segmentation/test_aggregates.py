@@ -408,3 +408,65 @@ def test_bad_label_images(labels, match):
 def test_too_few_bootstrap_resamples():
     with pytest.raises(ValueError, match="n_boot must be >= 100"):
         primary_size(disc_mask(8, 20, 20, (40, 40)), 1.0, n_boot=10)
+
+
+def test_particle_aggregates_group_touching_particles():
+    """Two touching discs (particles 1, 2) are one aggregate; a lone disc (3) its own; a
+    disc cut by the border (4) gets no size; a non-member (5, e.g. silver) none at all."""
+    from pipeline.segmentation.aggregates import particle_aggregates
+
+    shape = (120, 200)
+    labels = np.zeros(shape, np.int32)
+    labels[disc_mask(10, 40, 40, shape)] = 1
+    labels[disc_mask(10, 40, 59, shape) & (labels == 0)] = 2
+    labels[disc_mask(10, 90, 120, shape)] = 3
+    labels[disc_mask(10, 5, 170, shape)] = 4
+    labels[disc_mask(8, 90, 40, shape)] = 5
+    member = np.array([False, True, True, True, True, False])
+    touches = np.array([False, False, False, False, True, False])
+    agg, prim = particle_aggregates(labels, member, touches, 2.0)
+    assert agg[1] == agg[2] > 0 and len({agg[1], agg[3], agg[4]}) == 3 and agg[5] == 0
+    geo = aggregate_geometry(np.where(np.isin(labels, [1, 2]), 1, 0), 2.0)
+    assert prim[1] == prim[2] == pytest.approx(float(geo["primary_d_nm"].iloc[0]), rel=1e-12)
+    assert prim[3] == pytest.approx(40.0, rel=0.02)  # a disc of radius 10 px, 2 nm pixels
+    assert np.isnan(prim[4]) and np.isnan(prim[5])
+
+
+def test_primary_mean_interval_and_flags():
+    from pipeline.segmentation.aggregates import primary_mean
+
+    rng = np.random.default_rng(3)
+    d = rng.normal(40.0, 4.0, 400)
+    res = primary_mean(np.append(d, np.nan), n_boot=500, seed=1)
+    assert res["n_aggregates"] == 400 and res["mean_nm"] == pytest.approx(d.mean())
+    # the bootstrap half-width is the standard error x 1.96
+    assert res["u95_nm"] == pytest.approx(1.96 * d.std() / math.sqrt(d.size), rel=0.15)
+    assert res["flags"] == []
+    assert primary_mean([40.0, 41.0], n_boot=500)["flags"][0].startswith("only 2 aggregates")
+    assert math.isnan(primary_mean([40.0])["u95_nm"])
+    with pytest.raises(ValueError, match="no aggregate"):
+        primary_mean([np.nan])
+
+
+def test_size_distribution_reports_and_flags_the_primary_size():
+    """The aggregate mean sits beside the instance median, with a flag when they disagree."""
+    import pandas as pd
+
+    from pipeline.segmentation.psd import size_distribution
+
+    rng = np.random.default_rng(0)
+    n = 300
+    ecd = rng.lognormal(math.log(40.0), 0.1, n)
+    agg = np.repeat(np.arange(1, 61), 5)  # 60 aggregates of 5 particles
+    t = pd.DataFrame({"ecd_nm": ecd, "phase": "carbon", "touches_edge": False,
+                      "merge_suspect": False, "aggregate": agg})
+    for primary, flagged in ((40.0, False), (60.0, True)):
+        per = rng.normal(primary, 2.0, 61)
+        t["aggregate_primary_nm"] = per[agg]
+        d = size_distribution(t)
+        p = d["primary_size"]
+        assert p["n_aggregates"] == 60
+        assert p["mean_nm"] == pytest.approx(per[1:].mean(), rel=1e-12)
+        assert p["instance_x50_nm"] == d["x50_nm"]
+        assert any("aggregate primary size" in f for f in d["flags"]) is flagged
+    assert size_distribution(t.drop(columns=["aggregate", "aggregate_primary_nm"]))["primary_size"] is None

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 import pipeline
 from pipeline.cli import app
 from pipeline.segmentation.particles import find_particles
-from pipeline.segmentation.psd import counted, size_distribution
+from pipeline.segmentation.psd import aggregate_primaries, counted, size_distribution
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,13 @@ def test_notebook_cli_and_file_record_give_one_x50(sem_file):
     assert record == pytest.approx(notebook, rel=1e-12)
     # silver and merge suspects are not in it
     assert len(kept) < len(table)
+    # the aggregate-based primary size: one value per whole aggregate, the same everywhere
+    prim = size_distribution(table)["primary_size"]
+    per_agg = aggregate_primaries(table)
+    assert prim["n_aggregates"] == per_agg.size > 0
+    assert prim["mean_nm"] == pytest.approx(float(per_agg.mean()), rel=1e-12)
+    assert json.loads(r.stdout)[0]["primary_size"]["mean_nm"] == pytest.approx(prim["mean_nm"], rel=1e-12)
+    assert _psd(da, {})[0]["primary_size_nm"] == pytest.approx(prim["mean_nm"], rel=1e-12)
 
 
 def test_counted_excludes_edge_silver_and_merge_suspects():
@@ -80,7 +87,10 @@ def test_run_results_json_gives_the_same_x50(sem_file, tmp_path):
     run(root, out, report=False)
     doc = json.loads((out / "results.json").read_text())
     (sample,) = [s for s in doc["samples"] if s["sample_id"] == "e1"]
-    notebook = size_distribution(find_particles(pipeline.read(sem_file)))["x50_nm"]
+    dist = size_distribution(find_particles(pipeline.read(sem_file)))
+    notebook = dist["x50_nm"]
     assert sample["metrics"]["psd"]["x50_nm"] == pytest.approx(notebook, rel=1e-12)
+    assert sample["metrics"]["psd"]["primary_size"]["mean_nm"] == pytest.approx(
+        dist["primary_size"]["mean_nm"], rel=1e-12)
     (image,) = [im for im in sample["images"] if im["role"] == "psd"]
     assert image["results"]["ecd_median_nm"] == pytest.approx(notebook, rel=1e-12)

@@ -151,7 +151,18 @@ def test_table_columns_and_definitions(bimodal):
     _, _, df = bimodal
     assert list(df.columns) == ["label", "x_nm", "y_nm", "ecd_nm", "feret_max_nm",
                                 "feret_min_nm", "aspect_ratio", "solidity", "phase",
-                                "touches_edge", "merge_suspect", "area_px"]
+                                "touches_edge", "merge_suspect", "area_px", "aggregate",
+                                "aggregate_primary_nm"]
+    silver = (df["phase"] == "silver").to_numpy()
+    assert (df["aggregate"].to_numpy()[silver] == 0).all()
+    assert df["aggregate_primary_nm"].to_numpy()[silver].size == 0 or \
+        np.isnan(df["aggregate_primary_nm"].to_numpy()[silver]).all()
+    assert (df["aggregate"].to_numpy()[~silver] > 0).all()
+    # one primary size per aggregate, none for aggregates cut by the border
+    per = df[~silver].groupby("aggregate")["aggregate_primary_nm"]
+    assert (per.nunique(dropna=False) == 1).all()
+    cut = df[~silver].groupby("aggregate")["touches_edge"].any()
+    assert per.first()[cut].isna().all() and per.first()[~cut].notna().any()
     np.testing.assert_allclose(df["aspect_ratio"], df["feret_max_nm"] / df["feret_min_nm"],
                                rtol=1e-12)
     assert (df["feret_max_nm"] >= df["feret_min_nm"]).all()
