@@ -60,8 +60,8 @@ ECD_RATIO = (0.8, 1.25)
 PASS_X50_PCT, PASS_COUNT_PCT, PASS_F1 = 10.0, 20.0, 0.7
 PASS_IMAGE_SHARE = 0.9
 TIME_RATIO_MAX = 2.0
-METHODS = ("ours", "seams", "skimage", "porespy")
-OURS = {"ours": "classic", "seams": "seams"}  # find_particles(method=...)
+METHODS = ("ours", "seams", "learned", "skimage", "porespy")
+OURS = {"ours": "classic", "seams": "seams", "learned": "learned"}  # find_particles(method=...)
 
 
 # --- metric -------------------------------------------------------------------------------
@@ -396,9 +396,10 @@ def _json_safe(obj):
     return obj
 
 
-def run(set_dir: Path, *, json_path: Path | None = None) -> int:
+def run(set_dir: Path, *, json_path: Path | None = None, only: list[str] | None = None) -> int:
     porespy = import_porespy()
-    methods = [m for m in METHODS if m != "porespy" or porespy is not None]
+    methods = [m for m in METHODS if (m != "porespy" or porespy is not None)
+               and (only is None or m in only or m == "skimage")]
     if porespy is None:
         print("porespy: not installed (pip install .[bench])")
     paths = images(set_dir)
@@ -418,9 +419,10 @@ def run(set_dir: Path, *, json_path: Path | None = None) -> int:
         per_image.append(row)
     print_table(per_image, methods)
     summary = {m: summarise(per_image, m) for m in methods}
-    tgt = {name: target(summary, name) for name in OURS}
+    ours = [name for name in OURS if name in methods]
+    tgt = {name: target(summary, name) for name in ours}
     _print_means(summary)
-    for name in OURS:
+    for name in ours:
         _print_target(summary, tgt[name], name)
     if json_path is not None:
         params = {"min_region_px": MIN_REGION_PX, "skimage_seed_distance_nm": SEED_DISTANCE_NM,
@@ -438,6 +440,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", type=Path, default=DEFAULT_SET, help="folder of <id>.tif + <id>_mask.tif")
     ap.add_argument("--json", type=Path, help="write every number to this JSON file")
+    ap.add_argument("--methods", nargs="+", choices=METHODS,
+                    help="score only these (the skimage anchor is always scored)")
     ap.add_argument("--self-check", action="store_true", help="score each truth against itself")
     opts = ap.parse_args(argv)
     if not opts.set.is_dir() or not images(opts.set):
@@ -448,7 +452,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     if opts.self_check:
         return self_check(opts.set)
-    return run(opts.set, json_path=opts.json)
+    return run(opts.set, json_path=opts.json, only=opts.methods)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Run by hand: ``python benchmarks/psd_synthetic.py [--seeds 3] [--shape 768 1024]``.
 
 For the discrete-particle presets (``bimodal-40-80``, ``bimodal-25-70``, ``mono-40``) it runs
-`find_particles` with each method (``classic``, the default, and ``seams``) and
+`find_particles` with each method (``classic``, the default, ``seams`` and ``learned``) and
 `size_distribution` on the table, and prints per scene: the two mixture modes' geometric
 means against the truth modes' medians (error in %), the small mode's number share against
 the truth's (inner visible carbon primaries), and the BIC mode count (1 expected for
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DISCRETE = ("bimodal-40-80", "bimodal-25-70", "mono-40")
 AGGREGATES = ("cb-agg-40", "cb-agg-80")
-METHODS = ("classic", "seams")
+METHODS = ("classic", "seams", "learned")
 
 
 def truth_modes(truth: dict) -> tuple[list[float], float | None]:
@@ -66,7 +66,7 @@ def discrete_row(preset: str, seed: int, shape, method: str) -> str:
     return f"{preset:14s} {seed:4d} {method:8s} {dist['n']:5d} {cells} {dist['bic_k']:5d}"
 
 
-def aggregate_row(preset: str, seed: int, shape) -> str:
+def aggregate_row(preset: str, seed: int, shape, methods) -> str:
     from skimage.measure import label
 
     from pipeline.errors import ElectrodeQCError
@@ -83,13 +83,14 @@ def aggregate_row(preset: str, seed: int, shape) -> str:
         cells.append(f"{own['mean_nm']:6.1f} {100 * (own['mean_nm'] / d_true - 1):+6.1f}")
     except ElectrodeQCError as exc:
         cells.append(f"refused: {exc.problem}")
-    try:
-        _, labels = find_particles(da, return_labels=True, method="seams")
-        fg = primary_size(label(labels > 0, connectivity=2), px_nm, n_boot=200)
-        cells.append(f"{fg['mean_nm']:6.1f} {100 * (fg['mean_nm'] / d_true - 1):+6.1f} "
-                     f"{fg['n_aggregates']:4d}")
-    except ElectrodeQCError as exc:
-        cells.append(f"refused: {exc.problem}")
+    for method in methods:
+        try:
+            _, labels = find_particles(da, return_labels=True, method=method)
+            fg = primary_size(label(labels > 0, connectivity=2), px_nm, n_boot=200)
+            cells.append(f"{fg['mean_nm']:6.1f} {100 * (fg['mean_nm'] / d_true - 1):+6.1f} "
+                         f"{fg['n_aggregates']:4d}")
+        except ElectrodeQCError as exc:
+            cells.append(f"refused: {exc.problem}")
     return f"{preset:14s} {seed:4d} {d_true:6.1f} | " + " | ".join(cells)
 
 
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--shape", type=int, nargs=2, default=(768, 1024))
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     opts = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     shape = tuple(opts.shape)
@@ -105,13 +107,13 @@ def main(argv=None) -> int:
           f"{'diff':>6s} {'bic_k':>5s}")
     for preset in DISCRETE:
         for seed in range(opts.seeds):
-            for method in METHODS:
+            for method in opts.methods:
                 print(discrete_row(preset, seed, shape, method), flush=True)
     print(f"\n{'preset':14s} {'seed':>4s} {'truth':>6s} | {'model aggregates':>13s} err% | "
-          "find_particles foreground (seams): d err% n_agg")
+          + " | ".join(f"foreground ({m}): d err% n_agg" for m in opts.methods))
     for preset in AGGREGATES:
         for seed in range(opts.seeds):
-            print(aggregate_row(preset, seed, shape), flush=True)
+            print(aggregate_row(preset, seed, shape, opts.methods), flush=True)
     return 0
 
 

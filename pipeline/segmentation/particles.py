@@ -5,7 +5,10 @@ Two methods share steps 1-2 and 5. ``method="classic"`` (the default) splits by 
 (step 4b): on the real labelled SEM set (``benchmarks/psd_accuracy.py``) it raises the mean
 object F1 from 0.42 to 0.69 and cuts the mean x50 error from 26 % to 12 %, but on the
 realistic synthetic model (``benchmarks/psd_synthetic.py``) it over-splits small particles,
-so it is not yet the default.
+so it is not yet the default. ``method="learned"`` replaces steps 3-4 by the maps of a small
+network trained on the realistic synthetic SEM model only (`pipeline.segmentation.learned`,
+``training/particles_net.py``): particles where it sees them, seeds where its centre map is
+high and no contact between particles is predicted, a watershed of the centre map.
 
 `find_particles` steps:
 
@@ -41,6 +44,10 @@ Definitions: ``ecd_nm = 2 sqrt(area / pi)``; ``aspect_ratio = feret_max_nm / fer
 (maximum over minimum caliper diameter; this is the definition used for claim 7's 1-2
 boundary); ``solidity = area / convex hull area``; ``touches_edge`` when the region reaches
 the image border or a masked region (kept in the table, left out of statistics);
+``aggregate``: the 8-connected component of the carbon particles' union that holds the
+particle, and ``aggregate_primary_nm`` that aggregate's primary diameter from its area and
+perimeter (`pipeline.segmentation.aggregates`; NaN when the aggregate is cut by the field's
+border or a masked region, or below 12 px);
 ``merge_suspect`` when ``solidity < 0.85`` or (``aspect_ratio >= 1.5`` and ``ecd_nm`` >
 1.25 x the median ECD of the inner particles of its phase): a region that looks like merged
 neighbours.
@@ -78,17 +85,22 @@ MERGE_SOLIDITY = 0.7    # merge suspect ("seams"): this concave and oversized
 # oversized: ECD above this factor x the median ECD of the phase's inner particles
 SOLIDITY_MIN = 0.85
 ELONGATED_AR = 1.5
-OVERSIZED_FACTOR = {"classic": 1.25, "seams": 1.5}
+OVERSIZED_FACTOR = {"classic": 1.25, "seams": 1.5, "learned": 1.5}
 MARKER_WINDOW = 0.7
 MARKER_MIN_HEIGHT = 0.5
-METHODS = ("classic", "seams")
+METHODS = ("classic", "seams", "learned")
+LEARNED_FG = 0.5        # "learned": a particle is seen where the network says so with p > 0.5
+LEARNED_SEED = 0.6      # a seed: centre map above 0.5 ...
+LEARNED_CONTACT = 0.5   # ... and no contact predicted
+LEARNED_MERGE = 0.45    # neighbours whose common border has a mean contact below this are one
 THIN_REL = 0.3          # thinner than 0.3 r everywhere: a line, not a particle
 HOLE_MAX_PX = 16          # enclosed dark specks up to 16 px are filled
 TWO_SCALE_MIN_PX = 1_500_000
 TWO_SCALE_MIN_RADIUS_PX = 6.0
 
 COLUMNS = ["label", "x_nm", "y_nm", "ecd_nm", "feret_max_nm", "feret_min_nm", "aspect_ratio",
-           "solidity", "phase", "touches_edge", "merge_suspect", "area_px"]
+           "solidity", "phase", "touches_edge", "merge_suspect", "area_px", "aggregate",
+           "aggregate_primary_nm"]
 
 
 def _hist_median(hist: np.ndarray, lo: int = 0, hi: int | None = None) -> float:
@@ -599,6 +611,47 @@ def _label_classic(sm, valid, b, c, t_ag, r_given):
     return _split(edt, fg, markers, r_px, two_scale=two_scale), fg, silver, r_px
 
 
+def _label_learned(img, sm, valid, t_ag, r_given):
+    """Particles from the maps of the network trained on the synthetic SEM model
+    (``method="learned"``, `pipeline.segmentation.learned`): the predicted foreground,
+    seeds where the centre map is high and no contact is predicted, a watershed of the
+    centre map. Returns (labels, fg, silver, r_px)."""
+    import cv2
+    from skimage.segmentation import watershed
+
+    from pipeline.segmentation.learned import predict
+
+    fg_p, contact, centre = predict(img)
+    fg = _fill_small_holes((fg_p > LEARNED_FG) & valid, HOLE_MAX_PX) & valid
+    silver, _ = _phases(sm, fg, t_ag)
+    seeds = fg & (centre > LEARNED_SEED) & (contact < LEARNED_CONTACT)
+    _, markers = cv2.connectedComponents(seeds.view(np.uint8), connectivity=4)
+    markers = _drop_small(markers.astype(np.int32), 3.0)
+    # a seen region with no seed (a lit speck or line of the substrate) is no particle
+    labels = watershed(-centre, markers, mask=fg, connectivity=1).astype(np.int32)
+    # two pieces are two particles only where the network sees a contact between them
+    a, b, _, evidence = _boundary_pairs(labels, centre, contact)
+    parent = np.arange(int(labels.max()) + 1)
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(a[evidence < LEARNED_MERGE].tolist(), b[evidence < LEARNED_MERGE].tolist()):
+        ri, rj = root(i), root(j)
+        if ri != rj:
+            parent[max(ri, rj)] = min(ri, rj)
+    labels = np.array([root(i) for i in range(parent.size)], np.int32)[labels]
+    labels = _drop_small(labels, 4.0)
+    area = np.bincount(labels.ravel())[1:]
+    area = area[area > 0]
+    r_px = r_given if r_given is not None else (
+        float(np.sqrt(np.percentile(area, 10) / math.pi)) if area.size else 1.0)
+    return labels, labels > 0, silver, r_px
+
+
 def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: bool = False,
                    method: str = "classic"):
     """Segment the particles of an SEM image and measure each.
@@ -615,15 +668,19 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     return_labels : bool
         Also return the label image ((M, N) int32, 0 = background; the ``label`` column
         indexes it), e.g. for overlays or for scoring against a known truth.
-    method : {"classic", "seams"}
-        Shape-only splitting (default) or intensity-aware splitting (step 4b).
+    method : {"classic", "seams", "learned"}
+        Shape-only splitting (default), intensity-aware splitting (step 4b), or the maps of
+        the network trained on the synthetic SEM model (`pipeline.segmentation.learned`).
 
     Returns
     -------
     pandas.DataFrame
         One row per particle, columns ``label, x_nm, y_nm, ecd_nm, feret_max_nm,
         feret_min_nm, aspect_ratio, solidity, phase, touches_edge, merge_suspect,
-        area_px``. ``attrs`` carries ``pixel_size_nm``, ``ag_area_frac``,
+        area_px, aggregate, aggregate_primary_nm`` (the carbon aggregate, an 8-connected
+        component of the carbon particles, and its primary diameter from area and perimeter,
+        `pipeline.segmentation.aggregates`; 0 and NaN for silver, NaN for a cut aggregate).
+        ``attrs`` carries ``pixel_size_nm``, ``ag_area_frac``,
         ``particle_area_frac``, ``levels`` (background/carbon/silver medians and pixel noise,
         in grey levels; uint16 images are analysed in steps of 64 counts),
         ``min_diameter_nm`` (given or estimated), ``source_path``, ``flags``.
@@ -643,6 +700,7 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
 
     from pipeline.errors import MeasurementError
     from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
+    from pipeline.segmentation.aggregates import particle_aggregates
 
     path = sem.attrs.get("source_path")
     if method not in METHODS:
@@ -678,6 +736,8 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     r_given = min_diameter_nm / 2.0 / px_nm if min_diameter_nm is not None else None
     if method == "seams":
         labels, fg, silver, r_px = _label_seams(sm, valid, b, c, t_ag, r_given)
+    elif method == "learned":
+        labels, fg, silver, r_px = _label_learned(img, sm, valid, t_ag, r_given)
     else:
         labels, fg, silver, r_px = _label_classic(sm, valid, b, c, t_ag, r_given)
     n = int(labels.max())
@@ -697,6 +757,8 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     pix_area_nm2 = dx_nm * dy_nm
     ecd = 2.0 * np.sqrt(area * pix_area_nm2 / math.pi)
     scale = math.sqrt(dx_nm * dy_nm)
+    is_carbon = np.concatenate([[False], ag_px <= 0.5 * area])
+    agg, agg_primary = particle_aggregates(labels, is_carbon, touches, scale)
     df = pd.DataFrame({
         "label": np.arange(1, n + 1),
         "x_nm": (cx + 0.5) * dx_nm,
@@ -706,9 +768,11 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
         "feret_min_nm": fmin * scale,
         "aspect_ratio": fmax / fmin,
         "solidity": np.minimum(area / np.maximum(hull, 1e-9), 1.0),
-        "phase": np.where(ag_px > 0.5 * area, "silver", "carbon"),
+        "phase": np.where(is_carbon[1:], "carbon", "silver"),
         "touches_edge": touches[1:],
         "area_px": area.astype(np.int64),
+        "aggregate": agg[1:],
+        "aggregate_primary_nm": agg_primary[1:],
     })[keep].reset_index(drop=True)
     merge = np.zeros(len(df), bool)
     if method == "classic":
