@@ -1,13 +1,16 @@
 """Particle-size accuracy of `find_particles` on real SEM images with manual masks.
 
-Run by hand: ``python benchmarks/psd_accuracy.py [--set DIR] [--json FILE] [--self-check]``.
+Run by hand: ``python benchmarks/psd_accuracy.py [--set DIR] [--json FILE] [--methods M ...]
+[--self-check]``.
 Reads the 10 Zeiss TiO2 images and their manual masks from
 ``../shared/realdata/sem-labelled/bam_tio2`` (never copied; see that set's SOURCES.md) and
-scores three methods, each on the image as `pipeline.read` gives it (data zone cropped, 712
+scores our three methods and two anchors, each on the image as `pipeline.read` gives it (data zone cropped, 712
 rows; the mask is cropped to the same rows):
 
-- ``ours``: `find_particles` (the default, ``method="classic"``), and ``seams``: the same
-  with ``method="seams"`` (intensity-aware splitting); the particles that count are the rows where
+- ``ours``: `find_particles` (the default, ``method="classic"``), ``seams``: the same
+  with ``method="seams"`` (intensity-aware splitting), and ``learned``: ``method="learned"``
+  (the network trained on the synthetic SEM model only, its thresholds chosen on synthetic
+  validation scenes; these images train nothing); the particles that count are the rows where
   `pipeline.segmentation.psd.counted` is true (carbon, not touching the edge, not a merge
   suspect), with the table's centroid and ECD. A refusal (ElectrodeQCError) scores 0 found.
 - ``skimage`` (anchor): Gaussian sigma 1, Otsu, holes filled, regions < 20 px dropped,

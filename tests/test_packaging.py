@@ -65,6 +65,13 @@ def test_wheel_ships_every_calibration_file(wheel):
     assert not any(n.startswith("calibration/") for n in names)
 
 
+def test_wheel_ships_the_particle_network(wheel):
+    """``find_particles(method="learned")`` needs its weights in the installed package."""
+    model = ROOT / "pipeline" / "segmentation" / "models" / "particles.onnx"
+    with zipfile.ZipFile(wheel) as z:
+        assert z.read("pipeline/segmentation/models/particles.onnx") == model.read_bytes()
+
+
 PROBE = """
 import json
 import pipeline

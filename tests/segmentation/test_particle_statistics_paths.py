@@ -64,12 +64,17 @@ def test_unknown_method_is_refused(sem_file):
         find_particles(pipeline.read(sem_file), method="magic")
 
 
-def test_particles_command_takes_the_method(sem_file):
-    r = CliRunner().invoke(app, ["particles", str(sem_file), "--json", "--method", "seams"])
+@pytest.mark.parametrize("method", ["seams", "learned"])
+def test_particles_command_takes_the_method(sem_file, method):
+    r = CliRunner().invoke(app, ["particles", str(sem_file), "--json", "--method", method])
     assert r.exit_code == 0, r.output
-    seams = json.loads(r.stdout)[0]["x50_nm"]
+    x50 = json.loads(r.stdout)[0]["x50_nm"]
     da = pipeline.read(sem_file)
-    assert seams == pytest.approx(size_distribution(find_particles(da, method="seams"))["x50_nm"])
+    assert x50 == pytest.approx(size_distribution(find_particles(da, method=method))["x50_nm"])
+    assert x50 != pytest.approx(size_distribution(find_particles(da))["x50_nm"], rel=1e-9)
+
+
+def test_unknown_method_on_the_command_line(sem_file):
     bad = CliRunner().invoke(app, ["particles", str(sem_file), "--method", "magic"])
     assert bad.exit_code == 2 and "--method" in bad.output
 

@@ -1,0 +1,80 @@
+"""The particle network (`pipeline.segmentation.learned`, ``find_particles(method="learned")``).
+
+Oracles: the synthetic SEM model's truth on scenes the network never saw (its training set
+uses scene seeds from 100 000 on; these use seeds below 100), and the package's own limits
+(size of the weights, OpenCV as the only runtime).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipeline.segmentation.learned import MODEL, normalise, predict
+from pipeline.segmentation.particles import find_particles
+from pipeline.synth_sem import sem_dataarray, sem_scene
+
+
+def test_weights_ship_with_the_package_and_are_small():
+    assert MODEL.is_file()
+    assert MODEL.stat().st_size < 20e6
+
+
+def test_normalise_maps_the_percentiles():
+    img = np.arange(10_000, dtype=np.uint16).reshape(100, 100)
+    x = normalise(img)
+    assert x.dtype == np.float32
+    assert np.percentile(x, 1.0) == pytest.approx(0.0, abs=1e-6)
+    assert np.percentile(x, 99.5) == pytest.approx(1.0, abs=1e-6)
+    assert x.min() >= -0.5 and x.max() <= 1.5
+    assert np.all(normalise(np.full((8, 8), 7, np.uint8)) == 0.0)  # constant: no division by 0
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (75, 131)])
+def test_predict_gives_three_probability_maps_of_the_image_size(shape):
+    img, _ = sem_scene("bimodal-40-80", shape=shape, seed=3)
+    maps = predict(img)
+    assert maps.shape == (3, *shape) and maps.dtype == np.float32
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+def _matched(truth, labels):
+    """Per visible truth particle (inner, >= 20 px): the found label holding most of it, when
+    that label covers >= 50 % of the particle and the particle >= 50 % of the label."""
+    owner = truth["owner"]
+    sel = (owner > 0) & (labels > 0)
+    pairs, counts = np.unique(np.stack([owner[sel], labels[sel]]), axis=1, return_counts=True)
+    n_own = np.bincount(owner.ravel())
+    n_lab = np.bincount(labels.ravel())
+    out = {}
+    for (o, lab), c in zip(pairs.T, counts):
+        if c >= 0.5 * n_own[o] and c >= 0.5 * n_lab[lab]:
+            out[int(o)] = int(lab)
+    return out, n_own
+
+
+@pytest.mark.parametrize("preset", ["bimodal-40-80", "tio2-bam"])
+def test_particles_found_on_unseen_scenes(preset):
+    da, truth = sem_dataarray(preset, shape=(384, 512), seed=11)
+    table, labels = find_particles(da, method="learned", return_labels=True)
+    found, n_own = _matched(truth, labels)
+    inner = [p["id"] for p in truth["primaries"]
+             if not p["touches_edge"] and n_own[p["id"]] >= 20]
+    recall = np.mean([i in found for i in inner])
+    precision = len(found) / max(int(labels.max()), 1)
+    assert recall >= 0.75 and precision >= 0.7, (recall, precision)
+    # the sizes of the matched particles: visible area, not the rim-widened outline
+    ratio = [math.sqrt(np.sum(labels == found[i]) / n_own[i]) for i in inner if i in found]
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.04)
+    assert {"aggregate", "aggregate_primary_nm"} <= set(table.columns)
+
+
+def test_blank_image_is_still_refused():
+    from pipeline.errors import UnreadableInput
+
+    da, _ = sem_dataarray("bimodal-40-80", shape=(64, 64), seed=0)
+    da = da.copy(data=np.full(da.shape, 40, da.dtype))
+    with pytest.raises(UnreadableInput):
+        find_particles(da, method="learned")
