@@ -107,7 +107,7 @@ def make_data(out: Path, n: int) -> None:
     print(f"{n} images in {time.time() - t0:.0f} s -> {out}")
 
 
-def _net():
+def _net(width: int = 16):
     import torch
     from torch import nn
 
@@ -140,10 +140,10 @@ def _net():
             d1 = self.d1(torch.cat([self.u1(d2), e1], 1))
             return self.head(d1)
 
-    return UNet()
+    return UNet(width)
 
 
-def train(data: Path, steps: int, batch: int = 8, seed: int = 0) -> None:
+def train(data: Path, steps: int, width: int = 16, batch: int = 8, seed: int = 0) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -153,7 +153,7 @@ def train(data: Path, steps: int, batch: int = 8, seed: int = 0) -> None:
     d = np.load(data)
     x, y = d["x"].astype(np.float32), d["y"].astype(np.float32)
     n = len(x)
-    net = _net()
+    net = _net(width)
     opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
     t0 = time.time()
@@ -185,15 +185,16 @@ def train(data: Path, steps: int, batch: int = 8, seed: int = 0) -> None:
             print(f"step {step:5d}  loss {loss.item():.4f}  fg {l_fg.item():.4f}  contact {l_ct.item():.4f}"
                   f"  centre {l_ce.item():.4f}  {time.time() - t0:.0f} s", flush=True)
         if (step + 1) % 250 == 0 or step == steps - 1:
-            torch.save(net.state_dict(), CHECKPOINT)
+            torch.save({"width": width, "state": net.state_dict()}, CHECKPOINT)
     print(f"saved {CHECKPOINT}")
 
 
 def export(out: Path) -> None:
     import torch
 
-    net = _net()
-    net.load_state_dict(torch.load(CHECKPOINT, map_location="cpu"))
+    ck = torch.load(CHECKPOINT, map_location="cpu")
+    net = _net(ck["width"])
+    net.load_state_dict(ck["state"])
     net.eval()
 
     class WithSigmoid(torch.nn.Module):
@@ -231,13 +232,14 @@ def main() -> None:
     a = sub.add_parser("train")
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--steps", type=int, default=3000)
+    a.add_argument("--width", type=int, default=16, help="channels of the first level")
     a = sub.add_parser("export")
     a.add_argument("--out", type=Path, default=Path("pipeline/segmentation/models/particles.onnx"))
     args = ap.parse_args()
     if args.cmd == "data":
         make_data(args.out, args.images)
     elif args.cmd == "train":
-        train(args.data, args.steps)
+        train(args.data, args.steps, args.width)
     else:
         export(args.out)
 

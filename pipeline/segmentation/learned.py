@@ -15,6 +15,8 @@ import numpy as np
 
 MODEL = Path(__file__).with_name("models") / "particles.onnx"
 LOW_PCT, HIGH_PCT = 1.0, 99.5   # the grey levels mapped to 0 and 1
+TILE = 1024     # larger images are run in tiles of this size (memory: ~1 kB per pixel)...
+MARGIN = 64     # ... each with this much context on every side (the network sees ~45 px)
 
 
 def normalise(img: np.ndarray) -> np.ndarray:
@@ -34,13 +36,32 @@ def _net():
     return cv2.dnn.readNetFromONNX(str(MODEL))
 
 
-def predict(img: np.ndarray) -> np.ndarray:
-    """(3, M, N) float32 maps (foreground, contact, centre) of a 2-D image."""
-    x = normalise(img)
+def _run(x: np.ndarray) -> np.ndarray:
+    """The network on one normalised block (padded to a multiple of 8 by reflection)."""
     m, n = x.shape
-    pm, pn = -m % 8, -n % 8
-    xp = np.pad(x, ((0, pm), (0, pn)), mode="reflect")
+    xp = np.pad(x, ((0, -m % 8), (0, -n % 8)), mode="reflect")
     net = _net()
     net.setInput(xp[None, None])
-    out = net.forward()
-    return np.ascontiguousarray(out[0, :, :m, :n], dtype=np.float32)
+    return net.forward()[0, :, :m, :n]
+
+
+def predict(img: np.ndarray) -> np.ndarray:
+    """(3, M, N) float32 maps (foreground, contact, centre) of a 2-D image.
+
+    The grey levels are normalised over the whole image; an image larger than `TILE` is
+    run in tiles with `MARGIN` px of context each (the maps are those of the whole image
+    run at once, to float rounding, and memory stays bounded).
+    """
+    x = normalise(img)
+    m, n = x.shape
+    if m <= TILE and n <= TILE:
+        return np.ascontiguousarray(_run(x), dtype=np.float32)
+    out = np.empty((3, m, n), np.float32)
+    for y0 in range(0, m, TILE):
+        for x0 in range(0, n, TILE):
+            y1, x1 = min(y0 + TILE, m), min(x0 + TILE, n)
+            a0, b0 = max(y0 - MARGIN, 0), max(x0 - MARGIN, 0)
+            a1, b1 = min(y1 + MARGIN, m), min(x1 + MARGIN, n)
+            block = _run(x[a0:a1, b0:b1])
+            out[:, y0:y1, x0:x1] = block[:, y0 - a0:y1 - a0, x0 - b0:x1 - b0]
+    return out

@@ -78,3 +78,16 @@ def test_blank_image_is_still_refused():
     da = da.copy(data=np.full(da.shape, 40, da.dtype))
     with pytest.raises(UnreadableInput):
         find_particles(da, method="learned")
+
+
+def test_tiles_give_the_maps_of_the_whole_image(monkeypatch):
+    """Large images run in tiles with a margin; the maps match a single pass where the
+    context reaches (the padding of a single pass differs only at the image border)."""
+    from pipeline.segmentation import learned
+
+    img, _ = sem_scene("bimodal-40-80", shape=(300, 420), seed=4)
+    whole = predict(img)
+    monkeypatch.setattr(learned, "TILE", 128)
+    tiled = predict(img)
+    assert tiled.shape == whole.shape
+    assert np.abs(tiled - whole).max() < 1e-3
