@@ -6,8 +6,9 @@ For the discrete-particle presets (``bimodal-40-80``, ``bimodal-25-70``, ``mono-
 `find_particles` with each method (``classic``, the default, ``seams`` and ``learned``) and
 `size_distribution` on the table, and prints per scene: the two mixture modes' geometric
 means against the truth modes' medians (error in %), the small mode's number share against
-the truth's (inner visible carbon primaries), and the BIC mode count (1 expected for
-``mono-40``, 2 for the others). For the carbon-black aggregate presets (``cb-agg-40``,
+the truth's (inner visible carbon primaries), the BIC mode count (1 expected for
+``mono-40``, 2 for the others), and the shares of found regions that merge two or more
+particles and of particles split into two or more regions (`merges_and_splits`). For the carbon-black aggregate presets (``cb-agg-40``,
 ``cb-agg-80``) it prints the aggregate-based primary diameter
 (`pipeline.segmentation.aggregates.primary_size`) measured on the model's own aggregate
 labels and on the connected foreground `find_particles` finds, against the truth's mean
@@ -41,6 +42,29 @@ def truth_modes(truth: dict) -> tuple[list[float], float | None]:
     return [med[i] for i in order], share
 
 
+def merges_and_splits(owner: np.ndarray, labels: np.ndarray, min_px: int = 20) -> tuple[float, float]:
+    """(merged share of the found regions, split share of the visible particles).
+
+    A found region is a merge when two or more particles each have >= 50 % of their visible
+    area in it; a particle is split when two or more found regions each hold >= 25 % of its
+    visible area. Particles under `min_px` visible pixels are not counted.
+    """
+    sel = (owner > 0) & (labels > 0)
+    pairs, counts = np.unique(np.stack([owner[sel], labels[sel]]), axis=1, return_counts=True)
+    n_own = np.bincount(owner.ravel())
+    big = n_own[pairs[0]] >= min_px
+    frac = counts / np.maximum(n_own[pairs[0]], 1)
+    holds = big & (frac >= 0.5)
+    merged_regions = np.unique(pairs[1][holds], return_counts=True)
+    n_merged = int((merged_regions[1] >= 2).sum())
+    pieces = big & (frac >= 0.25)
+    split_particles = np.unique(pairs[0][pieces], return_counts=True)
+    n_split = int((split_particles[1] >= 2).sum())
+    n_found = int(np.unique(labels[labels > 0]).size)
+    n_truth = int((n_own[1:] >= min_px).sum())
+    return n_merged / max(n_found, 1), n_split / max(n_truth, 1)
+
+
 def discrete_row(preset: str, seed: int, shape, method: str) -> str:
     from pipeline.errors import ElectrodeQCError
     from pipeline.segmentation.particles import find_particles
@@ -50,7 +74,8 @@ def discrete_row(preset: str, seed: int, shape, method: str) -> str:
     da, truth = sem_dataarray(preset, shape=shape, seed=seed)
     t_modes, t_share = truth_modes(truth)
     try:
-        dist = size_distribution(find_particles(da, method=method), n_boot=0)
+        table, labels = find_particles(da, method=method, return_labels=True)
+        dist = size_distribution(table, n_boot=0)
     except ElectrodeQCError as exc:
         return f"{preset:14s} {seed:4d} {method:8s} refused: {exc.problem}"
     modes = sorted(dist["modes"], key=lambda m: m["mean_nm"])
@@ -63,7 +88,9 @@ def discrete_row(preset: str, seed: int, shape, method: str) -> str:
     else:
         err = 100 * (dist["x50_nm"] - t_modes[0]) / t_modes[0]
         cells = f"{dist['x50_nm']:6.1f} {t_modes[0]:6.1f} {err:+6.1f} (x50, one mode)" + " " * 23
-    return f"{preset:14s} {seed:4d} {method:8s} {dist['n']:5d} {cells} {dist['bic_k']:5d}"
+    merged, split = merges_and_splits(truth["owner"], labels)
+    return (f"{preset:14s} {seed:4d} {method:8s} {dist['n']:5d} {cells} {dist['bic_k']:5d} "
+            f"{100 * merged:7.1f} {100 * split:6.1f}")
 
 
 def aggregate_row(preset: str, seed: int, shape, methods) -> str:
@@ -104,7 +131,7 @@ def main(argv=None) -> int:
     shape = tuple(opts.shape)
     print(f"{'preset':14s} {'seed':>4s} {'method':8s} {'n':>5s} {'mode1':>6s} {'truth':>6s} "
           f"{'err%':>6s} {'mode2':>6s} {'truth':>6s} {'err%':>6s} {'share':>5s} {'truth':>5s} "
-          f"{'diff':>6s} {'bic_k':>5s}")
+          f"{'diff':>6s} {'bic_k':>5s} {'merged%':>7s} {'split%':>6s}")
     for preset in DISCRETE:
         for seed in range(opts.seeds):
             for method in opts.methods:

@@ -8,7 +8,12 @@ realistic synthetic model (``benchmarks/psd_synthetic.py``) it over-splits small
 so it is not yet the default. ``method="learned"`` replaces steps 3-4 by the maps of a small
 network trained on the realistic synthetic SEM model only (`pipeline.segmentation.learned`,
 ``training/particles_net.py``): particles where it sees them, seeds where its centre map is
-high and no contact between particles is predicted, a watershed of the centre map.
+high and no contact between particles is predicted, a watershed of the centre map, and
+neighbours merged unless the border between them is predicted a contact. On the real set,
+which it never saw, it has the smallest x50 and count errors of all methods (7 % and 16 %,
+F1 0.67), on the synthetic model mode means within -4 to +2 %, and it measures isolated
+rim spheres within 1 % at 80 nm (2-4 % high at 25-40 nm with strong rims); it takes about
+4x the time of the classic method, so it is an option for now.
 
 `find_particles` steps:
 
