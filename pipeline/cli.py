@@ -252,9 +252,13 @@ def particles(
                                    min_diameter_nm=min_diameter_nm, method=method)
             dist = size_distribution(parts)
             tables.append(parts.assign(path=str(f)))
-            return {k: dist.get(k) for k in (
+            out = {k: dist.get(k) for k in (
                 "n", "x10_nm", "x50_nm", "x90_nm", "modes", "bic_k", "share_ge_100nm",
                 "merge_suspect_share", "ag_area_frac", "primary_size", "flags")}
+            out["method"] = method
+            if "model" in parts.attrs:
+                out["model"] = parts.attrs["model"]
+            return out
 
         results, worst = _each_file(files, measure)
         if table is not None and tables:

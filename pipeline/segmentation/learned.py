@@ -28,6 +28,15 @@ def normalise(img: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
+def model_identity() -> dict:
+    """The network file that produced a result: name, size in bytes, SHA-256."""
+    import hashlib
+
+    data = MODEL.read_bytes()
+    return {"file": MODEL.name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+@lru_cache(maxsize=1)
 def _net():
     import cv2
 

@@ -689,7 +689,8 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
         ``attrs`` carries ``pixel_size_nm``, ``ag_area_frac``,
         ``particle_area_frac``, ``levels`` (background/carbon/silver medians and pixel noise,
         in grey levels; uint16 images are analysed in steps of 64 counts),
-        ``min_diameter_nm`` (given or estimated), ``source_path``, ``flags``.
+        ``min_diameter_nm`` (given or estimated), ``source_path``, ``flags``, ``method``
+        and, for ``"learned"``, ``model`` (the network file's name, size and SHA-256).
         With `return_labels`, a tuple ``(table, labels)``.
 
     Raises
@@ -805,7 +806,12 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
                          else 2.0 * r_px * px_nm),
         source_path=path,
         flags=flags,
+        method=method,
     )
+    if method == "learned":
+        from pipeline.segmentation.learned import model_identity
+
+        df.attrs["model"] = model_identity()
     log.debug("%s: %d particles, %d flags", path, len(df), len(flags))
     if return_labels:
         return df, labels

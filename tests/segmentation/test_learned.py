@@ -91,3 +91,26 @@ def test_tiles_give_the_maps_of_the_whole_image(monkeypatch):
     tiled = predict(img)
     assert tiled.shape == whole.shape
     assert np.abs(tiled - whole).max() < 1e-3
+
+
+def test_results_name_the_network_that_made_them(tmp_path):
+    """A learned result is traceable to its weights: the table and ``particles --json``
+    carry the file's SHA-256; other methods carry no model."""
+    import hashlib
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.synth import write_sem_tiff
+
+    da, _ = sem_dataarray("bimodal-40-80", shape=(256, 256), seed=12)
+    table = find_particles(da, method="learned")
+    sha = hashlib.sha256(MODEL.read_bytes()).hexdigest()
+    assert table.attrs["method"] == "learned" and table.attrs["model"]["sha256"] == sha
+    assert "model" not in find_particles(da).attrs
+    path = write_sem_tiff(tmp_path / "p.tif", np.asarray(da.values), pixel_um=0.002)
+    r = CliRunner().invoke(app, ["particles", str(path), "--json", "--method", "learned"])
+    assert r.exit_code == 0, r.output
+    (rec,) = json.loads(r.stdout)
+    assert rec["method"] == "learned" and rec["model"]["sha256"] == sha
