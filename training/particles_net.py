@@ -18,8 +18,8 @@ OpenCV's dnn module, so the package needs no deep-learning runtime.
 
 Usage (training dependencies: ``pip install -e ".[train]"``)::
 
-    python training/particles_net.py data  --out /tmp/eqc-train.npz --images 1400
-    python training/particles_net.py train --data /tmp/eqc-train.npz --steps 3000
+    python training/particles_net.py data  --out TRAIN.npz --images 1400
+    python training/particles_net.py train --data TRAIN.npz --steps 3000
     python training/particles_net.py export --out pipeline/segmentation/models/particles.onnx
 
 Seeded throughout; ``data`` uses 2 processes.

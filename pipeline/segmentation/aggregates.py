@@ -483,9 +483,8 @@ def particle_aggregates(labels: np.ndarray, member: np.ndarray, touches: np.ndar
     _, agg = cv2.connectedComponents(fg.view(np.uint8), connectivity=8, ltype=cv2.CV_32S)
     of_label = np.zeros(labels.max() + 1, np.int32)
     of_label[labels[fg]] = agg[fg]
-    prim = np.full(of_label.size, np.nan)
     if not fg.any():
-        return of_label, prim
+        return of_label, np.full(of_label.size, np.nan)
     geo = aggregate_geometry(agg, pixel_nm)
     d = np.full(int(agg.max()) + 1, np.nan)
     cut = np.zeros(d.size, bool)
@@ -494,9 +493,7 @@ def particle_aggregates(labels: np.ndarray, member: np.ndarray, touches: np.ndar
     lab = geo["label"].to_numpy()
     d[lab[ok]] = geo["primary_d_nm"].to_numpy(float)[ok]
     d[cut] = np.nan
-    d[0] = np.nan
-    prim = d[of_label]
-    return of_label, prim
+    return of_label, d[of_label]
 
 
 def compare_with_instances(primary: dict, instance_x50_nm: float,

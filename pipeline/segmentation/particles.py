@@ -96,7 +96,7 @@ MARKER_WINDOW = 0.7
 MARKER_MIN_HEIGHT = 0.5
 METHODS = ("classic", "seams", "learned")
 LEARNED_FG = 0.5        # "learned": a particle is seen where the network says so with p > 0.5
-LEARNED_SEED = 0.6      # a seed: centre map above 0.5 ...
+LEARNED_SEED = 0.6      # a seed: centre map above 0.6 ...
 LEARNED_CONTACT = 0.5   # ... and no contact predicted
 LEARNED_MERGE = 0.45    # neighbours whose common border has a mean contact below this are one
 THIN_REL = 0.3          # thinner than 0.3 r everywhere: a line, not a particle
@@ -621,8 +621,11 @@ def _label_learned(img, sm, valid, t_ag, r_given):
     """Particles from the maps of the network trained on the synthetic SEM model
     (``method="learned"``, `pipeline.segmentation.learned`): the predicted foreground,
     seeds where the centre map is high and no contact is predicted, a watershed of the
-    centre map. Returns (labels, fg, silver, r_px)."""
+    centre map, neighbours merged where the mean contact on their border is below
+    `LEARNED_MERGE`. Returns (labels, fg, silver, r_px)."""
     import cv2
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from skimage.segmentation import watershed
 
     from pipeline.segmentation.learned import predict
@@ -637,19 +640,11 @@ def _label_learned(img, sm, valid, t_ag, r_given):
     labels = watershed(-centre, markers, mask=fg, connectivity=1).astype(np.int32)
     # two pieces are two particles only where the network sees a contact between them
     a, b, _, evidence = _boundary_pairs(labels, centre, contact)
-    parent = np.arange(int(labels.max()) + 1)
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(a[evidence < LEARNED_MERGE].tolist(), b[evidence < LEARNED_MERGE].tolist()):
-        ri, rj = root(i), root(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    labels = np.array([root(i) for i in range(parent.size)], np.int32)[labels]
+    weak = evidence < LEARNED_MERGE
+    n = int(labels.max()) + 1
+    graph = coo_matrix((np.ones(int(weak.sum())), (a[weak], b[weak])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    labels = np.where(labels > 0, comp[labels] + 1, 0).astype(np.int32)
     labels = _drop_small(labels, 4.0)
     area = np.bincount(labels.ravel())[1:]
     area = area[area > 0]
