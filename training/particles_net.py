@@ -19,7 +19,7 @@ OpenCV's dnn module, so the package needs no deep-learning runtime.
 Usage (training dependencies: ``pip install -e ".[train]"``)::
 
     python training/particles_net.py data  --out TRAIN.npz --images 1400
-    python training/particles_net.py train --data TRAIN.npz --steps 3000
+    python training/particles_net.py train --data TRAIN.npz --steps 3000 --width 8
     python training/particles_net.py export --out pipeline/segmentation/models/particles.onnx
 
 Seeded throughout; ``data`` uses 2 processes.
@@ -107,7 +107,7 @@ def make_data(out: Path, n: int) -> None:
     print(f"{n} images in {time.time() - t0:.0f} s -> {out}")
 
 
-def _net(width: int = 16):
+def _net(width: int = 8):
     import torch
     from torch import nn
 
@@ -118,7 +118,7 @@ def _net(width: int = 16):
                              nn.ReLU(inplace=True))
 
     class UNet(nn.Module):
-        def __init__(self, w=16):
+        def __init__(self, w=8):
             super().__init__()
             self.e1, self.e2, self.e3, self.e4 = block(1, w), block(w, 2 * w), block(2 * w, 4 * w), block(4 * w, 8 * w)
             self.u3 = nn.ConvTranspose2d(8 * w, 4 * w, 2, stride=2)
@@ -143,7 +143,7 @@ def _net(width: int = 16):
     return UNet(width)
 
 
-def train(data: Path, steps: int, width: int = 16, batch: int = 8, seed: int = 0) -> None:
+def train(data: Path, steps: int, width: int = 8, batch: int = 8, seed: int = 0) -> None:
     import torch
     import torch.nn.functional as F
 
@@ -232,7 +232,7 @@ def main() -> None:
     a = sub.add_parser("train")
     a.add_argument("--data", type=Path, required=True)
     a.add_argument("--steps", type=int, default=3000)
-    a.add_argument("--width", type=int, default=16, help="channels of the first level")
+    a.add_argument("--width", type=int, default=8, help="channels of the first level")
     a = sub.add_parser("export")
     a.add_argument("--out", type=Path, default=Path("pipeline/segmentation/models/particles.onnx"))
     args = ap.parse_args()
