@@ -226,10 +226,11 @@ def particles(
         None, "--min-diameter-nm", help="Smallest particle expected (resolution gate)."
     ),
     table: Path | None = typer.Option(None, "--table", help="Write the particle table (.parquet or .csv)."),
-    method: str = typer.Option("classic", "--method",
-                               help="Splitting of touching particles: 'classic' (shape), "
-                                    "'seams' (shape and the dark seams between particles) or "
-                                    "'learned' (a network trained on synthetic SEM images)."),
+    method: str = typer.Option("learned", "--method",
+                               help="How particles are found: 'learned' (a network trained on "
+                                    "synthetic SEM images; the default), 'classic' (threshold "
+                                    "and shape) or 'seams' (shape and the dark seams between "
+                                    "particles)."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
     """Particles and their size distribution (number/volume quantiles, mixture modes)."""
@@ -258,6 +259,7 @@ def particles(
             out["method"] = method
             if "model" in parts.attrs:
                 out["model"] = parts.attrs["model"]
+                out["network_scale"] = parts.attrs["network_scale"]
             return out
 
         results, worst = _each_file(files, measure)

@@ -12,8 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.segmentation.learned import MODEL, normalise, predict
+from pipeline.segmentation.learned import MODEL, choose_scale, normalise, predict
 from pipeline.segmentation.particles import find_particles
+from pipeline.segmentation.psd import counted
 from pipeline.synth_sem import sem_dataarray, sem_scene
 
 
@@ -35,9 +36,32 @@ def test_normalise_maps_the_percentiles():
 @pytest.mark.parametrize("shape", [(64, 64), (75, 131)])
 def test_predict_gives_three_probability_maps_of_the_image_size(shape):
     img, _ = sem_scene("bimodal-40-80", shape=shape, seed=3)
-    maps = predict(img)
-    assert maps.shape == (3, *shape) and maps.dtype == np.float32
-    assert maps.min() >= 0.0 and maps.max() <= 1.0
+    for scale in (1.0, 0.6):
+        maps = predict(img, scale)
+        assert maps.shape == (3, *shape) and maps.dtype == np.float32
+        assert maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+def test_choose_scale():
+    assert choose_scale([30.0] * 3) == 1.0  # fewer than 5: full resolution
+    assert choose_scale([40.0] * 10) == pytest.approx(0.5)  # median to 20 px
+    assert choose_scale([80.0] * 10) == pytest.approx(0.5)  # never below half
+    assert choose_scale([21.0] * 10) == 1.0  # 0.95 or more: full resolution
+    # the smaller particles are kept at >= 12 px
+    d = [16.0] * 5 + [60.0] * 10
+    assert choose_scale(d) == pytest.approx(12.0 / 16.0)
+    assert choose_scale([40.0] * 10, min_diameter_px=20.0) == pytest.approx(0.6)
+
+
+def test_large_particles_run_at_a_reduced_scale():
+    """Particles of ~39 px (200 nm at 5 nm/px) go to about 20 px: the network runs at a
+    scale near 0.5, the table says so, and the sizes hold."""
+    da, truth = sem_dataarray("tio2-bam", shape=(512, 640), seed=12, pixel_nm=5.0)
+    table = find_particles(da, method="learned")
+    assert 0.5 <= table.attrs["network_scale"] <= 0.65
+    inner = [p["diameter_nm"] for p in truth["primaries"] if not p["touches_edge"]]
+    x50 = float(np.median(table.loc[counted(table), "ecd_nm"]))
+    assert x50 == pytest.approx(float(np.median(inner)), rel=0.15)
 
 
 def _matched(truth, labels):
@@ -108,9 +132,15 @@ def test_results_name_the_network_that_made_them(tmp_path):
     table = find_particles(da, method="learned")
     sha = hashlib.sha256(MODEL.read_bytes()).hexdigest()
     assert table.attrs["method"] == "learned" and table.attrs["model"]["sha256"] == sha
-    assert "model" not in find_particles(da).attrs
+    assert "model" not in find_particles(da, method="classic").attrs
     path = write_sem_tiff(tmp_path / "p.tif", np.asarray(da.values), pixel_um=0.002)
     r = CliRunner().invoke(app, ["particles", str(path), "--json", "--method", "learned"])
     assert r.exit_code == 0, r.output
     (rec,) = json.loads(r.stdout)
     assert rec["method"] == "learned" and rec["model"]["sha256"] == sha
+    assert rec["network_scale"] == table.attrs["network_scale"]
+    from pipeline.measure import _psd
+
+    record = _psd(da, {})[0]
+    assert record["method"] == "learned" and record["model_sha256"] == sha
+    assert record["network_scale"] == table.attrs["network_scale"]
