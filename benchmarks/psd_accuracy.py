@@ -4,15 +4,16 @@ Run by hand: ``python benchmarks/psd_accuracy.py [--set DIR] [--json FILE] [--me
 [--self-check]``.
 Reads the 10 Zeiss TiO2 images and their manual masks from
 ``../shared/realdata/sem-labelled/bam_tio2`` (never copied; see that set's SOURCES.md) and
-scores our three methods and two anchors, each on the image as `pipeline.read` gives it (data zone cropped, 712
-rows; the mask is cropped to the same rows):
+scores our three methods (the default first) and two anchors, each on the image as
+`pipeline.read` gives it (data zone cropped, 712 rows; the mask is cropped to the same rows):
 
-- ``ours``: `find_particles` (the default, ``method="classic"``), ``seams``: the same
-  with ``method="seams"`` (intensity-aware splitting), and ``learned``: ``method="learned"``
-  (the network trained on the synthetic SEM model only, its thresholds chosen on synthetic
-  validation scenes; these images train nothing); the particles that count are the rows where
-  `pipeline.segmentation.psd.counted` is true (carbon, not touching the edge, not a merge
-  suspect), with the table's centroid and ECD. A refusal (ElectrodeQCError) scores 0 found.
+- ``ours``: `find_particles` with its default, ``method="learned"`` (the network trained on
+  the synthetic SEM model only, its thresholds and run scale chosen on synthetic validation
+  scenes; these images train nothing); ``classic``: ``method="classic"`` (threshold and
+  shape); ``seams``: ``method="seams"`` (intensity-aware splitting). The particles that
+  count are the rows where `pipeline.segmentation.psd.counted` is true (carbon, not
+  touching the edge, not a merge suspect), with the table's centroid and ECD. A refusal
+  (ElectrodeQCError) scores 0 found.
 - ``skimage`` (anchor): Gaussian sigma 1, Otsu, holes filled, regions < 20 px dropped,
   Euclidean distance transform, `peak_local_max` seeds 50 nm apart, watershed of -distance
   in the foreground.
@@ -63,8 +64,8 @@ ECD_RATIO = (0.8, 1.25)
 PASS_X50_PCT, PASS_COUNT_PCT, PASS_F1 = 10.0, 20.0, 0.7
 PASS_IMAGE_SHARE = 0.9
 TIME_RATIO_MAX = 2.0
-METHODS = ("ours", "seams", "learned", "skimage", "porespy")
-OURS = {"ours": "classic", "seams": "seams", "learned": "learned"}  # find_particles(method=...)
+METHODS = ("ours", "classic", "seams", "skimage", "porespy")
+OURS = {"ours": "learned", "classic": "classic", "seams": "seams"}  # find_particles(method=...)
 
 
 # --- metric -------------------------------------------------------------------------------

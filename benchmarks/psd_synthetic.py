@@ -3,7 +3,7 @@
 Run by hand: ``python benchmarks/psd_synthetic.py [--seeds 3] [--shape 768 1024]``.
 
 For the discrete-particle presets (``bimodal-40-80``, ``bimodal-25-70``, ``mono-40``) it runs
-`find_particles` with each method (``classic``, the default, ``seams`` and ``learned``) and
+`find_particles` with each method (``learned``, the default, ``classic`` and ``seams``) and
 `size_distribution` on the table, and prints per scene: the two mixture modes' geometric
 means against the truth modes' medians (error in %), the small mode's number share against
 the truth's (inner visible carbon primaries), the BIC mode count (1 expected for
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DISCRETE = ("bimodal-40-80", "bimodal-25-70", "mono-40")
 AGGREGATES = ("cb-agg-40", "cb-agg-80")
-METHODS = ("classic", "seams", "learned")
+METHODS = ("learned", "classic", "seams")
 
 
 def truth_modes(truth: dict) -> tuple[list[float], float | None]:

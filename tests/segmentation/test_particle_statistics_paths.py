@@ -64,8 +64,9 @@ def test_unknown_method_is_refused(sem_file):
         find_particles(pipeline.read(sem_file), method="magic")
 
 
-@pytest.mark.parametrize("method", ["seams", "learned"])
+@pytest.mark.parametrize("method", ["seams", "classic"])
 def test_particles_command_takes_the_method(sem_file, method):
+    """A method other than the default ('learned') gives its own numbers."""
     r = CliRunner().invoke(app, ["particles", str(sem_file), "--json", "--method", method])
     assert r.exit_code == 0, r.output
     x50 = json.loads(r.stdout)[0]["x50_nm"]

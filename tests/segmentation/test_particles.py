@@ -194,7 +194,7 @@ def test_merge_suspect_flags_elongated_oversized_and_concave():
                    (160, 210)):
         cv2.circle(img, (cx, cy), 20, 200, -1)
     cv2.ellipse(img, (110, 120), (50, 18), 0, 0, 360, 200, -1)  # ECD 60 px vs 41: oversized
-    df = find_particles(as_sem(img), min_diameter_nm=60.0)
+    df = find_particles(as_sem(img), min_diameter_nm=60.0, method="classic")
     ell = df.loc[(df["x_nm"] - 110.5 * PX_NM).abs().idxmin()]
     assert ell["aspect_ratio"] == pytest.approx(50 / 18, rel=0.05)
     assert ell["solidity"] > 0.95
