@@ -34,6 +34,7 @@ SMALL_PX = 12.0
 MIN_SCALE = 0.5          # never below half resolution ...
 FULL_SCALE = 0.95        # ... and at full resolution when the scale would be above this
 PROBE = 384
+MIN_PARTICLES = 5        # whole particles needed to choose a scale (else full resolution)
 
 
 def normalise(img: np.ndarray) -> np.ndarray:
@@ -76,10 +77,10 @@ def choose_scale(diameters_px, min_diameter_px: float | None = None) -> float:
 
     Brings the median to `TARGET_MEDIAN_PX` unless that puts the 25th percentile (or the
     expected smallest diameter, when given) under `SMALL_PX`; never below `MIN_SCALE`, and
-    1.0 when above `FULL_SCALE` or with fewer than 5 particles to go by.
+    1.0 when above `FULL_SCALE` or with fewer than `MIN_PARTICLES` particles to go by.
     """
     d = np.asarray(diameters_px, float)
-    if d.size < 5:
+    if d.size < MIN_PARTICLES:
         return 1.0
     s = max(TARGET_MEDIAN_PX / float(np.median(d)), SMALL_PX / float(np.percentile(d, 25)))
     if min_diameter_px is not None:

@@ -654,16 +654,22 @@ def _inner_diameters(labels: np.ndarray) -> np.ndarray:
 def _label_learned(img, sm, valid, t_ag, r_given):
     """Particles from the maps of the network trained on the synthetic SEM model
     (``method="learned"``, `pipeline.segmentation.learned`), run at the scale chosen by
-    the particles of a first full-resolution pass on a central block (`learned.choose_scale`).
-    Returns (labels, fg, silver, r_px, the scale the network ran at)."""
+    the particles of a first full-resolution pass on a central block (`learned.choose_scale`),
+    or on the whole image when the block holds too few whole particles (a sparse field, or
+    particles large for the block). Returns (labels, fg, silver, r_px, the scale the network
+    ran at)."""
     from pipeline.segmentation import learned
 
     x = learned.normalise(img)
     block = learned.probe_block(x.shape)
     probe = learned.maps(x[block], 1.0)
     probe_labels = _learned_labels(probe, valid[block])
-    scale = learned.choose_scale(_inner_diameters(probe_labels),
-                                 2.0 * r_given if r_given is not None else None)
+    sizes = _inner_diameters(probe_labels)
+    if sizes.size < learned.MIN_PARTICLES and probe.shape[1:] != x.shape:
+        probe = learned.maps(x, 1.0)
+        probe_labels = _learned_labels(probe, valid)
+        sizes = _inner_diameters(probe_labels)
+    scale = learned.choose_scale(sizes, 2.0 * r_given if r_given is not None else None)
     if scale == 1.0 and probe.shape[1:] == x.shape:
         labels = probe_labels
     else:

@@ -53,6 +53,20 @@ def test_choose_scale():
     assert choose_scale([40.0] * 10, min_diameter_px=20.0) == pytest.approx(0.6)
 
 
+def test_a_sparse_field_of_large_particles_is_probed_whole():
+    """200 nm particles at 3.5 nm/px (~57 px) leave fewer than 5 whole ones in the central
+    block; the whole image chooses the scale, the 0.5 floor."""
+    from pipeline.segmentation import learned
+    from pipeline.segmentation.particles import _inner_diameters, _learned_labels
+
+    da, _ = sem_dataarray("tio2-bam", shape=(512, 640), seed=12, pixel_nm=3.5)
+    x = learned.normalise(np.asarray(da.values, np.float32))
+    block = learned.probe_block(x.shape)
+    valid = np.ones(x[block].shape, bool)
+    assert _inner_diameters(_learned_labels(learned.maps(x[block]), valid)).size < learned.MIN_PARTICLES
+    assert find_particles(da).attrs["network_scale"] == pytest.approx(0.5)
+
+
 def test_large_particles_run_at_a_reduced_scale():
     """Particles of ~39 px (200 nm at 5 nm/px) go to about 20 px: the network runs at a
     scale near 0.5, the table says so, and the sizes hold."""
