@@ -38,10 +38,24 @@ PROBE = 384
 MIN_PARTICLES = 5        # whole particles needed to choose a scale (else full resolution)
 
 
+def _percentiles(img: np.ndarray, q) -> np.ndarray:
+    """``np.percentile(img, q)`` (linear interpolation); from the histogram when the image
+    is of 8- or 16-bit integers (exact, and several times faster than a partition)."""
+    a = np.asarray(img)
+    if a.dtype not in (np.uint8, np.uint16) or a.size == 0:
+        return np.percentile(a.astype(np.float32, copy=False), q)
+    below = np.cumsum(np.bincount(a.ravel()))  # below[k]: values <= k
+    pos = np.asarray(q, float) / 100.0 * (a.size - 1)
+    i = np.floor(pos).astype(np.int64)
+    lo = np.searchsorted(below, i, side="right")
+    hi = np.searchsorted(below, np.minimum(i + 1, a.size - 1), side="right")
+    return lo + (pos - i) * (hi - lo)
+
+
 def normalise(img: np.ndarray) -> np.ndarray:
     """float32 image with its 1st percentile at 0 and its 99.5th at 1 (clipped to -0.5..1.5)."""
     a = np.asarray(img, np.float32)
-    lo, hi = np.percentile(a, [LOW_PCT, HIGH_PCT])
+    lo, hi = _percentiles(img, [LOW_PCT, HIGH_PCT])
     span = float(hi - lo) if hi > lo else 1.0
     return np.clip((a - float(lo)) / span, -0.5, 1.5)
 

@@ -660,7 +660,7 @@ def _label_learned(img, sm, valid, t_ag, r_given):
     ran at)."""
     from pipeline.segmentation import learned
 
-    x = learned.normalise(img)
+    x = learned.normalise(img)  # the grey levels as read (normalising is scale-free)
     block = learned.probe_block(x.shape)
     probe = learned.maps(x[block], 1.0)
     probe_labels = _learned_labels(probe, valid[block])
@@ -770,7 +770,8 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     if method == "seams":
         labels, fg, silver, r_px = _label_seams(sm, valid, b, c, t_ag, r_given)
     elif method == "learned":
-        labels, fg, silver, r_px, net_scale = _label_learned(img, sm, valid, t_ag, r_given)
+        labels, fg, silver, r_px, net_scale = _label_learned(np.asarray(sem.values), sm, valid,
+                                                             t_ag, r_given)
     else:
         labels, fg, silver, r_px = _label_classic(sm, valid, b, c, t_ag, r_given)
     n = int(labels.max())

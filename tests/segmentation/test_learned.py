@@ -23,6 +23,17 @@ def test_weights_ship_with_the_package_and_are_small():
     assert MODEL.stat().st_size < 20e6
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("n", [1, 2, 9, 5000])
+def test_percentiles_from_the_histogram_are_numpys(dtype, n):
+    from pipeline.segmentation.learned import _percentiles
+
+    top = 65535 if dtype == np.uint16 else 255
+    a = np.random.default_rng(n).integers(0, top + 1, n).astype(dtype)
+    q = [0.0, 1.0, 33.3, 99.5, 100.0]
+    np.testing.assert_allclose(_percentiles(a, q), np.percentile(a, q), rtol=0, atol=1e-9)
+
+
 def test_normalise_maps_the_percentiles():
     img = np.arange(10_000, dtype=np.uint16).reshape(100, 100)
     x = normalise(img)
