@@ -78,7 +78,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PRESETS", "SemModel", "sem_dataarray", "sem_scene"]
+__all__ = ["PRESETS", "SemModel", "isolated_primaries", "sem_dataarray", "sem_scene"]
 
 _PHI = np.linspace(-math.pi, math.pi, 128, endpoint=False)  # angles of the silhouette tables
 FACET_TOP = 0.45  # a faceted body's flat top: inside 0.45 of its silhouette radius
@@ -256,6 +256,23 @@ def sem_dataarray(preset: str = "bimodal-40-80", **kw: Any):
 
 
 # --------------------------------------------------------------------------- population
+
+
+def isolated_primaries(truth: dict, gap_px: int = 3) -> list[dict]:
+    """The primaries of a scene's truth seen whole, away from the border, with no other
+    particle and no binder within `gap_px` (the spheres whose edges can be scored alone)."""
+    from scipy.ndimage import binary_dilation
+
+    owner = truth["owner"]
+    out = []
+    for p in truth["primaries"]:
+        if p["touches_edge"] or p["visible_fraction"] < 1.0:
+            continue
+        me = owner == p["id"]
+        ring = binary_dilation(me, iterations=gap_px) & ~me
+        if not np.any(owner[ring]) and not np.any(truth["binder"][ring]):
+            out.append(p)
+    return out
 
 
 def _sizes(m: SemModel, n: int, rng: np.random.Generator, silver_ok: bool):

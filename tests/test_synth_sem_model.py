@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.synth_sem import PRESETS, SemModel, sem_dataarray, sem_scene
+from pipeline.synth_sem import PRESETS, SemModel, isolated_primaries, sem_dataarray, sem_scene
 
 SMALL = (256, 320)
 BAM = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "sem-labelled" / "bam_tio2"
@@ -23,22 +23,6 @@ SPHERES = {"structure": "agglomerates", "primaries": (1.0, 0.0, 1, 1), "separate
 
 def _plain(truth):
     return {k: v for k, v in truth.items() if not isinstance(v, np.ndarray)}
-
-
-def _isolated(truth, gap_px=3):
-    """Ids of primaries seen whole, away from the border, no other particle within `gap_px`."""
-    from scipy.ndimage import binary_dilation
-
-    owner = truth["owner"]
-    out = []
-    for p in truth["primaries"]:
-        if p["touches_edge"] or p["visible_fraction"] < 1.0:
-            continue
-        me = owner == p["id"]
-        ring = binary_dilation(me, iterations=gap_px) & ~me
-        if not np.any(owner[ring]) and not np.any(truth["binder"][ring]):
-            out.append(p)
-    return out
 
 
 @pytest.mark.parametrize("preset", ["tio2-bam", "cb-agg-40"])
@@ -89,7 +73,7 @@ def test_truth_is_consistent(preset):
 
 def test_isolated_sphere_silhouette_is_its_diameter():
     _, t = sem_scene("mono-40", shape=(384, 384), seed=2, **SPHERES)
-    iso = _isolated(t)
+    iso = isolated_primaries(t)
     assert len(iso) >= 8
     area = np.bincount(t["owner"].ravel())
     for p in iso:
@@ -159,7 +143,7 @@ def test_rims_on_and_off():
     profiles, ecd = {}, {}
     for rim in (0.6, 0.0):
         da, t = sem_dataarray("mono-40", shape=(384, 384), seed=2, rim_gain=rim, **SPHERES)
-        iso = _isolated(t)
+        iso = isolated_primaries(t)
         prof = _edge_profile(da.values, t, iso)
         profiles[rim] = prof
         table, labels = find_particles(da, return_labels=True)
