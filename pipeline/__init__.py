@@ -15,7 +15,7 @@ _LAZY = {
     "find_protrusions": ("pipeline.segmentation.protrusions", "find_protrusions"),
     "find_particles": ("pipeline.segmentation.particles", "find_particles"),
     "size_distribution": ("pipeline.segmentation.psd", "size_distribution"),
-    "porosity_from_cross_section": ("pipeline.segmentation.porosity", "porosity_from_cross_section"),
+    "porosity_from_cross_section": ("pipeline.segmentation.cross_section", "porosity_from_cross_section"),
     "gravimetric_porosity": ("pipeline.segmentation.porosity", "gravimetric_porosity"),
     "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),
     "run": ("pipeline.runner", "run"),

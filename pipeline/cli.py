@@ -290,17 +290,22 @@ def porosity(
     file: Path = typer.Argument(..., help="An SEM cross-section of the layer on its collector."),
     json_out: bool = typer.Option(False, "--json", help="Machine output on stdout."),
 ):
-    """Porosity of the layer in a cross-section image, with the +/-10 grey-level band."""
+    """Porosity and thickness of the layer in a cross-section image, with their U (k=2)."""
 
     def body() -> int:
-        from pipeline.segmentation.porosity import porosity_from_cross_section
+        from pipeline.segmentation.cross_section import porosity_from_cross_section
 
         res = porosity_from_cross_section(_reader("sem")(file))
         if json_out:
             _emit_json({"path": str(file), **res})
         else:
             lo, hi = res["band"]
-            typer.echo(f"{file}: porosity {res['porosity_frac']:.3f} (band {lo:.3f}-{hi:.3f})")
+            typer.echo(f"{file}: porosity {res['porosity_frac']:.3f} +/- "
+                       f"{res['U_porosity_frac']:.3f} (k=2; threshold band {lo:.3f}-{hi:.3f})")
+            if res.get("thickness_um") is not None:
+                typer.echo(f"  layer thickness {res['thickness_um']:.3g} +/- "
+                           f"{res['U_thickness_um']:.2g} um (k=2), collector at the "
+                           f"{res['collector_side']}")
             for flag in res.get("flags", []):
                 typer.echo(f"  flag: {flag}")
         return EXIT_OK

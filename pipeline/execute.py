@@ -249,6 +249,7 @@ _WARM: dict[Any, Any] = {}  # jobs -> pool; ("dask", jobs) -> Future of a cluste
 _TASK_MODULES = ("pipeline.runner", "pipeline.sample", "pipeline.measure",
                  "pipeline.ingest.registry", "pipeline.segmentation.particles",
                  "pipeline.segmentation.psd", "pipeline.segmentation.porosity",
+                 "pipeline.segmentation.cross_section",
                  "pipeline.segmentation.protrusions", "pipeline.metrology.texture",
                  "pipeline.report.claims", "pipeline.report.tables", "cv2", "pandas",
                  "xarray", "tifffile", "pyarrow.parquet", "scipy.ndimage",

@@ -200,11 +200,13 @@ def _surface(da, ctx: dict[str, Any]):
 
 
 def _cross_section(da, ctx: dict[str, Any]):
-    from pipeline.segmentation.porosity import porosity_from_cross_section
+    from pipeline.segmentation.cross_section import porosity_from_cross_section
 
     r = porosity_from_cross_section(da)
-    results = {k: r[k] for k in ("porosity_frac", "band", "layer_top_row", "layer_bottom_row",
-                                 "collector_side", "thickness_um", "threshold", "flags")}
+    results = {k: r[k] for k in ("porosity_frac", "u_porosity_frac", "U_porosity_frac",
+                                 "uncertainty", "band", "layer_top_row", "layer_bottom_row",
+                                 "collector_side", "thickness_px", "thickness_um",
+                                 "U_thickness_um", "feature_px", "rim", "threshold", "flags")}
     art = {}
     if ctx.get("previews"):
         prev, scale = _sem_preview(da.values)

@@ -73,6 +73,46 @@ def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: lis
             "thickness_um": t, "areal_mass_mg_cm2": m}
 
 
+def _xsec_u(xs: list[dict]) -> list[float]:
+    """The cross-sections' measurement uncertainty (k = 1) beside their spread: the mean of
+    their own (threshold band, top surface, the method's bias: systematic, so not divided by
+    the number of fields). Records without it (older results) give the threshold band's."""
+    if not xs:
+        return []
+    u = [im["results"].get("u_porosity_frac") for im in xs]
+    if any(v is None for v in u):
+        u = [(im["results"]["band"][1] - im["results"]["band"][0]) / (2 * math.sqrt(3))
+             for im in xs]
+    return [float(np.mean(u))]
+
+
+def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
+    """Mean layer thickness of the cross-sections (um) and its U (k = 2): their spread and
+    the mean of their own U in quadrature."""
+    vals = [(im["results"].get("thickness_um"), im["results"].get("U_thickness_um")) for im in xs]
+    vals = [(t, u) for t, u in vals if t is not None and u is not None]
+    if not vals:
+        return None
+    t = np.array([v[0] for v in vals])
+    u_own = float(np.mean([v[1] for v in vals])) / 2.0
+    u_rep = float(t.std(ddof=1)) / math.sqrt(t.size) if t.size > 1 else 0.0
+    return {"mean": float(t.mean()), "U": 2.0 * math.hypot(u_own, u_rep), "n": int(t.size)}
+
+
+def _check_thickness(xs: dict[str, Any] | None, entry: dict[str, Any], flags: list[str]) -> None:
+    """Flag a manifest thickness (the one gravimetric porosity uses) that the cross-sections
+    contradict beyond the two uncertainties (k = 2)."""
+    t_man = entry.get("thickness_um")
+    if xs is None or t_man is None:
+        return
+    u_man = entry.get("u_thickness_um") or 0.0
+    lim = math.hypot(xs["U"], 2.0 * float(u_man))
+    if abs(xs["mean"] - float(t_man)) > lim:
+        flags.append(f"thickness: the cross-sections give {xs['mean']:.3g} +/- {xs['U']:.2g} um "
+                     f"(n={xs['n']}), the manifest {float(t_man):g} um; they disagree beyond "
+                     "their uncertainties, and gravimetric porosity uses the manifest's")
+
+
 def _inner_carbon(pooled):
     """Carbon particles that count for the statistics (`psd.counted`)."""
     from pipeline.segmentation.psd import counted
@@ -95,14 +135,13 @@ def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
     for key in ("Sa_um", "Sz_um"):
         m[key] = summarize([im["results"][key] for im in hts], u_cal_rel=rel_z)
     xs = by["cross_section"]
-    band_u = [(im["results"]["band"][1] - im["results"]["band"][0]) / (2 * math.sqrt(3))
-              for im in xs]
     m["porosity_cross_section"] = summarize(
-        [im["results"]["porosity_frac"] for im in xs],
-        u_other=[float(np.mean(band_u)) / math.sqrt(len(band_u))] if band_u else ())
+        [im["results"]["porosity_frac"] for im in xs], u_other=_xsec_u(xs))
+    m["thickness_cross_section_um"] = _xsec_thickness(xs)
     sf = by["surface"]
     m["protrusions_per_mm2"] = summarize([im["results"]["per_mm2"] for im in sf])
     m["porosity_gravimetric"] = _gravimetric(entry, entry, flags)
+    _check_thickness(m["thickness_cross_section_um"], entry, flags)
     before = entry.get("before")
     m["porosity_gravimetric_before"] = _gravimetric(entry, before, flags) if before else None
     m["psd"], m["median_aspect_ratio"] = None, None

@@ -18,6 +18,7 @@ import numpy as np
 
 __all__ = [
     "SemModel",
+    "XsecModel",
     "cross_section_image",
     "height_map",
     "match_labels",
@@ -28,6 +29,8 @@ __all__ = [
     "write_sem_tiff",
     "write_truth",
     "write_x3p",
+    "xsec_dataarray",
+    "xsec_scene",
 ]
 
 
@@ -572,5 +575,7 @@ def match_labels(truth: np.ndarray, found: np.ndarray, *, iou: float = 0.5) -> d
 
 
 # Realistic SEM scenes (3-D bodies, rims, shadowing, a detector noise model) live in
-# pipeline.synth_sem; re-exported here beside the ideal `particle_image`.
+# pipeline.synth_sem and pipeline.synth_xsec; re-exported here beside the ideal
+# `particle_image` and `cross_section_image`.
 from pipeline.synth_sem import SemModel, sem_dataarray, sem_scene
+from pipeline.synth_xsec import XsecModel, xsec_dataarray, xsec_scene

@@ -64,7 +64,7 @@ def test_porosity_command_without_a_collector_is_indeterminate(tmp_path):
     _imagej_sem(p, np.clip(rng.normal(60, 20, (200, 240)), 0, 255).astype(np.uint8), 0.01)
     r = CliRunner().invoke(app, ["porosity", str(p)])
     assert r.exit_code == 3, r.output
-    assert "no current collector visible" in r.output
+    assert "no current collector or substrate" in r.output
 
 
 def test_particles_command_finding_nothing_is_indeterminate(tmp_path):

@@ -8,12 +8,8 @@ import pytest
 
 from pipeline.errors import ConfigError, MeasurementError, UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
-from pipeline.segmentation.porosity import (
-    gravimetric_porosity,
-    load_materials,
-    porosity_from_cross_section,
-    void_reduction,
-)
+from pipeline.segmentation.cross_section import porosity_from_cross_section
+from pipeline.segmentation.porosity import gravimetric_porosity, load_materials, void_reduction
 
 EMB1 = {"carbon_black/40nm": 3.0, "carbon_black/80nm": 3.0, "Ag": 2.0, "PVdF": 0.56}
 DENS = {"carbon_black": 1.86, "silver": 10.49, "pvdf": 1.78}
@@ -178,9 +174,9 @@ def test_cross_section_uint16_and_thickness():
     img, truth = _cross_section(5, 0.45, dtype=np.uint16)
     r = porosity_from_cross_section(_da(img, pixel=(0.05, 0.05)))
     assert abs(r["porosity_frac"] - truth) <= 0.015
-    n_rows = r["layer_bottom_row"] - r["layer_top_row"] + 1
-    assert r["thickness_um"] == pytest.approx(0.05 * n_rows, rel=1e-12)
+    assert r["thickness_um"] == pytest.approx(0.05 * r["thickness_px"], rel=1e-12)
     assert r["thickness_um"] == pytest.approx(0.05 * 310, abs=0.05 * 12)
+    assert 0 < r["U_thickness_um"] < 0.05 * 12
     assert r["threshold"] > 255  # 16-bit grey levels, band step scaled by 257
     assert 0.005 < r["band"][1] - r["band"][0] < 0.08
     assert "no_pixel_size" not in r["flags"]
@@ -207,12 +203,12 @@ def test_cross_section_collector_without_layer_is_error():
     rng = np.random.default_rng(3)
     img = np.clip(rng.normal(35, 8, (300, 400)), 0, 255)
     img[220:] = 225 + rng.normal(0, 8, (80, 400))
-    with pytest.raises(MeasurementError, match="no porous layer visible"):
+    with pytest.raises(MeasurementError, match="no porous layer next to the dense band"):
         porosity_from_cross_section(_da(img.astype(np.uint8)))
 
 
 def test_cross_section_without_collector_is_error():
     img, _ = _cross_section(4, 0.45)
     img = img[:380]  # the collector cropped away: a porous layer on nothing
-    with pytest.raises(MeasurementError, match="no current collector visible"):
+    with pytest.raises(MeasurementError, match="no current collector or substrate"):
         porosity_from_cross_section(_da(img))

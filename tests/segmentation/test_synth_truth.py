@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.ingest.dataarray import sem_dataarray
-from pipeline.segmentation.porosity import porosity_from_cross_section
+from pipeline.segmentation.cross_section import porosity_from_cross_section
 from pipeline.segmentation.protrusions import find_protrusions
 from pipeline.synth import cross_section_image, surface_image
 
