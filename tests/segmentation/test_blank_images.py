@@ -8,8 +8,8 @@ import pytest
 import pipeline
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import refuse_blank, sem_dataarray
-from pipeline.segmentation.particles import find_particles
 from pipeline.segmentation.cross_section import porosity_from_cross_section
+from pipeline.segmentation.particles import find_particles
 from pipeline.segmentation.protrusions import find_protrusions
 from tests.helpers import realfile
 
