@@ -182,11 +182,16 @@ def _psd(da, ctx: dict[str, Any]):
 
 
 def _surface(da, ctx: dict[str, Any]):
+    from pipeline.ingest.discover import magnification_class
     from pipeline.segmentation.protrusions import find_protrusions
 
     df = find_protrusions(da)
+    ps = da.attrs["pixel_size_um"]
+    pixel_nm = 1e3 * max(float(ps["x"]), float(ps["y"]))
     results = {"count": len(df), "per_mm2": df.attrs.get("per_mm2"),
-               "area_mm2": df.attrs.get("area_mm2"),
+               "area_mm2": df.attrs.get("area_mm2"), "pixel_nm": pixel_nm,
+               "magnification_class": magnification_class(pixel_nm, ctx.get("rules")),
+               "off_specimen_share": df.attrs.get("off_specimen_share"),
                "median_diameter_um": (float(df["diameter_um"].median())
                                       if "diameter_um" in df and len(df) else None)}
     art = {}
@@ -199,6 +204,17 @@ def _surface(da, ctx: dict[str, Any]):
     return results, None, art
 
 
+def _sublayers_record(s: dict[str, Any], da) -> dict[str, Any]:
+    """A cross-section's sub-layers for the record: thicknesses also in um."""
+    ps = da.attrs.get("pixel_size_um")
+    py = float(ps["y"]) if ps else None
+    out = dict(s)
+    out["thickness_um"] = [t * py for t in s["thickness_px"]] if py else None
+    out["U_thickness_um"] = ([2.0 * u * py for u in s["u_thickness_px"]]
+                             if py and s.get("u_thickness_px") else None)
+    return out
+
+
 def _cross_section(da, ctx: dict[str, Any]):
     from pipeline.segmentation.cross_section import porosity_from_cross_section
 
@@ -207,6 +223,7 @@ def _cross_section(da, ctx: dict[str, Any]):
                                  "uncertainty", "band", "layer_top_row", "layer_bottom_row",
                                  "collector_side", "thickness_px", "thickness_um",
                                  "U_thickness_um", "feature_px", "rim", "threshold", "flags")}
+    results["sublayers"] = _sublayers_record(r["sublayers"], da)
     art = {}
     if ctx.get("previews"):
         prev, scale = _sem_preview(da.values)

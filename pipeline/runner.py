@@ -69,6 +69,7 @@ class _Config:
     spec: Any
     gate_spec: Any
     particle_claims: Any
+    layer_claims: Any
     recipe: Any
     rules: Any
     profiles: list
@@ -79,6 +80,7 @@ class _Config:
     def identities(self) -> dict[str, Any]:
         return {"spec": self.spec.identity(), "gate_spec": self.gate_spec.identity(),
                 "particle_claims": self.particle_claims.identity(),
+                "layer_claims": self.layer_claims.identity(),
                 "recipe": dict(self.recipe.identity), "discovery": self.rules.identity(),
                 "materials": self.materials.get("identity"),
                 "instrument_profiles": [{"id": p.id, "path": p.path} for p in self.profiles]}
@@ -88,13 +90,14 @@ def _config(spec, gate_spec, recipe, today, max_memory: int | None = None) -> _C
     from pipeline.ingest.discover import load_rules
     from pipeline.instruments import load_profiles
     from pipeline.metrology.recipe import load_recipe
-    from pipeline.report.claims import load_particle_claims, load_spec
+    from pipeline.report.claims import load_layer_claims, load_particle_claims, load_spec
     from pipeline.segmentation.porosity import load_materials
 
     return _Config(
         spec=load_spec(spec, default="claim15"),
         gate_spec=load_spec(gate_spec, default="gate-production"),
         particle_claims=load_particle_claims(),
+        layer_claims=load_layer_claims(),
         recipe=load_recipe(recipe),
         rules=load_rules(),
         profiles=load_profiles(),
@@ -396,11 +399,13 @@ def _failed_record(sample, exc: Exception, cfg: _Config) -> dict[str, Any]:
             "state": sample.state, "pair": sample.manifest.get("pair"),
             "claim15": decision_record(evaluate_spec(cfg.spec, {}, blockers=blockers)),
             "particle_claims": {"met": None, "claims": []},
+            "layer_claims": {"met": None, "claims": []},
             "gate": gate_record(evaluate_spec(cfg.gate_spec, {}, blockers=blockers)),
             "void_reduction_pct": None,
             "metrics": {k: None for k in ("Sa_um", "Sz_um", "porosity_cross_section",
                                           "thickness_cross_section_um", "porosity_gravimetric",
-                                          "protrusions_per_mm2", "psd")},
+                                          "protrusions_per_mm2", "protrusions_by_class",
+                                          "layers", "psd")},
             "images": images, "flags": [], "notes": list(sample.notes),
             "task_failed": True,
             "provenance": {"inputs": [{"path": str(f), "sha256": None, "reader": None,

@@ -73,6 +73,24 @@ def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: lis
             "thickness_um": t, "areal_mass_mg_cm2": m}
 
 
+def _protrusions(sf: list[dict], flags: list[str]):
+    """Protrusion density per magnification class ({class: summary}) and the one summary
+    when all fields share a class (None otherwise: densities seen at different
+    magnifications are not averaged)."""
+    from pipeline.report.aggregate import summarize
+
+    classes: dict[str, list[float]] = {}
+    for im in sf:
+        cls = im["results"].get("magnification_class", "all")
+        classes.setdefault(cls, []).append(im["results"]["per_mm2"])
+    by = {cls: summarize(v) for cls, v in sorted(classes.items())}
+    if len(by) > 1:
+        flags.append(f"protrusions: fields of {len(by)} magnification classes "
+                     f"({', '.join(by)}); densities are reported per class, not averaged")
+        return by, None
+    return by, next(iter(by.values()), None)
+
+
 def _xsec_u(xs: list[dict]) -> list[float]:
     """The cross-sections' measurement uncertainty (k = 1) beside their spread: the mean of
     their own (threshold band, top surface, the method's bias: systematic, so not divided by
@@ -97,6 +115,35 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     u_own = float(np.mean([v[1] for v in vals])) / 2.0
     u_rep = float(t.std(ddof=1)) / math.sqrt(t.size) if t.size > 1 else 0.0
     return {"mean": float(t.mean()), "U": 2.0 * math.hypot(u_own, u_rep), "n": int(t.size)}
+
+
+def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
+    """The sample's sub-layers from its cross-sections: ``n_layers`` (1 or 2 when they agree,
+    None when they do not), ``n_fields``, and with two: the claim-11 ratio (mean over the
+    fields) with U (k = 2: the fields' own mean U and their spread), the sub-layers'
+    thicknesses (um when the pixel size is known) and the depth profile of the first field."""
+    found = [im["results"].get("sublayers") for im in xs]
+    found = [f for f in found if f]
+    if not found:
+        return None
+    n = {f["n_layers"] for f in found}
+    out: dict[str, Any] = {"n_layers": n.pop() if len(n) == 1 else None, "n_fields": len(found),
+                           "profile": found[0].get("profile"),
+                           "boundary_depth_px": found[0].get("boundary_depth_px"), "ratio_claim": None,
+                           "U_ratio": None, "thickness_um": None, "U_thickness_um": None}
+    if out["n_layers"] is None:
+        flags.append("sub-layers: the cross-sections disagree on the number of sub-layers")
+    if out["n_layers"] != 2:
+        return out
+    r = np.array([f["ratio_claim"] for f in found])
+    u_own = float(np.mean([f["u_ratio"] for f in found]))
+    u_rep = float(r.std(ddof=1)) / math.sqrt(r.size) if r.size > 1 else 0.0
+    out.update(ratio_claim=float(r.mean()), U_ratio=2.0 * math.hypot(u_own, u_rep))
+    t = [f.get("thickness_um") for f in found]
+    if all(x is not None for x in t):
+        out["thickness_um"] = np.mean(np.array(t), axis=0).tolist()
+        out["U_thickness_um"] = np.mean(np.array([f["U_thickness_um"] for f in found]), axis=0).tolist()
+    return out
 
 
 def _check_thickness(xs: dict[str, Any] | None, entry: dict[str, Any], flags: list[str]) -> None:
@@ -138,8 +185,9 @@ def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
     m["porosity_cross_section"] = summarize(
         [im["results"]["porosity_frac"] for im in xs], u_other=_xsec_u(xs))
     m["thickness_cross_section_um"] = _xsec_thickness(xs)
+    m["layers"] = _layers(xs, flags)
     sf = by["surface"]
-    m["protrusions_per_mm2"] = summarize([im["results"]["per_mm2"] for im in sf])
+    m["protrusions_by_class"], m["protrusions_per_mm2"] = _protrusions(sf, flags)
     m["porosity_gravimetric"] = _gravimetric(entry, entry, flags)
     _check_thickness(m["thickness_cross_section_um"], entry, flags)
     before = entry.get("before")
@@ -245,7 +293,11 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     ({"particles": DataFrame or None, "images": list of records}).
     """
     from pipeline.measure import measure_file
-    from pipeline.report.claims import evaluate_particle_claims, evaluate_spec
+    from pipeline.report.claims import (
+        evaluate_layer_claims,
+        evaluate_particle_claims,
+        evaluate_spec,
+    )
     from pipeline.segmentation.porosity import void_reduction
 
     entry = sample.manifest
@@ -298,6 +350,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         "pair": entry.get("pair"),
         "claim15": decision_record(claim15),
         "particle_claims": pclaims,
+        "layer_claims": evaluate_layer_claims(cfg.layer_claims, m["layers"]),
         "gate": gate_record(gate),
         "void_reduction_pct": vr,
         "void_reduction_source": "gravimetric before/after (manifest)" if vr is not None else None,

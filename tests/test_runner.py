@@ -327,3 +327,36 @@ def test_before_state_does_not_fail_strict(tmp_path):
     r = CliRunner().invoke(app, ["run", str(root), "--out", str(tmp_path / "o"), "--no-html",
                                  "--strict", "--jobs", "1"])
     assert r.exit_code == 0, r.output  # the as-coated electrode fails, but is not judged
+
+
+def test_protrusions_of_two_magnifications_are_two_classes(tmp_path):
+    root = tmp_path / "export"
+    folder = electrode(root / "mixed", seed=5, psd=False)
+    img, _ = synth.surface_image((240, 320), n_protrusions=8, seed=6)
+    synth.write_sem_tiff(folder / "surface-400x.tif", img, pixel_um=0.25)
+    res = run(root, tmp_path / "out", report=True)
+    s = res.samples[0]
+    by = s["metrics"]["protrusions_by_class"]
+    assert set(by) == {"1000-3000 nm/px", "100-300 nm/px"}
+    assert all(v["n"] == 1 for v in by.values())
+    assert s["metrics"]["protrusions_per_mm2"] is None
+    assert any("2 magnification classes" in f for f in s["flags"])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "protrusion density (100-300 nm/px)" in html
+
+
+def test_layer_claims_from_a_two_sub_layer_cross_section(tmp_path):
+    root = tmp_path / "export"
+    folder = electrode(root / "layered", seed=9, psd=False, surface=False)
+    (folder / "xsec-01.tif").unlink()
+    img, _ = synth.xsec_scene((512, 768), seed=0, sublayer_ratio=(1, 8), radius_px=(6.0, 10.0),
+                              sublayer_radius_px=(3.0, 5.0))
+    synth.write_sem_tiff(folder / "xsec-01.tif", img, pixel_um=0.005)
+    res = run(root, tmp_path / "out", report=True)
+    s = res.samples[0]
+    layers = s["metrics"]["layers"]
+    assert layers["n_layers"] == 2 and layers["ratio_claim"] == pytest.approx(0.125, rel=0.15)
+    claims = {c["claim"]: c for c in s["layer_claims"]["claims"]}
+    assert claims["10"]["met"] is True and claims["11"]["met"] in (True, None)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Layer claims (information)" in html and "depth profile of layered" in html

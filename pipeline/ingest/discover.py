@@ -32,6 +32,7 @@ import csv
 import difflib
 import errno
 import fnmatch
+import itertools
 import logging
 import math
 import os
@@ -45,8 +46,17 @@ from typing import Any, NamedTuple
 from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
 from pipeline.errors import ConfigError
 
-__all__ = ["MAX_DEPTH", "MAX_ID_BYTES", "ROLES", "Sample", "assign_role", "discover",
-           "load_manifest", "load_rules"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ID_BYTES",
+    "ROLES",
+    "Sample",
+    "assign_role",
+    "discover",
+    "load_manifest",
+    "load_rules",
+    "magnification_class",
+]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +134,30 @@ def load_rules(path: str | Path | None = None) -> CalibrationFile:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not v > 0):
                 raise ConfigError(path, f"[[rule]] {i}: {k} must be a positive number")
+    edges = d.get("magnification", {}).get("pixel_nm_edges", [])
+    if (not isinstance(edges, list) or any(isinstance(e, bool) or not isinstance(e, (int, float))
+                                           or not e > 0 for e in edges)
+            or any(b <= a for a, b in itertools.pairwise(edges))):
+        raise ConfigError(path, "[magnification] pixel_nm_edges must be increasing positive "
+                                "numbers (nm)")
     return cf
+
+
+def magnification_class(pixel_nm: float, rules: CalibrationFile | None = None) -> str:
+    """The magnification class of a field of view: the band of
+    ``[magnification] pixel_nm_edges`` (discovery rules) its pixel size falls in, named by
+    that band ("100-300 nm/px"; "< 1 nm/px" and ">= 10000 nm/px" outside the edges)."""
+    cf = rules if rules is not None else load_rules()
+    edges = [float(e) for e in cf.data.get("magnification", {}).get("pixel_nm_edges", [])]
+    p = float(pixel_nm)
+    if not edges:
+        return "all"
+    if p < edges[0]:
+        return f"< {edges[0]:g} nm/px"
+    for lo, hi in itertools.pairwise(edges):
+        if p < hi:
+            return f"{lo:g}-{hi:g} nm/px"
+    return f">= {edges[-1]:g} nm/px"
 
 
 def _num(path, sid, key, value, *, required=False) -> float | None:

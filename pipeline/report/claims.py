@@ -1,4 +1,4 @@
-"""Specs and decisions: claim 15, the particle claims and the production gate.
+"""Specs and decisions: claim 15, the particle claims, the layer claims and the production gate.
 
 A spec (calibration/specs/*.toml) lists properties, each a metric, a comparison and a limit,
 a rule that combines them ("any": one or more must hold, as claim 15 says; "all") and a
@@ -28,9 +28,11 @@ from pipeline.errors import ConfigError
 
 __all__ = [
     "DECISION_RULES",
+    "evaluate_layer_claims",
     "evaluate_particle_claims",
     "evaluate_spec",
     "judge",
+    "load_layer_claims",
     "load_particle_claims",
     "load_spec",
 ]
@@ -41,6 +43,7 @@ _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge
 _PARTICLE_UNITS = {"two_modes": "modes", "ratio": "", "mode_ranges": "nm", "difference": "nm",
                    "no_mode_at_or_above": "nm", "aspect_ratio": ""}
 _PARTICLE_TESTS = set(_PARTICLE_UNITS)
+_LAYER_UNITS = {"two_sublayers": "layers", "sublayer_ratio": ""}
 
 
 def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> CalibrationFile:
@@ -83,6 +86,66 @@ def load_particle_claims(path: str | Path | None = None) -> CalibrationFile:
             raise ConfigError(path, f"claim {c.get('claim')!r}: test must be one of "
                                     f"{sorted(_PARTICLE_TESTS)}")
     return cf
+
+
+def load_layer_claims(path: str | Path | None = None) -> CalibrationFile:
+    """calibration/specs/layer-claims.toml (or `path`), validated: claims 10-11."""
+    path = Path(path) if path is not None else calibration_file("specs/layer-claims.toml")
+    cf = load_versioned(path, "spec")
+    claims = cf.data.get("claim")
+    if not isinstance(claims, list) or not claims:
+        raise ConfigError(path, "layer claims need at least one [[claim]]")
+    for c in claims:
+        if c.get("test") not in _LAYER_UNITS:
+            raise ConfigError(path, f"claim {c.get('claim')!r}: test must be one of "
+                                    f"{sorted(_LAYER_UNITS)}")
+        if c["test"] == "sublayer_ratio" and not (
+                isinstance(c.get("min"), (int, float)) and isinstance(c.get("max"), (int, float))
+                and 0 < c["min"] < c["max"]):
+            raise ConfigError(path, f"claim {c.get('claim')!r}: sublayer_ratio needs 0 < min < max")
+    return cf
+
+
+def evaluate_layer_claims(claims: CalibrationFile, layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Claims 10-11 against the sample's sub-layers (`pipeline.sample` aggregates the
+    cross-sections' `pipeline.segmentation.sublayers` results).
+
+    ``two_sublayers``: met when every cross-section shows two sub-layers with the finer at the
+    solid electrolyte, not met when none does, undecided when they disagree or there is no
+    cross-section. ``sublayer_ratio``: the claim-11 ratio with its U (k = 2) inside [min, max]
+    (met), wholly outside (not met) or straddling a limit (undecided); not met without two
+    sub-layers.
+    """
+    out = []
+    for c in claims.data["claim"]:
+        t = c["test"]
+        value: Any = None
+        met: bool | None = None
+        note = None
+        if layers is None:
+            note = "no cross-section measured"
+        elif t == "two_sublayers":
+            value = layers["n_layers"]
+            met = {2: True, 1: False}.get(value)
+            if met is None:
+                note = "the cross-sections disagree on the number of sub-layers"
+        elif layers["n_layers"] != 2:
+            met = False if layers["n_layers"] == 1 else None
+            note = "no two sub-layers" if met is False else "the cross-sections disagree"
+        else:
+            value, U = layers["ratio_claim"], layers["U_ratio"]
+            lo, hi = float(c["min"]), float(c["max"])
+            if value - U >= lo and value + U <= hi:
+                met = True
+            elif value + U < lo or value - U > hi:
+                met = False
+            else:
+                note = f"{value:.3f} +/- {U:.3f} (k=2) straddles a limit"
+        out.append({"claim": c["claim"], "text": c["text"], "test": t,
+                    "unit": _LAYER_UNITS[t], "value": value, "met": met, "note": note})
+    flags = [x["met"] for x in out]
+    overall = False if False in flags else (None if None in flags else True)
+    return {"met": overall, "claims": out, "spec": {"id": claims.id, "sha256": claims.sha256}}
 
 
 def judge(value: float | None, U: float | None, limit: float, comparison: str,

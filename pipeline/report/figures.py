@@ -431,6 +431,34 @@ def histogram_png(ecd_nm: np.ndarray, modes: Sequence[dict[str, Any]] = (), *,
     return chart_png(fig)
 
 
+def depth_profile_png(depth_px: Sequence[float], radius_px: Sequence[float | None], *,
+                      boundary_px: float | None = None, title: str = "",
+                      dpi: int = 90) -> bytes:
+    """The median particle-section radius against depth below the layer's top surface
+    (`pipeline.segmentation.sublayers`), with the sub-layer boundary when one was found."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    d = np.asarray(depth_px, float)
+    r = np.asarray([np.nan if v is None else v for v in radius_px], float)
+    fig = Figure(figsize=(5.6, 2.6), dpi=dpi)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.11, 0.19, 0.86, 0.68 if title else 0.76))
+    ok = np.isfinite(r)
+    ax.plot(d[ok], r[ok], color="#5b7590", linewidth=1.2, marker=".", markersize=3,
+            label="median section radius")
+    if boundary_px is not None:
+        ax.axvline(boundary_px, color="#c0392b", linestyle="--", linewidth=1.0,
+                   label=f"sub-layer boundary ({boundary_px:.0f} px)")
+    ax.set_xlabel("depth below the top surface (px)", fontsize=8)
+    ax.set_ylabel("radius (px)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False, loc="upper left")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return chart_png(fig)
+
+
 def _log_axis(ax, lo: float, hi: float) -> None:
     """Log x axis labelled at 1-2-5 steps (finer within one decade); no minor labels (they
     are slow to lay out and crowd)."""

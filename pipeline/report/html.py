@@ -254,7 +254,14 @@ def _metric_unit(name: str) -> tuple[float, str]:
 def _metric_rows(metrics: Mapping) -> list[tuple[str, str]]:
     rows = []
     for name, m in metrics.items():
-        if name == "psd":
+        if name in ("psd", "layers"):
+            continue
+        if name == "protrusions_by_class":
+            if m and len(m) > 1:  # one class is the protrusion density row itself
+                rows += [(f"protrusion density ({cls})",
+                          fmt_pm(s.get("mean"), s.get("U"), unit=_UNITS["per_mm2"])
+                          + (f" (n = {fmt(s['n'])})" if s.get("n") is not None else ""))
+                         for cls, s in m.items() if s]
             continue
         scale, unit = _metric_unit(name)
         label = _METRIC_LABELS.get(name, name.replace("_", " "))
@@ -452,6 +459,28 @@ def _histogram_view(hist: Mapping | None, sample_id: str) -> dict | None:
     return view
 
 
+def _profile_view(layers: Mapping | None, claims: Mapping | None, sample_id: str) -> dict | None:
+    """The layer claims' depth profile chart (the first cross-section's)."""
+    prof = (layers or {}).get("profile")
+    if not prof or not prof.get("depth_px"):
+        return None
+    from pipeline.report import figures as fg
+
+    view = {"uri": None, "width": 0, "height": 0, "error": None}
+    boundary = None
+    for c in (claims or {}).get("claims") or []:
+        if c.get("test") == "two_sublayers" and c.get("met"):
+            boundary = (layers or {}).get("boundary_depth_px")
+    try:
+        png = fg.depth_profile_png(prof["depth_px"], prof["radius_px"], boundary_px=boundary,
+                                   title=sample_id)
+        w, h = fg.image_size(png)
+        view.update(uri=fg.data_uri(png), width=w, height=h)
+    except Exception as exc:
+        view["error"] = _figure_error("the depth profile", sample_id, exc)
+    return view
+
+
 def _input_rows(images: Iterable[Mapping]) -> list[dict]:
     rows = []
     for im in images:
@@ -501,6 +530,12 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
                            "value": _claim_value(c), "met": _badge(c.get("met")),
                            "note": fmt(c.get("note")) if c.get("note") else ""}
                           for c in particle.get("claims") or []],
+        "layer_rows": [{"claim": fmt(c.get("claim")), "text": fmt(c.get("text")),
+                        "value": _NA if c.get("value") is None else fmt(c.get("value")),
+                        "met": _badge(c.get("met")),
+                        "note": fmt(c.get("note")) if c.get("note") else ""}
+                       for c in (s.get("layer_claims") or {}).get("claims") or []],
+        "layer_profile": _profile_view(metrics.get("layers"), s.get("layer_claims"), sid),
         "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,

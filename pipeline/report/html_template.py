@@ -153,6 +153,24 @@ Production gate: {{ s.gate_combine }}; decision rule: {{ s.gate_rule }}.</p>
 </table>
 {% else %}<p class="note">No particle claims evaluated.</p>{% endif %}
 
+<h3>Layer claims (information)</h3>
+{% if s.layer_rows %}
+<table>
+<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th><th>Note</th></tr>
+{% for r in s.layer_rows %}
+<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td><td>{{ r.note }}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p class="note">No layer claims evaluated.</p>{% endif %}
+{% if s.layer_profile %}
+<figure class="histogram">
+{% if s.layer_profile.uri %}<img src="{{ s.layer_profile.uri }}" width="{{ s.layer_profile.width }}" height="{{ s.layer_profile.height }}" alt="depth profile of {{ s.sample_id }}">{% endif %}
+<figcaption>Median particle-section radius against depth below the top surface (the first
+cross-section); a second sub-layer shows as larger sections below the boundary.
+{% if s.layer_profile.error %}<div class="alert">{{ s.layer_profile.error }}</div>{% endif %}</figcaption>
+</figure>
+{% endif %}
+
 <h3>Porosity, surface and void reduction</h3>
 <table>
 <tr><th>Quantity</th><th>Value</th></tr>

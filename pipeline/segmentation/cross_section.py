@@ -434,7 +434,8 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         and its last row at the collector, top < bottom), ``collector_side``
         ("top"/"bottom": where the collector lies), ``collector_rows``, ``thickness_px``,
         ``thickness_um`` and ``U_thickness_um`` (None without pixel size), ``feature_px``
-        (median inscribed radii and mean chords of solid and pores), ``rim`` (the fitted edge model), ``threshold``
+        (median inscribed radii and mean chords of solid and pores), ``rim`` (the fitted edge
+        model), ``sublayers`` (`pipeline.segmentation.sublayers.sublayers`), ``threshold``
         (median local threshold, grey levels), ``method``, ``flags``.
 
     Raises
@@ -521,6 +522,10 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         flags.append(f"under_resolved: median feature radius {finer:.1f} px < {RESOLVED_PX} px")
         comps["under_resolved"] = UNDER_RESOLVED_U
     u = math.sqrt(sum(v * v for v in comps.values()))
+    from pipeline.segmentation.sublayers import sublayers
+
+    solid_o = solid[::-1] if geo["flip"] else solid
+    layers = sublayers(solid_o, geo["top_o"], geo["c0"])
     if porosity < 0.01 or porosity > 0.99:
         flags.append("porosity_at_limit")
     if geo["cover"] == "dense":
@@ -563,6 +568,7 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         "feature_px": {"solid_radius": r_solid, "pore_radius": r_pore,
                        "solid_chord": float(chord_solid), "pore_chord": float(chord_pore)},
         "rim": rim,
+        "sublayers": layers,
         "threshold": float(np.median(t[layer])),
         "method": "rim-aware: collector = bright dense band, top surface per column, local "
                   "half-height threshold, rim offset fitted on the edge profile",

@@ -26,8 +26,11 @@
    ``sqrt(d_meas^2 - (2.355 sigma_s)^2)`` and the height by ``(d_meas / d)^2`` (volume is
    conserved): `height` and `diameter_*` estimate the bump's own peak and FWHM.
 
-A protrusion is counted when its peak lies in the analysed area (the image minus the masked
-regions): one point per bump, so the count per area is unbiased without an edge rule;
+Before detection, `specimen_mask` leaves out what is not specimen (stub, tape, void beside
+it, with a border zone of 2 bump diameters where the edge glints); the data bar is a masked
+region already. A protrusion is counted when its peak lies in the analysed area (the image
+minus the masked regions and the off-specimen part): one point per bump, so the count per
+area is unbiased without an edge rule;
 ``touches_edge`` flags bumps whose half-height region reaches the image border (their size
 is truncated).
 
@@ -42,7 +45,8 @@ import math
 
 import numpy as np
 
-__all__ = ["estimate_bump_diameter_px", "find_height_protrusions", "find_protrusions"]
+__all__ = ["estimate_bump_diameter_px", "find_height_protrusions", "find_protrusions",
+           "specimen_mask"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,10 @@ MAD_TO_SIGMA = 1.4826
 _SMOOTH_PER_DIAMETER = 0.25
 _BACKGROUND_PER_DIAMETER = 3.0
 _MIN_H_GREY = 1.0
+SPECIMEN_SIGMA_PER_DIAMETER = 3.0   # the level map that tells specimen from what is beside it
+SPECIMEN_MIN_SHARE = 0.02           # the smaller part must cover 2 % of the field ...
+SPECIMEN_STEP_NOISE = 6.0           # ... and differ from the larger by 6 x the fine texture
+SPECIMEN_BORDER_PER_DIAMETER = 2.0  # the specimen's border zone left out, in bump diameters
 
 
 def _gaussian(img: np.ndarray, sigma_x: float, sigma_y: float) -> np.ndarray:
@@ -74,6 +82,44 @@ def _background(img: np.ndarray, weight: np.ndarray, sigma_px: float) -> np.ndar
     den = _gaussian(w, s, sigma_px * small[1] / ny)
     bg = num / np.maximum(den, 1e-6)
     return cv2.resize(bg, (nx, ny), interpolation=cv2.INTER_LINEAR)
+
+
+def specimen_mask(img: np.ndarray, valid: np.ndarray, diameter_px: float) -> np.ndarray:
+    """The part of the field that is specimen, its border zone left out.
+
+    A low-magnification image may show the stub, tape or void beside the specimen; its
+    border glints, and the step in level leaves a ridge after any background removal.
+    Smoothed over ``SPECIMEN_SIGMA_PER_DIAMETER`` bump diameters, the field is split by Otsu
+    into two levels; when the smaller part holds at least ``SPECIMEN_MIN_SHARE`` of the field
+    and the step between the levels is at least ``SPECIMEN_STEP_NOISE`` x the fine texture's
+    spread, the larger part is the specimen and ``SPECIMEN_BORDER_PER_DIAMETER`` bump
+    diameters along its border are left out. Otherwise the specimen fills the field and
+    `valid` is returned as it is.
+    """
+    import cv2
+    from skimage.filters import threshold_otsu
+
+    if valid.sum() < 100:
+        return valid
+    smooth = _gaussian(img, SPECIMEN_SIGMA_PER_DIAMETER * diameter_px,
+                       SPECIMEN_SIGMA_PER_DIAMETER * diameter_px)
+    v = smooth[valid]
+    if np.ptp(v) <= 0:
+        return valid
+    t = float(threshold_otsu(v))
+    hi = smooth > t
+    share_hi = float((hi & valid).sum()) / float(valid.sum())
+    minority = min(share_hi, 1.0 - share_hi)
+    fine = img - smooth
+    texture = _robust_sigma(fine[valid][::7])
+    step = float(np.median(v[v > t]) - np.median(v[v <= t]))
+    if minority < SPECIMEN_MIN_SHARE or step < SPECIMEN_STEP_NOISE * max(texture, 1e-6):
+        return valid
+    specimen = (hi if share_hi >= 0.5 else ~hi) & valid
+    r = max(1, round(SPECIMEN_BORDER_PER_DIAMETER * diameter_px))
+    off = (~specimen & valid).astype(np.uint8)
+    near = cv2.dilate(off, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+    return specimen & ~near.astype(bool)
 
 
 def estimate_bump_diameter_px(img: np.ndarray) -> float:
@@ -169,7 +215,8 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
         ``x_um``, ``y_um`` (pixel centres at (i + 0.5) * dx, as the image coordinates),
         ``area_um2``, ``diameter_um``. ``attrs``: ``count``, ``per_mm2``, ``area_px``,
         ``area_mm2`` (the analysed area), ``h`` (grey levels), ``noise_sigma``,
-        ``bump_diameter_px``.
+        ``bump_diameter_px``, ``off_specimen_share`` (the share of the unmasked field left
+        out as not specimen or its border).
 
     Raises
     ------
@@ -214,9 +261,16 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     if d_x is None:
         d_x = d_y = estimate_bump_diameter_px(img)
         log.info("bump diameter estimated at %.1f px", d_x)
+    d_mean = 0.5 * (d_x + d_y)
+    field = valid
+    valid = specimen_mask(img, valid, d_mean)
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise MeasurementError(image.attrs.get("source_path"),
+                               "no specimen area left once the specimen's border is left out")
+    border_share = 1.0 - n_valid / float(field.sum())
     weight = valid.astype(np.float32)
 
-    d_mean = 0.5 * (d_x + d_y)
     bg = _background(img, weight, _BACKGROUND_PER_DIAMETER * d_mean)
     resid = np.where(valid, img - bg, np.float32(0.0))
     ss_x, ss_y = max(_SMOOTH_PER_DIAMETER * d_x, 0.7), max(_SMOOTH_PER_DIAMETER * d_y, 0.7)
@@ -282,6 +336,7 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
         h=float(h),
         noise_sigma=noise,
         bump_diameter_px=float(d_mean),
+        off_specimen_share=float(border_share),
     )
     return df
 

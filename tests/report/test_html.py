@@ -415,10 +415,12 @@ def test_sample_images_report_is_small_and_keeps_its_pictures(sample_images_repo
     for sid in samples:
         imgs = parse(section(html, sid)).imgs
         kinds = [check_picture(i)[0] for i in imgs]
-        # psd, surface and cross-section photos each with its overlay; histogram; 2 height maps
-        assert kinds == ["image/webp", "image/png"] * 3 + ["image/png"] + ["image/webp"] * 2, sid
-        assert [i.get("class") for i in imgs[1:6:2]] == ["overlay"] * 3
-        photo = min(imgs[0:6:2], key=lambda i: int(i["width"]))
+        # the cross-section's depth profile (layer claims); psd, surface and cross-section
+        # photos each with its overlay; histogram; 2 height maps
+        assert kinds == (["image/png"] + ["image/webp", "image/png"] * 3 + ["image/png"]
+                         + ["image/webp"] * 2), sid
+        assert [i.get("class") for i in imgs[2:7:2]] == ["overlay"] * 3
+        photo = min(imgs[1:7:2], key=lambda i: int(i["width"]))
         assert int(photo["width"]) >= 560  # sharp at the width the report shows them
 
 

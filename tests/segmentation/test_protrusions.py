@@ -262,3 +262,31 @@ def test_height_protrusions_bad_threshold():
     da, *_ = height_map(1)
     with pytest.raises(ValueError, match="threshold_um must be > 0"):
         find_height_protrusions(da, threshold_um=0.0)
+
+
+def _off_specimen(img, col, rng):
+    """`img` with the columns from `col` on replaced by a dark stub, its edge glinting."""
+    out = img.astype(float)
+    out[:, col:] = 20 + rng.normal(0, 4, (img.shape[0], img.shape[1] - col))
+    out[:, col - 2:col + 2] = 220
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def test_specimen_border_is_left_out():
+    from pipeline.synth import surface_image
+
+    img, t = surface_image((480, 640), n_protrusions=30, seed=3)
+    da = sem_dataarray(img, path="s.tif", pixel_size_um=(1.0, 1.0), pixel_size_source="test",
+                       vendor="test", fmt="test")
+    full = find_protrusions(da, bump_diameter_px=20.0)
+    assert full.attrs["off_specimen_share"] == 0.0 and len(full) == t["count"]
+    cut = _off_specimen(img, 450, np.random.default_rng(0))
+    da = da.copy(data=cut)
+    df = find_protrusions(da, bump_diameter_px=20.0)
+    truth_density = sum(b["col"] < 450 for b in t["protrusions"]) / (450 * 480 * 1e-6)
+    # the stub (30 % of the field) and a 40 px border zone are not specimen
+    assert 0.30 < df.attrs["off_specimen_share"] < 0.40
+    assert df["x_px"].max() < 450 - 2 * 20
+    assert df.attrs["per_mm2"] == pytest.approx(truth_density, rel=0.15)
+    # counted over the whole field instead, the density is a quarter low
+    assert len(df) / (640 * 480 * 1e-6) < 0.8 * truth_density
