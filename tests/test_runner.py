@@ -360,3 +360,22 @@ def test_layer_claims_from_a_two_sub_layer_cross_section(tmp_path):
     assert claims["10"]["met"] is True and claims["11"]["met"] in (True, None)
     html = (tmp_path / "out" / "report.html").read_text()
     assert "Layer claims (information)" in html and "depth profile of layered" in html
+
+
+def test_cross_section_thickness_checks_the_manifest(tmp_path):
+    # the cross-section shows 160 rows of 0.05 um: an 8 um layer
+    root = tmp_path / "export"
+    for sid in ("agrees", "disagrees"):
+        electrode(root / sid, seed=2, psd=False, surface=False)
+    rows = ["schema_version = 1", 'id = "t"']
+    for sid, t in (("agrees", 8.0), ("disagrees", 12.0)):
+        rows += ["[[sample]]", f'id = "{sid}"', f"thickness_um = {t}", "areal_mass_mg_cm2 = 1.3",
+                 "u_thickness_um = 0.1", "u_areal_mass_mg_cm2 = 0.005", "[sample.recipe]"]
+        rows += [f'"{k}" = {v}' for k, v in RECIPE.items()]
+    (root / "samples.toml").write_text("\n".join(rows) + "\n")
+    res = run(root, tmp_path / "out", report=False)
+    by = {s["sample_id"]: s for s in res.samples}
+    xs = by["agrees"]["metrics"]["thickness_cross_section_um"]
+    assert xs["mean"] == pytest.approx(8.0, abs=0.3) and 0 < xs["U"] < 0.5
+    assert not any(f.startswith("thickness:") for f in by["agrees"]["flags"])
+    assert any(f.startswith("thickness: the cross-sections give 8") for f in by["disagrees"]["flags"])
