@@ -75,34 +75,34 @@ def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> Ca
     return cf
 
 
-def load_particle_claims(path: str | Path | None = None) -> CalibrationFile:
-    path = Path(path) if path is not None else calibration_file("specs/particle-claims.toml")
+def _load_claims(path: str | Path | None, default: str, what: str, tests) -> CalibrationFile:
+    """A claims spec: at least one [[claim]], each with a known test."""
+    path = Path(path) if path is not None else calibration_file(f"specs/{default}.toml")
     cf = load_versioned(path, "spec")
     claims = cf.data.get("claim")
     if not isinstance(claims, list) or not claims:
-        raise ConfigError(path, "particle claims need at least one [[claim]]")
+        raise ConfigError(path, f"{what} need at least one [[claim]]")
     for c in claims:
-        if c.get("test") not in _PARTICLE_TESTS:
+        if c.get("test") not in tests:
             raise ConfigError(path, f"claim {c.get('claim')!r}: test must be one of "
-                                    f"{sorted(_PARTICLE_TESTS)}")
+                                    f"{sorted(tests)}")
     return cf
+
+
+def load_particle_claims(path: str | Path | None = None) -> CalibrationFile:
+    """calibration/specs/particle-claims.toml (or `path`), validated."""
+    return _load_claims(path, "particle-claims", "particle claims", _PARTICLE_TESTS)
 
 
 def load_layer_claims(path: str | Path | None = None) -> CalibrationFile:
     """calibration/specs/layer-claims.toml (or `path`), validated: claims 10-11."""
-    path = Path(path) if path is not None else calibration_file("specs/layer-claims.toml")
-    cf = load_versioned(path, "spec")
-    claims = cf.data.get("claim")
-    if not isinstance(claims, list) or not claims:
-        raise ConfigError(path, "layer claims need at least one [[claim]]")
-    for c in claims:
-        if c.get("test") not in _LAYER_UNITS:
-            raise ConfigError(path, f"claim {c.get('claim')!r}: test must be one of "
-                                    f"{sorted(_LAYER_UNITS)}")
+    cf = _load_claims(path, "layer-claims", "layer claims", set(_LAYER_UNITS))
+    for c in cf.data["claim"]:
         if c["test"] == "sublayer_ratio" and not (
                 isinstance(c.get("min"), (int, float)) and isinstance(c.get("max"), (int, float))
                 and 0 < c["min"] < c["max"]):
-            raise ConfigError(path, f"claim {c.get('claim')!r}: sublayer_ratio needs 0 < min < max")
+            raise ConfigError(cf.path, f"claim {c.get('claim')!r}: sublayer_ratio needs "
+                                       "0 < min < max")
     return cf
 
 

@@ -409,6 +409,20 @@ def _method_bias(radius_px: float) -> float:
 # --------------------------------------------------------------------------- entry point
 
 
+def _checked(sem):
+    """(source path, image, grey scale: 257 for 16-bit) of a 2-D uint8/uint16 image that is
+    not blank; MeasurementError or UnreadableInput otherwise."""
+    from pipeline.ingest.dataarray import refuse_blank
+
+    src = sem.attrs.get("source_path")
+    img = np.asarray(sem.values)
+    if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
+        raise MeasurementError(src, f"cross-section must be a 2-D uint8/uint16 image, got "
+                                    f"{img.dtype} with shape {img.shape}")
+    refuse_blank(sem)
+    return src, img, 257.0 if img.dtype == np.uint16 else 1.0
+
+
 def porosity_from_cross_section(sem, *, method: str = "rim-aware",
                                 smooth_sigma_px: float = 1.0) -> dict[str, Any]:
     """Pore area fraction of a porous layer on a current collector in an SEM cross-section.
@@ -446,21 +460,15 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         No contrast; no collector or substrate; no layer on it; a layer without two phases;
         a layer thinner than `MIN_LAYER_FEATURES` particle diameters.
     """
-    from pipeline.ingest.dataarray import refuse_blank, valid_mask
+    from pipeline.ingest.dataarray import valid_mask
 
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "mid-median":
         return _porosity_mid_median(sem, smooth_sigma_px=smooth_sigma_px)
-    src = sem.attrs.get("source_path")
-    img = np.asarray(sem.values)
-    if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
-        raise MeasurementError(src, f"cross-section must be a 2-D uint8/uint16 image, got "
-                                    f"{img.dtype} with shape {img.shape}")
-    refuse_blank(sem)
     import cv2
 
-    scale = 257.0 if img.dtype == np.uint16 else 1.0
+    src, img, scale = _checked(sem)
     raw = img.astype(np.float32)
     g = cv2.GaussianBlur(raw, (0, 0), smooth_sigma_px) if smooth_sigma_px > 0 else raw
     valid = valid_mask(sem)
@@ -654,15 +662,9 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
     """
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.ingest.dataarray import refuse_blank, valid_mask
+    from pipeline.ingest.dataarray import valid_mask
 
-    src = sem.attrs.get("source_path")
-    img = np.asarray(sem.values)
-    if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
-        raise MeasurementError(src, f"cross-section must be a 2-D uint8/uint16 image, got "
-                                    f"{img.dtype} with shape {img.shape}")
-    refuse_blank(sem)
-    scale = 257.0 if img.dtype == np.uint16 else 1.0
+    src, img, scale = _checked(sem)
     flags: list[str] = []
     g = gaussian_filter(img.astype(np.float64), smooth_sigma_px) if smooth_sigma_px > 0 \
         else img.astype(np.float64)
