@@ -93,8 +93,8 @@ def _protrusions(sf: list[dict], flags: list[str]):
 
 def _xsec_u(xs: list[dict]) -> list[float]:
     """The cross-sections' measurement uncertainty (k = 1) beside their spread: the mean of
-    their own (threshold band, top surface, the method's bias: systematic, so not divided by
-    the number of fields). Records without it (older results) give the threshold band's."""
+    their own (the method's bias and the top surface: systematic, so not divided by the
+    number of fields). Records without it (older results) give their threshold band's."""
     if not xs:
         return []
     u = [im["results"].get("u_porosity_frac") for im in xs]
@@ -104,6 +104,14 @@ def _xsec_u(xs: list[dict]) -> list[float]:
     return [float(np.mean(u))]
 
 
+def _mean_and_U(values, u_own) -> tuple[float, float]:
+    """Mean of per-field values and its U (k = 2): the fields' mean own standard uncertainty
+    (systematic, not divided) and their spread (the standard error) in quadrature."""
+    v = np.asarray(values, float)
+    u_rep = float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else 0.0
+    return float(v.mean()), 2.0 * math.hypot(float(np.mean(u_own)), u_rep)
+
+
 def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     """Mean layer thickness of the cross-sections (um) and its U (k = 2): their spread and
     the mean of their own U in quadrature."""
@@ -111,10 +119,8 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     vals = [(t, u) for t, u in vals if t is not None and u is not None]
     if not vals:
         return None
-    t = np.array([v[0] for v in vals])
-    u_own = float(np.mean([v[1] for v in vals])) / 2.0
-    u_rep = float(t.std(ddof=1)) / math.sqrt(t.size) if t.size > 1 else 0.0
-    return {"mean": float(t.mean()), "U": 2.0 * math.hypot(u_own, u_rep), "n": int(t.size)}
+    mean, U = _mean_and_U([v[0] for v in vals], [v[1] / 2.0 for v in vals])
+    return {"mean": mean, "U": U, "n": len(vals)}
 
 
 def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
@@ -135,10 +141,8 @@ def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
         flags.append("sub-layers: the cross-sections disagree on the number of sub-layers")
     if out["n_layers"] != 2:
         return out
-    r = np.array([f["ratio_claim"] for f in found])
-    u_own = float(np.mean([f["u_ratio"] for f in found]))
-    u_rep = float(r.std(ddof=1)) / math.sqrt(r.size) if r.size > 1 else 0.0
-    out.update(ratio_claim=float(r.mean()), U_ratio=2.0 * math.hypot(u_own, u_rep))
+    ratio, U = _mean_and_U([f["ratio_claim"] for f in found], [f["u_ratio"] for f in found])
+    out.update(ratio_claim=ratio, U_ratio=U)
     t = [f.get("thickness_um") for f in found]
     if all(x is not None for x in t):
         out["thickness_um"] = np.mean(np.array(t), axis=0).tolist()

@@ -139,7 +139,7 @@ def xsec_scene(shape: tuple[int, int] = (512, 768), *, seed: int = 0, **override
         "shape": [ny, nx],
         "seed": seed,
         "solid": solid_ss[s // 2::s, s // 2::s].copy(),
-        "model": {k: v for k, v in dataclasses.asdict(m).items()},
+        "model": dataclasses.asdict(m),
     }
     if split is not None:
         upper = (split - top).astype(float)
@@ -182,8 +182,6 @@ def _surfaces(m: XsecModel, ny: int, nx: int, rng: np.random.Generator):
         t = t + m.top_roughness_px * _smooth_profile(nx, max(nx / 12.0, 4.0), rng)
     top = np.rint(t).astype(int)
     bottom = np.full(nx, round(m.bottom_row * ny) - 1)
-    if not m.collector:
-        bottom[:] = round(m.bottom_row * ny) - 1
     return top, bottom
 
 
@@ -284,14 +282,12 @@ def _contrast(m: XsecModel, planes, layer_ss, top, bottom, rng) -> np.ndarray:
     # pore-back first (back to front): deeper planes where the nearer ones leave a pore
     pore = layer_ss.copy()
     sig[pore] = m.level_pore
-    shown = np.zeros((h, w), bool)
     for depth, gain in ((2, m.pore_back[1]), (1, m.pore_back[0])):
         back, _ = planes[depth]
         d = _rim(back, s)
         val = m.level_solid * gain * (1.0 + m.rim_gain * np.exp(-d / m.rim_decay_px))
         show = back & pore
         sig[show] = val[show]
-        shown |= show
     solid, silver = planes[0]
     d = _rim(solid | material, s)
     level = np.where(silver, m.level_silver, m.level_solid).astype(np.float32)

@@ -459,6 +459,28 @@ def _histogram_view(hist: Mapping | None, sample_id: str) -> dict | None:
     return view
 
 
+def _claim_rows(claims: Mapping, value) -> list[dict]:
+    """Rows of a claims table (particle or layer claims): claim, statement, value (by
+    `value`), met, note."""
+    return [{"claim": fmt(c.get("claim")), "text": fmt(c.get("text")), "value": value(c),
+             "met": _badge(c.get("met")), "note": fmt(c.get("note")) if c.get("note") else ""}
+            for c in claims.get("claims") or []]
+
+
+def _layer_value(metrics: Mapping):
+    """A layer claim's value: the sub-layer count, or claim 11's ratio with its U (k = 2)."""
+    layers = metrics.get("layers") or {}
+
+    def value(c: Mapping) -> str:
+        v = c.get("value")
+        if v is None:
+            return _NA
+        if c.get("test") == "sublayer_ratio":
+            return fmt_pm(v, layers.get("U_ratio"))
+        return f"{fmt(v)} sub-layer" + ("" if v == 1 else "s")
+    return value
+
+
 def _profile_view(layers: Mapping | None, claims: Mapping | None, sample_id: str) -> dict | None:
     """The layer claims' depth profile chart (the first cross-section's)."""
     prof = (layers or {}).get("profile")
@@ -526,15 +548,8 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "c15_summary": [{"text": by_name[n]["short"], "met": by_name[n]["met"]} if n in by_name
                         else {"text": _NA, "met": None} for n in _C15_ORDER],
         "particle_met": _badge(particle.get("met")),
-        "particle_rows": [{"claim": fmt(c.get("claim")), "text": fmt(c.get("text")),
-                           "value": _claim_value(c), "met": _badge(c.get("met")),
-                           "note": fmt(c.get("note")) if c.get("note") else ""}
-                          for c in particle.get("claims") or []],
-        "layer_rows": [{"claim": fmt(c.get("claim")), "text": fmt(c.get("text")),
-                        "value": _NA if c.get("value") is None else fmt(c.get("value")),
-                        "met": _badge(c.get("met")),
-                        "note": fmt(c.get("note")) if c.get("note") else ""}
-                       for c in (s.get("layer_claims") or {}).get("claims") or []],
+        "particle_rows": _claim_rows(particle, _claim_value),
+        "layer_rows": _claim_rows(s.get("layer_claims") or {}, _layer_value(metrics)),
         "layer_profile": _profile_view(metrics.get("layers"), s.get("layer_claims"), sid),
         "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),

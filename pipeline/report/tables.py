@@ -74,6 +74,7 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                                "gate_outcome": s["gate"]["outcome"],
                                "gate_rule": s["gate"]["rule"],
                                "particle_claims_met": s["particle_claims"]["met"],
+                               "layer_claims_met": (s.get("layer_claims") or {}).get("met"),
                                "void_reduction_pct": s.get("void_reduction_pct")}
         for name, p in s["claim15"]["properties"].items():
             unit = "frac" if name == "porosity" else "um"
@@ -89,7 +90,12 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         row["bic_k"] = psd.get("bic_k")
         row["n_particles"] = psd.get("n")
         pr = s["metrics"].get("protrusions_per_mm2") or {}
-        row["protrusions_per_mm2"] = pr.get("mean")
+        row["protrusions_per_mm2"] = pr.get("mean")  # empty over several magnification classes
+        by = s["metrics"].get("protrusions_by_class") or {}
+        row["protrusions_by_class"] = "; ".join(f"{c}: {v['mean']:.4g}" for c, v in by.items() if v)
+        layers = s["metrics"].get("layers") or {}
+        row["sublayer_ratio"] = layers.get("ratio_claim")
+        row["sublayer_ratio_U"] = layers.get("U_ratio")
         row["n_flags"] = len(s["flags"])
         rows.append(row)
     return rows

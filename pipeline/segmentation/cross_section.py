@@ -13,13 +13,15 @@ trench is not); among several, the brightest. The image is then oriented with th
 at the foot. Pores and solid are told apart by the local threshold below, only where the
 local contrast is at least half the layer's (vacuum and a uniform cap hold neither phase).
 Coming out from the collector, full-width rows keep both phases up to the top surface;
-beyond it the solid ends (vacuum) or the pores do (a dense cover: cap, electrolyte), which
-says what lies above. The top is then found from the far side as the first row where the
-phase the far side lacks reaches ``TOP_LEVEL`` of its share in the layer for ``TOP_RUN``
-rows: in vertical strips of ``STRIP_PX`` columns first (rows averaged over many particles),
-then per column within ``TALL_ROWS`` of the strips' line, on windows of ``2 TOP_WINDOW + 1``
-columns, median-filtered along the layer. So a tilted or uneven top, a cap on it and debris
-beyond a gap are followed.
+beyond it the solid ends (vacuum) or the pores do (a dense cover: cap, electrolyte; a
+uniform region brighter than the pores counts as one too), which says what lies above.
+The top is then found from the far side as the first row where both phases reach
+``TOP_LEVEL`` of their shares in the layer for ``TOP_RUN`` rows: in vertical strips of
+``STRIP_PX`` columns first (rows averaged over many particles), then per column within
+``TALL_ROWS`` rows of the strips' line, on windows of 3 rows x ``2 TOP_WINDOW + 1`` columns,
+median-filtered over ``TOP_WINDOW`` columns. So a tilted or uneven top, a cap on it and
+debris beyond a gap are followed. Masked rows take their neighbours' shares; masked columns
+take the top of their neighbours and leave the thickness alone.
 
 Phases (``_phases``). A secondary-electron image is brighter near every edge (the edge
 effect), darker with depth in a trench, shaded, and shows the particles behind the plane
@@ -30,12 +32,12 @@ normalised Gaussian convolutions (sigma ``LOCAL_SIGMA_PX``) of the pixels on eac
 the previous threshold, iterated from Otsu. Shading and depth darkening, which scale both
 levels, cancel; pore-back raises the local pore level where it is.
 
-Rim correction (`pipeline.segmentation.edgefit.rim_offset`). The remaining bias is the rim: the half-height of a blurred
-step with a bright rim lies outside the true edge. The profile of the image across the
-layer's phase boundary (grey levels normalised by the local levels, binned by signed
-distance to the boundary) is fitted, once per image, with a step blurred by a Gaussian PSF
-plus an exponential rim inside it (`pipeline.segmentation.edgefit`); the fitted edge offset
-times the boundary length (Cauchy-Crofton) corrects the pore area. On the model's
+Rim correction. The remaining bias is the rim: the half-height of a blurred step with a
+bright rim lies outside the true edge. The profile of the image across the layer's phase
+boundary (grey levels normalised by the local levels, binned by signed distance to the
+boundary) is fitted, once per image, with a step blurred by a Gaussian PSF plus an
+exponential rim inside it (`pipeline.segmentation.edgefit.rim_offset`); the fitted edge
+offset times the boundary length (Cauchy-Crofton) corrects the pore area. On the model's
 cross-sections without rims it moves the porosity by at most 0.2 point; with rims it
 removes about half of the bias.
 
@@ -50,8 +52,9 @@ uncertainty (the bias term covers where the threshold truly sits). Thickness: th
 from the top's two detection levels, its spread along the layer and half a row at the
 collector.
 
-Refusals (MeasurementError, exit 3): no contrast; no collector or substrate; a layer whose
-grey levels show no two phases (the histogram of the locally normalised grey levels has no
+Refusals (MeasurementError, exit 3): no contrast; the whole image, every column of the
+layer or the rows next to the collector masked; no collector or substrate, or no porous
+layer next to a dense band; a layer under 3 rows; a layer whose grey levels show no two phases (the histogram of the locally normalised grey levels has no
 valley between the pore and solid peaks deeper than ``VALLEY_MAX``, or the contrast is under
 ``MIN_CONTRAST_NOISE`` x the pixel noise); a layer thinner than ``MIN_LAYER_FEATURES``
 particle diameters. Particles under ``RESOLVED_PX`` (median
@@ -78,9 +81,9 @@ METHODS = ("rim-aware", "mid-median")
 DENSE_DARK_MAX = 0.02     # a dense band's rows: at most 2 % of pixels at or below Otsu
 COLLECTOR_MARGIN = 0.25   # collector median >= solid median + 0.25 (solid - pore)
 TOP_LEVEL = 0.2           # the top surface: where both phases reach 0.2 of their shares in the layer
-TOP_WINDOW = 63           # columns averaged to find the top surface of one column
+TOP_WINDOW = 63           # the top surface: windows of 2 x 63 + 1 columns, median over 63
 TOP_RUN = 5               # rows the layer's character must hold to start the layer
-TALL_ROWS = 15            # gaps in the layer (rows) shorter than this do not end it
+TALL_ROWS = 15            # the per-column top is looked for within 15 rows of the strips' line
 END_LEVEL = 0.05          # beyond the top, full-width rows hold under 5 % of a phase's share
 STRIP_PX = 96             # the layer's extent is found in vertical strips this wide
 LOCAL_SIGMA_PX = 20.0     # the local pore and solid levels (normalised convolution)
@@ -138,15 +141,13 @@ def _feature_radius(phase: np.ndarray, region: np.ndarray) -> float:
     """Median inscribed radius (px) of a phase: the median of the maxima of its Euclidean
     distance transform over 7 x 7 neighbourhoods inside `region` (a disc of radius r gives
     r; the 7 px neighbourhood keeps the ridges of overlapping particles from adding small
-    values)."""
-    import cv2
-    from scipy.ndimage import maximum_filter
+    values, and specks under 2 px are not particles)."""
+    from pipeline.segmentation.sublayers import inscribed_peaks
 
-    m = (phase & region).astype(np.uint8)
-    if not m.any():
+    if not (phase & region).any():
         return 0.0
-    d = cv2.distanceTransform(m, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    peaks = (d >= 2.0) & (d == maximum_filter(d, size=7)) & region  # specks are not particles
+    d, peaks = inscribed_peaks(phase & region, 7, 2.0)
+    peaks &= region
     return float(np.median(d[peaks])) if peaks.any() else 0.0
 
 
@@ -204,6 +205,27 @@ def _layer_rows(solid_frac: np.ndarray) -> int:
     return extent(TOP_LEVEL * float(np.median(solid_frac[:n])))
 
 
+def _row_share(phase: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Share of each row's valid pixels in `phase`; rows with none take their neighbours'
+    (a masked band, a scale bar, does not end the layer)."""
+    n = valid.sum(axis=1)
+    share = (phase & valid).sum(axis=1) / np.maximum(n, 1)
+    ok = np.flatnonzero(n > 0)
+    if 0 < ok.size < n.size:
+        share = np.interp(np.arange(n.size), ok, share[ok])
+    return share.astype(float)
+
+
+def _window_share(phase: np.ndarray, valid: np.ndarray, size) -> np.ndarray:
+    """Share of the valid pixels of each window (`size`, rows x columns) in `phase`; 0 where
+    a window holds no valid pixel."""
+    from scipy.ndimage import uniform_filter
+
+    num = uniform_filter((phase & valid).astype(np.float32), size, mode="nearest")
+    den = uniform_filter(valid.astype(np.float32), size, mode="nearest")
+    return np.where(den > 1e-6, num / np.maximum(den, 1e-6), 0.0)
+
+
 def _first_from_far(char: np.ndarray, approx: np.ndarray, far: int, stop: int,
                     level: float, reach: int = TALL_ROWS, smooth: bool = True) -> np.ndarray:
     """Per column, the first row from ``approx - TALL_ROWS`` (not before `far`) to
@@ -235,8 +257,7 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     for b0, b1 in bands:
         rest[b0:b1] = False
     t_rest = _otsu(g[rest[:, None] & valid]) if (rest[:, None] & valid).any() else t0
-    n_row = valid.sum(axis=1)
-    solid_rows = ((g > t_rest) & valid).sum(axis=1) / np.maximum(n_row, 1)
+    solid_rows = _row_share(g > t_rest, valid)
     candidates = []
     for b0, b1 in bands:
         for side in ("above", "below"):
@@ -276,8 +297,7 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     far = max((c[1] for c in covers if c[1] <= c0), default=0)
     band_beyond = any(c[1] <= c0 for c in covers)
     # the layer is where both phases are seen: above it lies vacuum (no solid) or a dense
-    # cover (no pores); shares over windows of TOP_WINDOW columns x 5 rows, relative to the
-    # rows next to the collector
+    # cover (no pores)
     w = min(TOP_WINDOW, nx)
     region = np.zeros_like(vo)
     region[far:c0] = vo[far:c0]
@@ -286,18 +306,21 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     _, t_loc, p_loc, s_loc = _phases(go, region)
     n_core = max(10, best["n"] // 3)
     core = slice(max(c0 - n_core, far), c0)
+    if not region[core].any():
+        raise MeasurementError(path, f"the rows next to the collector (rows {core.start}-"
+                               f"{core.stop - 1} from it) are all masked: no layer to measure")
     contrast = s_loc - p_loc
     zone = region & (contrast >= 0.5 * float(np.median(contrast[core][region[core]])))
-    solid = ((go > t_loc) & zone).astype(np.float32)
-    pore = ((go <= t_loc) & zone).astype(np.float32)
+    solid = (go > t_loc) & zone
+    pore = (go <= t_loc) & zone
     # from the collector outward, full-width rows keep both phases up to the top; beyond it
     # the solid ends (vacuum) or the pores do (a dense cover: cap, electrolyte)
     extent = slice(max(c0 - best["n"], far), c0)
-    p_ref = max(float(pore[extent].mean()), 1e-3)
-    s_ref = max(float(solid[extent].mean()), 1e-3)
+    p_ref = max(float(pore[extent].sum()) / max(float(vo[extent].sum()), 1.0), 1e-3)
+    s_ref = max(float(solid[extent].sum()) / max(float(vo[extent].sum()), 1.0), 1e-3)
     rows_o = slice(far, c0)
-    s_row = uniform_filter(solid[rows_o].mean(axis=1), 5, mode="nearest")[::-1] / s_ref
-    p_row = uniform_filter(pore[rows_o].mean(axis=1), 5, mode="nearest")[::-1] / p_ref
+    s_row = uniform_filter(_row_share(solid[rows_o], vo[rows_o]), 5, mode="nearest")[::-1] / s_ref
+    p_row = uniform_filter(_row_share(pore[rows_o], vo[rows_o]), 5, mode="nearest")[::-1] / p_ref
     run = np.ones(TOP_RUN)
     no_solid = np.convolve(s_row < END_LEVEL, run, "valid") == TOP_RUN
     no_pore = np.convolve(p_row < END_LEVEL, run, "valid") == TOP_RUN
@@ -323,13 +346,15 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     edges = np.linspace(0, nx, n_strips + 1).astype(int)
 
     def both(rows: int, cols: int | None) -> np.ndarray:
-        """Per window (rows x cols, or rows x a strip), the lesser of the solid and pore
-        shares relative to the layer's: 0 where either phase is missing."""
+        """Per window (rows x cols valid pixels, or rows x a strip's), the lesser of the
+        solid and pore shares relative to the layer's: 0 where either phase is missing."""
         out = []
         for phase, ref in ((solid, s_ref), (pore, p_ref)):
-            sh = uniform_filter(phase, (rows, cols or 1), mode="nearest")
             if cols is None:
-                sh = np.stack([sh[:, a:b].mean(axis=1) for a, b in itertools.pairwise(edges)], 1)
+                sh = np.stack([_window_share(phase[:, a:b], vo[:, a:b], (rows, b - a))[:, (b - a) // 2]
+                               for a, b in itertools.pairwise(edges)], 1)
+            else:
+                sh = _window_share(phase, vo, (rows, cols))
             out.append(sh / ref)
         return np.minimum(*out)
 
@@ -341,11 +366,19 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     top_o = _first_from_far(thin, approx, start, c0, TOP_LEVEL)
     top_lo = _first_from_far(thin, approx, start, c0, 0.5 * TOP_LEVEL)
     top_hi = _first_from_far(thin, approx, start, c0, 2.0 * TOP_LEVEL)
+    # columns with no valid pixel between the top and the collector say nothing of the top
+    rows = np.arange(ny)[:, None]
+    columns = ((rows >= top_o[None, :]) & (rows < c0) & vo).any(axis=0)
+    if not columns.any():
+        raise MeasurementError(path, "every column of the layer is masked")
+    if not columns.all():
+        idx = np.flatnonzero(columns)
+        top_o, top_lo, top_hi = (np.rint(np.interp(np.arange(nx), idx, t[idx])).astype(int)
+                                 for t in (top_o, top_lo, top_hi))
     top = (ny - 1 - top_o) if flip else top_o    # the layer's far edge in image rows
-    return {"t_otsu": t0, "t_rest": t_rest, "bands": bands, "collector": (b0, b1),
-            "side": "top" if flip else "bottom", "flip": flip, "c0": c0, "top_o": top_o,
-            "far": far, "cover": cover, "top_rows": top, "top_lo": top_lo, "top_hi": top_hi,
-            "collector_level": band_level[(b0, b1)]}
+    return {"collector": (b0, b1), "side": "top" if flip else "bottom", "flip": flip,
+            "c0": c0, "top_o": top_o, "cover": cover, "top_rows": top, "top_lo": top_lo,
+            "top_hi": top_hi, "columns": columns}
 
 
 def _layer_mask(geo: dict[str, Any], shape) -> np.ndarray:
@@ -433,9 +466,9 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         uint8/uint16 SEM image, dims ("y", "x"). A pixel size is not needed for the
         porosity (a ratio); the thickness is reported only when it is known.
     method : {"rim-aware", "mid-median"}
-        The method of the module docstring (default), or the earlier one: collector as the
-        longest uniformly bright band, top surface by rows, one iterated mid-median
-        threshold (`pipeline.segmentation.porosity`), kept for comparison.
+        The method of the module docstring (default), or "mid-median" for comparison:
+        collector as the longest uniformly bright band, top surface by rows, one iterated
+        mid-median threshold (`_porosity_mid_median`).
     smooth_sigma_px : float
         Gaussian smoothing (px) of the image the layer and the phases are found on.
 
@@ -481,7 +514,8 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     flags: list[str] = []
     geo = _geometry(g, valid, src)
     layer = _layer_mask(geo, g.shape) & valid
-    n_rows = (geo["c0"] - geo["top_o"]).astype(float)
+    cols = geo["columns"]   # the columns with valid pixels in the layer
+    n_rows = (geo["c0"] - geo["top_o"])[cols].astype(float)
     if layer.sum() < 100 or np.median(n_rows) < 3:
         raise MeasurementError(src, "the layer on the collector is less than 3 rows thick")
     solid, t, p_loc, s_loc = _phases(g, layer)
@@ -500,7 +534,6 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     chord_pore = _mean_chord(~solid & layer, layer)
     r_solid = _feature_radius(solid, layer)
     r_pore = _feature_radius(~solid & layer, layer)
-    finer = r_solid   # the particles' sections (pores between touching particles are crevices)
     thickness_px = float(np.mean(n_rows))
     if thickness_px < MIN_LAYER_FEATURES * 2.0 * r_solid:
         raise MeasurementError(src, f"the layer ({thickness_px:.0f} px) is thinner than "
@@ -513,27 +546,35 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
 
     rim = rim_offset(raw, solid, layer, p_loc, s_loc)
     perimeter = _crofton(solid, layer)
-    porosity = porosity0 - rim["offset_px"] * perimeter / area
+    porosity = float(np.clip(porosity0 - rim["offset_px"] * perimeter / area, 0.0, 1.0))
     if abs(rim["offset_px"]) >= rim["offset_limit_px"]:
         flags.append("rim_fit_at_limit")
     band = [1.0 - float(((g > t + THRESHOLD_STEP * contrast) & layer).sum()) / area,
             1.0 - float(((g > t - THRESHOLD_STEP * contrast) & layer).sum()) / area]
-    band = sorted(b + porosity - porosity0 for b in band)
+    band = sorted(float(np.clip(b + porosity - porosity0, 0.0, 1.0)) for b in band)
     if band[1] - band[0] > 0.10:
         flags.append("threshold_sensitive")
     # the top surface: its detection level halved and doubled
     u_top = _top_sensitivity(g > t, valid, geo)
-    # the method's worst bias on the realistic model, as a rectangular distribution
-    u_bias = _method_bias(finer) / math.sqrt(3)
+    # the method's worst bias on the realistic model, as a rectangular distribution, by the
+    # particles' section size (pores between touching particles are crevices: not a size)
+    u_bias = _method_bias(r_solid) / math.sqrt(3)
     comps = {"method_bias": u_bias, "top_surface": u_top}
-    if finer < RESOLVED_PX:
-        flags.append(f"under_resolved: median feature radius {finer:.1f} px < {RESOLVED_PX} px")
+    if r_solid < RESOLVED_PX:
+        flags.append(f"under_resolved: median feature radius {r_solid:.1f} px < {RESOLVED_PX} px")
         comps["under_resolved"] = UNDER_RESOLVED_U
     u = math.sqrt(sum(v * v for v in comps.values()))
+    # the top surface's position (px): its detection (levels halved and doubled, a
+    # rectangular distribution) and its spread along the layer (standard error over
+    # independent windows of TOP_WINDOW columns)
+    u_level = float(np.mean(np.abs(geo["top_hi"] - geo["top_lo"])[cols])) / (2 * math.sqrt(3))
+    u_spread = float(np.std(n_rows)) / math.sqrt(max(n_rows.size / TOP_WINDOW, 1.0))
+    u_top_px = math.hypot(u_level, u_spread)
     from pipeline.segmentation.sublayers import sublayers
 
-    solid_o = solid[::-1] if geo["flip"] else solid
-    layers = sublayers(solid_o, geo["top_o"], geo["c0"])
+    orient = (lambda a: a[::-1]) if geo["flip"] else (lambda a: a)
+    layers = sublayers(orient(solid), geo["top_o"], geo["c0"], valid=orient(valid),
+                       columns=cols, u_top_px=u_top_px)
     if porosity < 0.01 or porosity > 0.99:
         flags.append("porosity_at_limit")
     if geo["cover"] == "dense":
@@ -543,17 +584,12 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     if ps:
         py = float(ps["y"])
         thickness_um = thickness_px * py
-        # the top's detection (its levels halved and doubled: a rectangular distribution),
-        # its spread along the layer (standard error over independent windows), half a row
-        # at the collector's edge
-        u_level = float(np.mean(np.abs(geo["top_hi"] - geo["top_lo"]))) / (2 * math.sqrt(3))
-        u_spread = float(np.std(n_rows)) / math.sqrt(max(n_rows.size / TOP_WINDOW, 1.0))
-        U_thickness_um = 2.0 * math.sqrt(u_level ** 2 + u_spread ** 2 + 0.5 ** 2) * py
+        U_thickness_um = 2.0 * math.hypot(u_top_px, 0.5) * py   # half a row at the collector
     else:
         flags.append("no_pixel_size")
     if not valid.all():
         flags.append("masked_regions_excluded")
-    top_row = float(np.mean(geo["top_rows"]))
+    top_row = float(np.mean(geo["top_rows"][cols]))
     if geo["flip"]:
         top_i, bottom_i = geo["collector"][1], round(top_row)
     else:
@@ -599,7 +635,7 @@ def _top_sensitivity(solid_all: np.ndarray, valid: np.ndarray, geo: dict[str, An
     return abs(out[1] - out[0]) / (2 * math.sqrt(3)) if len(out) == 2 else 0.0
 
 
-# --------------------------------------------------------------------------- earlier method
+# --------------------------------------------------------------------------- mid-median (comparison)
 
 
 def _midpoint_threshold(values: np.ndarray, start: float) -> float:
@@ -620,7 +656,7 @@ def _midpoint_threshold(values: np.ndarray, start: float) -> float:
 
 
 def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]:
-    """The earlier method (``method="mid-median"``), kept for comparison.
+    """``method="mid-median"``: one global threshold, for comparison.
 
     Method. The image is smoothed (Gaussian, `smooth_sigma_px`). The current collector is the
     longest run of >= 3 rows whose 5th percentile lies above the whole-image Otsu threshold
@@ -699,18 +735,18 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
         solid = np.interp(np.arange(solid.size), idx, solid[idx])
     n_above = _layer_rows(solid[:c0][::-1])
     n_below = _layer_rows(solid[c1:])
-    above = (n_above,) if n_above >= 3 else None
-    below = (n_below,) if n_below >= 3 else None
+    above = n_above if n_above >= 3 else None
+    below = n_below if n_below >= 3 else None
     if above is None and below is None:
         raise MeasurementError(src, f"no porous layer visible on the current collector (rows "
                                     f"{c0}-{c1 - 1}): no rows with solid next to it on either side")
     if above is not None and below is not None:
         flags.append("layers_on_both_sides")
-    if below is None or (above is not None and above[0] >= below[0]):
-        n = above[0]
+    if below is None or (above is not None and above >= below):
+        n = above
         top, bottom, side = c0 - n, c0 - 1, "bottom"
     else:
-        n = below[0]
+        n = below
         top, bottom, side = c1, c1 + n - 1, "top"
     if top == 0 and side == "bottom" or bottom == img.shape[0] - 1 and side == "top":
         flags.append("layer_reaches_image_edge")

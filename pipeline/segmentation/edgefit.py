@@ -68,7 +68,8 @@ def _profile(raw, solid, region, p_loc, s_loc):
     m = cv2.sepFilter2D(solid.astype(np.float32), -1, k, k, borderType=cv2.BORDER_REFLECT)
     sat = 1e-4
     d = -MASK_SIGMA * ndtri(np.clip(m, sat, 1.0 - sat))
-    inner = cv2.erode(region.astype(np.uint8), np.ones((2 * EDGE_MARGIN_PX + 1,) * 2, np.uint8))
+    inner = cv2.erode(region.astype(np.uint8), np.ones((2 * EDGE_MARGIN_PX + 1,) * 2, np.uint8),
+                      borderType=cv2.BORDER_CONSTANT, borderValue=0)
     use = inner.astype(bool) & (m > sat) & (m < 1.0 - sat) & (np.abs(d) < BAND_PX)
     y = (raw - p_loc) / np.maximum(s_loc - p_loc, 1e-6)
     b = np.clip(((d[use] + BAND_PX) / BIN_PX).astype(np.int64), 0, _CENTRES.size - 1)

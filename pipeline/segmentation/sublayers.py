@@ -8,13 +8,13 @@ the first, so the boundary is where the particle sections grow with depth.
 
 Method (`sublayers`). The particle sections are the maxima of the solid's Euclidean
 distance transform over 5 x 5 neighbourhoods (an inscribed radius at each particle's
-centre), without those whose inscribed disc reaches the top surface or the collector
-(particles cut by the layer's limits look small). Their depth below the top surface (per
+centre), without those whose inscribed disc reaches the top surface, the collector or a
+masked region (particles cut by them look small). Their depth below the top surface (per
 column) orders them; the boundary is the depth that best separates finer sections above
 from larger below, by the rank-sum (Mann-Whitney) statistic ``z`` of the sections above,
-over depths leaving at least ``MIN_SUBLAYER_DIAMETERS`` section diameters on each side.
-Two sub-layers are reported when ``z >= Z_MIN`` and the lower median radius exceeds the
-upper by ``MIN_RADIUS_RATIO``; else one. The boundary's standard uncertainty is a quarter of
+over depths leaving one median section diameter on each side. Two sub-layers are reported
+when ``z >= Z_MIN``, the lower median radius exceeds the upper by ``MIN_RADIUS_RATIO`` and
+each sub-layer holds ``MIN_SUBLAYER_DIAMETERS`` of its own sections' diameters; else one. The boundary's standard uncertainty is a quarter of
 the range of depths whose ``z^2`` lies within 4 of the best (a deviance interval of about
 95 %), and never less than the upper sections' median radius (the sections cluster by
 particle, so the statistic alone claims too much); the thicknesses carry it and the top
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["sublayers"]
+__all__ = ["inscribed_peaks", "sublayers"]
 
 Z_MIN = 6.0                   # rank statistic of a boundary
 MIN_RADIUS_RATIO = 1.25       # lower / upper median section radius
@@ -41,20 +41,34 @@ MIN_SUBLAYER_DIAMETERS = 2.0  # each sub-layer at least this many of its section
 PROFILE_BIN_PX = 4            # the depth profile's bins
 
 
-def _sections(solid: np.ndarray, top: np.ndarray, stop: int):
-    """(depth below the top, inscribed radius) of the particle sections (px)."""
+def inscribed_peaks(phase: np.ndarray, size: int, min_px: float):
+    """(distance map, peaks): the Euclidean distance transform of `phase` and its maxima over
+    `size` x `size` neighbourhoods of at least `min_px` (an inscribed radius at each particle
+    section's centre)."""
     import cv2
     from scipy.ndimage import maximum_filter
 
-    d = cv2.distanceTransform(solid.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    ridge = (d >= 1.5) & (d == maximum_filter(d, size=5))
+    d = cv2.distanceTransform(phase.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    return d, (d >= min_px) & (d == maximum_filter(d, size=size))
+
+
+def _sections(solid: np.ndarray, top: np.ndarray, stop: int, valid: np.ndarray,
+              columns: np.ndarray):
+    """(depth below the top, inscribed radius) of the particle sections (px), without those
+    cut by the top, the collector or a masked region."""
+    import cv2
+
+    d, ridge = inscribed_peaks(solid, 5, 1.5)
     rows = np.arange(solid.shape[0])[:, None]
     depth = rows - top[None, :]
-    keep = ridge & (depth >= d + 1) & (stop - rows >= d + 1)
+    to_mask = cv2.distanceTransform(valid.astype(np.uint8), cv2.DIST_L2, 3)
+    keep = (ridge & (depth >= d + 1) & (stop - rows >= d + 1) & (to_mask >= d + 1)
+            & columns[None, :])
     return depth[keep].astype(np.int64), d[keep].astype(float)
 
 
-def sublayers(solid: np.ndarray, top: np.ndarray, stop: int) -> dict[str, Any]:
+def sublayers(solid: np.ndarray, top: np.ndarray, stop: int, *, valid: np.ndarray | None = None,
+              columns: np.ndarray | None = None, u_top_px: float = 0.0) -> dict[str, Any]:
     """The layer's sub-layers from the particle sections' size against depth.
 
     Parameters
@@ -65,6 +79,13 @@ def sublayers(solid: np.ndarray, top: np.ndarray, stop: int) -> dict[str, Any]:
         Each column's first layer row (the top surface, towards the solid electrolyte).
     stop : int
         The collector's first row.
+    valid : (M, N) bool ndarray, optional
+        Pixels outside masked regions (sections cut by a mask are left out).
+    columns : (N,) bool ndarray, optional
+        The columns to use (those with valid layer pixels).
+    u_top_px : float
+        Standard uncertainty of the top surface's position (px), carried into the lower
+        sub-layer's thickness and the ratio.
 
     Returns
     -------
@@ -79,9 +100,11 @@ def sublayers(solid: np.ndarray, top: np.ndarray, stop: int) -> dict[str, Any]:
     from scipy.stats import rankdata
 
     top = np.asarray(top, np.int64)
-    thick = (stop - top).astype(float)
+    valid = np.ones(solid.shape, bool) if valid is None else valid
+    columns = np.ones(top.size, bool) if columns is None else np.asarray(columns, bool)
+    thick = (stop - top)[columns].astype(float)
     depth_max = int(thick.max())
-    dep, rad = _sections(solid, top, stop)
+    dep, rad = _sections(solid, top, stop, valid, columns)
     bins = np.arange(0, depth_max + PROFILE_BIN_PX, PROFILE_BIN_PX)
     which = np.digitize(dep, bins) - 1
     prof = [float(np.median(rad[which == i])) if np.any(which == i) else None
@@ -120,20 +143,20 @@ def sublayers(solid: np.ndarray, top: np.ndarray, stop: int) -> dict[str, Any]:
     if k < MIN_SUBLAYER_DIAMETERS * 2 * r_up or thick.mean() - k < MIN_SUBLAYER_DIAMETERS * 2 * r_lo:
         return out
     # the depths whose z^2 lies within 4 of the best (a deviance interval of about 95 %)
-    near = np.flatnonzero(np.where(ok, z, -np.inf) ** 2 >= zz[i] ** 2 - 4.0)
-    near = near[zz[near] > 0]
+    near = np.flatnonzero(ok & (z > 0) & (z * z >= zz[i] ** 2 - 4.0))
     u_k = max(0.25 * float(k_all[near].max() - k_all[near].min()), 1.0)
     # ... but no finer than the upper particles' radius: a boundary between two particle
     # populations is not defined more closely (sections are not independent draws)
     u_k = max(u_k, r_up)
-    up = np.full(thick.shape, float(k))
+    up = float(k)                    # the upper sub-layer follows the top surface
     lo = thick - k
-    u_top = float(np.std(thick)) / math.sqrt(max(thick.size / 63.0, 1.0))
-    u_up, u_lo = u_k, math.hypot(u_k, u_top)
-    ratio = float(up.mean() / lo.mean())
-    claim = float(up.min() / lo.max())
-    u_ratio = claim * math.hypot(u_up / up.min(), u_lo / lo.max())
+    u_up, u_lo = u_k, math.hypot(u_k, u_top_px)
+    ratio = float(up / lo.mean())
+    lo_max = float(lo.max())
+    claim = up / lo_max
+    # claim = k / L with L = T_max - k: the boundary moves both, the top moves L
+    u_ratio = math.hypot((lo_max + k) / lo_max ** 2 * u_k, k / lo_max ** 2 * u_top_px)
     out.update(n_layers=2, boundary_depth_px=float(k), u_boundary_px=u_k,
-               thickness_px=[float(up.mean()), float(lo.mean())], u_thickness_px=[u_up, u_lo],
+               thickness_px=[up, float(lo.mean())], u_thickness_px=[u_up, u_lo],
                ratio=ratio, ratio_claim=claim, u_ratio=u_ratio, radius_px=[r_up, r_lo])
     return out

@@ -76,7 +76,7 @@ def test_model_tilted_top_and_no_collector():
      "top_roughness_px": 5.0},
     {"porosity": 0.45, "radius_px": (4.0, 10.0), "above": "electrolyte"},
 ])
-def test_porosity_within_its_uncertainty_and_better_than_the_earlier_method(kw):
+def test_porosity_within_its_uncertainty_and_better_than_mid_median(kw):
     da, t = xsec_dataarray((512, 768), seed=1, **kw)
     r = porosity_from_cross_section(da)
     err = r["porosity_frac"] - t["porosity_frac"]
@@ -211,3 +211,18 @@ def test_run_with_the_fib_face_as_a_cross_section_is_indeterminate(tmp_path):
     assert s["claim15"]["properties"]["porosity"]["value"] is None
     assert s["gate"]["outcome"] == "indeterminate" and s["claim15"]["met"] is not True
     assert res.exit_code == 3
+
+
+@pytest.mark.parametrize("region", [
+    {"row0": 200, "row1": 217, "col0": 0, "col1": 768},   # a scale bar across the layer
+    {"row0": 0, "row1": 512, "col0": 600, "col1": 768},   # a strip of columns
+    {"row0": 300, "row1": 340, "col0": 100, "col1": 300},  # a label inside the layer
+])
+def test_masked_regions_do_not_end_or_bend_the_layer(region):
+    da, t = xsec_dataarray((512, 768), seed=1, porosity=0.4)
+    da.attrs["masked_regions"] = [region]
+    r = porosity_from_cross_section(da)
+    assert abs(r["layer_top_row"] - t["layer_top_row"]) <= 3
+    assert r["thickness_px"] == pytest.approx(t["thickness_px"], abs=4)
+    assert abs(r["porosity_frac"] - t["porosity_frac"]) <= r["U_porosity_frac"]
+    assert "masked_regions_excluded" in r["flags"]
