@@ -21,7 +21,10 @@ The top is then found from the far side as the first row where both phases reach
 ``TALL_ROWS`` rows of the strips' line, on windows of 3 rows x ``2 TOP_WINDOW + 1`` columns,
 median-filtered over ``TOP_WINDOW`` columns. So a tilted or uneven top, a cap on it and
 debris beyond a gap are followed. Masked rows take their neighbours' shares; masked columns
-take the top of their neighbours and leave the thickness alone.
+take the top of their neighbours and leave the thickness alone. Known limit: under a cap
+darker than the solid, the cap's pixels next to the layer can fall under the local
+threshold and read as pores; on the model the top then reads up to 16 rows (5 % of the
+thickness) high, beyond the thickness's U; such layers are flagged ``covered_layer``.
 
 Phases (``_phases``). A secondary-electron image is brighter near every edge (the edge
 effect), darker with depth in a trench, shaded, and shows the particles behind the plane
