@@ -293,7 +293,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     """Measure one `pipeline.ingest.discover.Sample` with the run's configuration `cfg`.
 
     Returns ``(record, artifacts, tables)``: the JSON-ready sample record, the report
-    previews ({"sem": [...], "height": [...], "histogram": ...}) and the tables
+    previews ({"sem": [...], "height": [...], "histogram": ..., "layer_profile": ...}) and the tables
     ({"particles": DataFrame or None, "images": list of records}).
     """
     from pipeline.measure import measure_file
@@ -342,6 +342,11 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         vr = 100.0 * void_reduction(gb["value"], g["value"])
     if sample.state == "before":
         flags.append("before pressing: claim 15 is judged on the pressed electrode")
+    if previews and m["layers"] is not None:
+        layers = m["layers"]
+        art["layer_profile"] = {"profile": layers["profile"],
+                                "boundary_depth_px": (layers["boundary_depth_px"]
+                                                      if layers["n_layers"] == 2 else None)}
     if m["psd"] is not None:
         flags += [f"particles: {f}" for f in m["psd"]["flags"]]
         if previews:

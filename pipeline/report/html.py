@@ -481,21 +481,18 @@ def _layer_value(metrics: Mapping):
     return value
 
 
-def _profile_view(layers: Mapping | None, claims: Mapping | None, sample_id: str) -> dict | None:
-    """The layer claims' depth profile chart (the first cross-section's)."""
-    prof = (layers or {}).get("profile")
+def _profile_view(profile: Mapping | None, sample_id: str) -> dict | None:
+    """The layer claims' depth profile chart (the first cross-section's; a report picture,
+    drawn only for the samples whose pictures are shown)."""
+    prof = (profile or {}).get("profile")
     if not prof or not prof.get("depth_px"):
         return None
     from pipeline.report import figures as fg
 
     view = {"uri": None, "width": 0, "height": 0, "error": None}
-    boundary = None
-    for c in (claims or {}).get("claims") or []:
-        if c.get("test") == "two_sublayers" and c.get("met"):
-            boundary = (layers or {}).get("boundary_depth_px")
     try:
-        png = fg.depth_profile_png(prof["depth_px"], prof["radius_px"], boundary_px=boundary,
-                                   title=sample_id)
+        png = fg.depth_profile_png(prof["depth_px"], prof["radius_px"],
+                                   boundary_px=profile.get("boundary_depth_px"), title=sample_id)
         w, h = fg.image_size(png)
         view.update(uri=fg.data_uri(png), width=w, height=h)
     except Exception as exc:
@@ -550,7 +547,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "particle_met": _badge(particle.get("met")),
         "particle_rows": _claim_rows(particle, _claim_value),
         "layer_rows": _claim_rows(s.get("layer_claims") or {}, _layer_value(metrics)),
-        "layer_profile": _profile_view(metrics.get("layers"), s.get("layer_claims"), sid),
+        "layer_profile": _profile_view(art.get("layer_profile"), sid),
         "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,
