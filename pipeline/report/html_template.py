@@ -57,6 +57,16 @@ TEMPLATE = """<!DOCTYPE html>
 </head>
 <body>
 {% macro badge(b) %}<span class="badge {{ b.cls }}">{{ b.text }}</span>{% endmacro %}
+{% macro claims_table(rows, kind) %}
+{% if rows %}
+<table>
+<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th><th>Note</th></tr>
+{% for r in rows %}
+<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td><td>{{ r.note }}</td></tr>
+{% endfor %}
+</table>
+{% else %}<p class="note">No {{ kind }} claims evaluated.</p>{% endif %}
+{% endmacro %}
 {% macro kv_table(rows) %}
 <table class="meta">
 {% for k, v in rows %}<tr><td>{{ k }}</td><td>{{ v }}</td></tr>
@@ -144,24 +154,10 @@ Production gate: {{ s.gate_combine }}; decision rule: {{ s.gate_rule }}.</p>
 {% else %}<p class="note">None.</p>{% endif %}
 
 <h3>Particle claims (information)</h3>
-{% if s.particle_rows %}
-<table>
-<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th><th>Note</th></tr>
-{% for r in s.particle_rows %}
-<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td><td>{{ r.note }}</td></tr>
-{% endfor %}
-</table>
-{% else %}<p class="note">No particle claims evaluated.</p>{% endif %}
+{{ claims_table(s.particle_rows, "particle") }}
 
 <h3>Layer claims (information)</h3>
-{% if s.layer_rows %}
-<table>
-<tr><th>Claim</th><th>Statement</th><th>Value</th><th>Met</th><th>Note</th></tr>
-{% for r in s.layer_rows %}
-<tr><td>{{ r.claim }}</td><td>{{ r.text }}</td><td class="num">{{ r.value }}</td><td>{{ badge(r.met) }}</td><td>{{ r.note }}</td></tr>
-{% endfor %}
-</table>
-{% else %}<p class="note">No layer claims evaluated.</p>{% endif %}
+{{ claims_table(s.layer_rows, "layer") }}
 {% if s.layer_profile %}
 <figure class="histogram">
 {% if s.layer_profile.uri %}<img src="{{ s.layer_profile.uri }}" width="{{ s.layer_profile.width }}" height="{{ s.layer_profile.height }}" alt="depth profile of {{ s.sample_id }}">{% endif %}
