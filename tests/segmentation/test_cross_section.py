@@ -226,3 +226,12 @@ def test_masked_regions_do_not_end_or_bend_the_layer(region):
     assert r["thickness_px"] == pytest.approx(t["thickness_px"], abs=4)
     assert abs(r["porosity_frac"] - t["porosity_frac"]) <= r["U_porosity_frac"]
     assert "masked_regions_excluded" in r["flags"]
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_thickness_under_a_cap_within_its_uncertainty(seed):
+    # the cap's pixels next to the layer can read as pores and lift the top: U carries it
+    da, t = xsec_dataarray((512, 768), seed=seed, porosity=0.42, above="cap", radius_px=(6.0, 10.0))
+    r = porosity_from_cross_section(da)
+    assert "covered_layer" in r["flags"]
+    assert abs(r["thickness_um"] - t["thickness_um"]) <= r["U_thickness_um"]
