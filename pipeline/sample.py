@@ -104,14 +104,6 @@ def _xsec_u(xs: list[dict]) -> list[float]:
     return [float(np.mean(u))]
 
 
-def _mean_and_U(values, u_own) -> tuple[float, float]:
-    """Mean of per-field values and its U (k = 2): the fields' mean own standard uncertainty
-    (systematic, not divided) and their spread (the standard error) in quadrature."""
-    v = np.asarray(values, float)
-    u_rep = float(v.std(ddof=1)) / math.sqrt(v.size) if v.size > 1 else 0.0
-    return float(v.mean()), 2.0 * math.hypot(float(np.mean(u_own)), u_rep)
-
-
 def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     """Mean layer thickness of the cross-sections (um) and its U (k = 2): their spread and
     the mean of their own U in quadrature."""
@@ -119,8 +111,10 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     vals = [(t, u) for t, u in vals if t is not None and u is not None]
     if not vals:
         return None
-    mean, U = _mean_and_U([v[0] for v in vals], [v[1] / 2.0 for v in vals])
-    return {"mean": mean, "U": U, "n": len(vals)}
+    from pipeline.report.aggregate import summarize
+
+    s = summarize([v[0] for v in vals], u_other=[float(np.mean([v[1] / 2.0 for v in vals]))])
+    return {"mean": s["mean"], "U": s["U"], "n": s["n"]}
 
 
 def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
@@ -141,8 +135,11 @@ def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
         flags.append("sub-layers: the cross-sections disagree on the number of sub-layers")
     if out["n_layers"] != 2:
         return out
-    ratio, U = _mean_and_U([f["ratio_claim"] for f in found], [f["u_ratio"] for f in found])
-    out.update(ratio_claim=ratio, U_ratio=U)
+    from pipeline.report.aggregate import summarize
+
+    r = summarize([f["ratio_claim"] for f in found],
+                  u_other=[float(np.mean([f["u_ratio"] for f in found]))])
+    out.update(ratio_claim=r["mean"], U_ratio=r["U"])
     t = [f.get("thickness_um") for f in found]
     if all(x is not None for x in t):
         out["thickness_um"] = np.mean(np.array(t), axis=0).tolist()
