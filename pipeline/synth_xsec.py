@@ -51,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.numerics import exact_edt
+
 __all__ = ["XsecModel", "xsec_dataarray", "xsec_scene"]
 
 ABOVE = ("vacuum", "cap", "electrolyte")
@@ -245,10 +247,7 @@ def _fill(m: XsecModel, layer_ss: np.ndarray, split, rng: np.random.Generator):
 
 def _rim(material: np.ndarray, s: int) -> np.ndarray:
     """Distance (px) of each material pixel of the fine grid to the nearest non-material."""
-    import cv2
-
-    d = cv2.distanceTransform(material.view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-    return d / float(s)
+    return exact_edt(material) / float(s)
 
 
 def _contrast(m: XsecModel, planes, layer_ss, top, bottom, rng) -> np.ndarray:

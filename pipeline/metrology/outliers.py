@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.numerics import MAD_TO_SIGMA
+
 __all__ = ["outlier_mask"]
 
-_MAD_TO_SIGMA = 1.482602218505602  # 1 / Phi^-1(3/4): MAD of a normal sample -> its sigma
 _MEAN_AD_TO_SIGMA = 1.2533141373155001  # sqrt(pi / 2): mean |x - mu| of a normal -> its sigma
 
 
@@ -49,7 +50,7 @@ def outlier_mask(
         if sigma == "robust":
             centre = float(np.median(v))
             dev = np.abs(v - centre)
-            s = _MAD_TO_SIGMA * float(np.median(dev))
+            s = MAD_TO_SIGMA * float(np.median(dev))
             if s == 0:
                 # More than half the points share one value (quantised counts, plateaus):
                 # the mean absolute deviation, scaled to a normal sigma, still sees the rest.

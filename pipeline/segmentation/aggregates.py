@@ -85,6 +85,8 @@ import math
 
 import numpy as np
 
+from pipeline.numerics import exact_edt
+
 __all__ = ["aggregate_geometry", "compare_with_instances", "crofton_perimeter", "particle_aggregates",
            "primary_mean", "primary_size"]
 
@@ -200,8 +202,7 @@ def _count_peaks(lab: np.ndarray, n: int) -> np.ndarray:
                (slice(1, -1), slice(0, -2)), (slice(1, -1), slice(2, None))):
         nb = pad[sl]
         core &= (nb == lab) | (nb == 0)
-    edt = cv2.distanceTransform(np.pad(core.view(np.uint8), 1), cv2.DIST_L2,
-                                cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+    edt = exact_edt(np.pad(core, 1))[1:-1, 1:-1]
     # candidates: local maxima over 3 x 3 (plateaus included)
     cand = core & (edt >= cv2.dilate(edt, np.ones((3, 3), np.uint8)))
     ncomp, comp = cv2.connectedComponents(cand.view(np.uint8), connectivity=8,

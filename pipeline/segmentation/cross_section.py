@@ -77,6 +77,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MeasurementError
+from pipeline.numerics import mad_sigma
 
 __all__ = ["METHODS", "porosity_from_cross_section"]
 
@@ -382,7 +383,7 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
         cv = go[deep][vo[deep]]
         if cv.size >= 100:
             med = float(np.median(cv))
-            spread = 3.0 * 1.4826 * float(np.median(np.abs(cv - med)))
+            spread = 3.0 * mad_sigma(cv)
             strict = _first_from_far(both(3, 2 * w + 1, pore & (np.abs(go - med) > spread)),
                                      top_o, start, c0, TOP_LEVEL, reach=2 * TALL_ROWS)
             cover_shift = np.clip(strict - top_o, 0, 2 * TALL_ROWS).astype(float)
@@ -449,7 +450,7 @@ def _noise_sigma(img: np.ndarray, region: np.ndarray) -> float:
     v = d[r]
     if v.size < 16:
         return 0.0
-    return float(1.4826 * np.median(np.abs(v - np.median(v))))
+    return mad_sigma(v)
 
 
 def _method_bias(radius_px: float) -> float:

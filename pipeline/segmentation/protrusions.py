@@ -45,13 +45,14 @@ import math
 
 import numpy as np
 
+from pipeline.numerics import MAD_TO_SIGMA
+
 __all__ = ["estimate_bump_diameter_px", "find_height_protrusions", "find_protrusions",
            "specimen_mask"]
 
 log = logging.getLogger(__name__)
 
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
-MAD_TO_SIGMA = 1.4826
 _SMOOTH_PER_DIAMETER = 0.25
 _BACKGROUND_PER_DIAMETER = 3.0
 _MIN_H_GREY = 1.0

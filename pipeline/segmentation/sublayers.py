@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.numerics import exact_edt
+
 __all__ = ["inscribed_peaks", "sublayers"]
 
 Z_MIN = 7.0                   # rank statistic of a boundary
@@ -47,10 +49,9 @@ def inscribed_peaks(phase: np.ndarray, size: int, min_px: float):
     """(distance map, peaks): the Euclidean distance transform of `phase` and its maxima over
     `size` x `size` neighbourhoods of at least `min_px` (an inscribed radius at each particle
     section's centre)."""
-    import cv2
     from scipy.ndimage import maximum_filter
 
-    d = cv2.distanceTransform(phase.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    d = exact_edt(phase)
     return d, (d >= min_px) & (d == maximum_filter(d, size=size))
 
 
