@@ -2,7 +2,7 @@
 
 Run by hand: ``python benchmarks/porosity_accuracy.py [--seeds 3] [--methods ...]``.
 
-Scenes of `pipeline.synth_xsec` (SE rims, pore-back, shading, depth darkening, curtaining,
+Scenes of `pipeline.synth.xsec` (SE rims, pore-back, shading, depth darkening, curtaining,
 PSF, shot noise) at true porosity 30, 40, 45, 50 and 60 % and feature radius 3-8 and 8-20
 px, ``--seeds`` each. Per case, each method's error in points (measured - true porosity of
 the section plane inside the layer), then per method the worst case, the mean error over
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     opts = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from pipeline.synth_xsec import xsec_dataarray
+    from pipeline.synth.xsec import xsec_dataarray
 
     errors: dict[str, list[float]] = {m: [] for m in opts.methods}
     times: dict[str, list[float]] = {m: [] for m in opts.methods}

@@ -2,7 +2,7 @@
 
 Run by hand: ``python benchmarks/psd_spheres.py [--methods M ...] [--seeds 2]``.
 
-Scenes of `pipeline.synth_sem` with scattered single spheres (no overlap, no silver, no
+Scenes of `pipeline.synth.sem` with scattered single spheres (no overlap, no silver, no
 binder) of one diameter (25, 40 or 80 nm, no spread) at 2 nm/px, drawn with no rim, the
 carbon presets' rim (gain 0.6) and a strong rim (gain 1.3), PSF sigma 1 px. A sphere counts
 when it is seen whole, away from the border and with no other particle within 3 px; its
@@ -29,7 +29,7 @@ METHODS = ("learned", "classic", "seams")
 def ratios(method: str, d_nm: float, rim: float, seed: int) -> list[float]:
     """ECD found / true diameter of each isolated sphere of one scene."""
     from pipeline.segmentation.particles import find_particles
-    from pipeline.synth_sem import isolated_primaries, sem_dataarray
+    from pipeline.synth.sem import isolated_primaries, sem_dataarray
 
     da, t = sem_dataarray("mono-40", shape=(384, 512), seed=seed, rim_gain=rim,
                           modes=((d_nm, 0.0, 1.0),), **SPHERES)

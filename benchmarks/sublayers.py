@@ -2,7 +2,7 @@
 
 Run by hand: ``python benchmarks/sublayers.py [--seeds 3]``.
 
-Scenes of `pipeline.synth_xsec` with two sub-layers at thickness ratios 1:3, 1:5, 1:8 and
+Scenes of `pipeline.synth.xsec` with two sub-layers at thickness ratios 1:3, 1:5, 1:8 and
 1:12 (upper particles of 3-5 px radius, the lower a mix of those and 6-10 px; silver in
 both; rims, pore-back, noise), and one-layer scenes of the lower mix. Per scene: the number
 of layers found, the claim-11 ratio (the thinnest upper over the thickest lower) against the
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from pipeline.report.claims import evaluate_layer_claims, load_layer_claims
     from pipeline.segmentation.cross_section import porosity_from_cross_section
-    from pipeline.synth_xsec import xsec_dataarray
+    from pipeline.synth.xsec import xsec_dataarray
 
     spec = load_layer_claims()
     claim11 = next(c for c in spec.data["claim"] if c["test"] == "sublayer_ratio")

@@ -51,7 +51,7 @@ def test_sublayers_do_not_depend_on_the_thread_count():
     counts used to change their number and the rank statistic between runs."""
     cv2 = pytest.importorskip("cv2")
     from pipeline.segmentation.cross_section import porosity_from_cross_section
-    from pipeline.synth_xsec import xsec_dataarray
+    from pipeline.synth.xsec import xsec_dataarray
 
     da, _ = xsec_dataarray((384, 512), seed=4, porosity=0.45, radius_px=(5.0, 12.0))
     before = cv2.getNumThreads()

@@ -1,4 +1,4 @@
-"""The realistic SEM model `pipeline.synth_sem`: determinism, truth, aggregates, rims, and
+"""The realistic SEM model `pipeline.synth.sem`: determinism, truth, aggregates, rims, and
 its "tio2-bam" preset against the real BAM images it was tuned on."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.synth_sem import PRESETS, SemModel, isolated_primaries, sem_dataarray, sem_scene
+from pipeline.synth.sem import PRESETS, SemModel, isolated_primaries, sem_dataarray, sem_scene
 
 SMALL = (256, 320)
 BAM = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "sem-labelled" / "bam_tio2"

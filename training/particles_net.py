@@ -1,6 +1,6 @@
 """Train the particle network of `find_particles(method="learned")` on the synthetic SEM model.
 
-The network sees only images drawn by `pipeline.synth_sem` (never a real micrograph): the
+The network sees only images drawn by `pipeline.synth.sem` (never a real micrograph): the
 presets with their parameters spread around the preset values (rims, PSF, noise, contrast,
 sizes in pixels, coverage), so that it learns what an SE image of particles looks like rather
 than one setting. For each pixel it predicts three maps from the model's visible-ownership
@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.segmentation.learned import normalise
-from pipeline.synth_sem import sem_scene
+from pipeline.synth.sem import sem_scene
 
 PATCH = 256          # the size of every drawn image (and of the training crops)
 CROP = 192
@@ -86,7 +86,7 @@ def _draw(k: int) -> tuple[np.ndarray, np.ndarray]:
               "light_weight": u(0.0, 0.6), "light_azimuth_deg": u(0, 360)}
     else:
         preset = ["bimodal-40-80", "bimodal-25-70", "mono-40", "cb-agg-40", "cb-agg-80"][(k // 2) % 5]
-        from pipeline.synth_sem import PRESETS
+        from pipeline.synth.sem import PRESETS
         base = PRESETS[preset]
         ov = {"pixel_nm": base.pixel_nm * u(0.7, 1.4), "rim_gain": u(0.0, 1.5),
               "rim_decay_nm": u(3, 12), "psf_sigma_px": u(0.5, 1.5), "electrons_full": u(150, 600),

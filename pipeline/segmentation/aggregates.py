@@ -87,8 +87,8 @@ import numpy as np
 
 from pipeline.numerics import exact_edt
 
-__all__ = ["aggregate_geometry", "compare_with_instances", "crofton_perimeter", "particle_aggregates",
-           "primary_mean", "primary_size"]
+__all__ = ["aggregate_geometry", "area_centroid", "compare_with_instances", "crofton_perimeter",
+           "particle_aggregates", "primary_mean", "primary_size"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,18 @@ ALPHA_MAX = math.pi / 3
 MIN_AREA_PX = 12
 COARSE_RADIUS_PX = 4.0
 FEW_AGGREGATES = 10
+
+
+def area_centroid(labels: np.ndarray, n: int):
+    """Pixel count and centroid (x, y in pixel indices) of labels 1..n of a label image."""
+    flat = labels.ravel()
+    idx = np.flatnonzero(flat)
+    ll = flat[idx]
+    yy, xx = np.divmod(idx, labels.shape[1])
+    area = np.bincount(ll, minlength=n + 1)[1:].astype(np.float64)
+    cy = np.bincount(ll, weights=yy, minlength=n + 1)[1:] / np.maximum(area, 1.0)
+    cx = np.bincount(ll, weights=xx, minlength=n + 1)[1:] / np.maximum(area, 1.0)
+    return area, cx, cy
 
 
 def _check_pixel(pixel_nm) -> float:
@@ -281,7 +293,6 @@ def aggregate_geometry(labels: np.ndarray, pixel_nm: float):
     """
     import pandas as pd
 
-    from pipeline.segmentation.particles import area_centroid
 
     px = _check_pixel(pixel_nm)
     lab = _check_labels(labels)

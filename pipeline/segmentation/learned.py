@@ -3,7 +3,7 @@
 The network (an ONNX file in ``models/``, run by OpenCV's dnn module) predicts per pixel the
 probability that a particle is seen, that the pixel lies on a contact between two particles,
 and a centre map (1 at a particle's centre, 0 at its edge). It was trained on images of
-`pipeline.synth_sem` only. It is a 4-level U-Net of 8-64 channels (0.12 M parameters,
+`pipeline.synth.sem` only. It is a 4-level U-Net of 8-64 channels (0.12 M parameters,
 0.5 MB): about 0.09 s for a 1024 x 712 image at full resolution on 2 cores, a quarter of the
 time of the same network with 16-128 channels trained the same way. Measured at full
 resolution, the two differ little: on the real labelled set mean |x50 error| 7.8 and 7.1 %,

@@ -72,7 +72,9 @@ import math
 
 import numpy as np
 
-__all__ = ["METHODS", "area_centroid", "find_particles"]
+from pipeline.segmentation.aggregates import area_centroid, particle_aggregates
+
+__all__ = ["METHODS", "find_particles"]
 
 log = logging.getLogger(__name__)
 
@@ -485,18 +487,6 @@ def _estimate_r_min(edt: np.ndarray) -> float:
     return max(2.0, float(np.percentile(v, 25)) * 0.85)
 
 
-def area_centroid(labels: np.ndarray, n: int):
-    """Pixel count and centroid (x, y in pixel indices) of labels 1..n of a label image."""
-    flat = labels.ravel()
-    idx = np.flatnonzero(flat)
-    ll = flat[idx]
-    yy, xx = np.divmod(idx, labels.shape[1])
-    area = np.bincount(ll, minlength=n + 1)[1:].astype(np.float64)
-    cy = np.bincount(ll, weights=yy, minlength=n + 1)[1:] / np.maximum(area, 1.0)
-    cx = np.bincount(ll, weights=xx, minlength=n + 1)[1:] / np.maximum(area, 1.0)
-    return area, cx, cy
-
-
 def _region_geometry(labels: np.ndarray, n: int):
     """Area, centroid, Feret max/min and convex-hull area (px units) of labels 1..n."""
     import cv2
@@ -733,7 +723,6 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
 
     from pipeline.errors import MeasurementError
     from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
-    from pipeline.segmentation.aggregates import particle_aggregates
 
     path = sem.attrs.get("source_path")
     if method not in METHODS:

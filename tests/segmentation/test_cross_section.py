@@ -14,7 +14,7 @@ from pipeline.cli import app
 from pipeline.errors import MeasurementError
 from pipeline.segmentation.cross_section import porosity_from_cross_section
 from pipeline.segmentation.edgefit import rim_offset
-from pipeline.synth_xsec import xsec_dataarray, xsec_scene
+from pipeline.synth.xsec import xsec_dataarray, xsec_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 FIB = ROOT.parent / "shared" / "realdata" / "sem" / "zeiss_fibics_atlas_slice.tif"

@@ -15,7 +15,7 @@ import pytest
 from pipeline.segmentation.learned import MODEL, choose_scale, normalise, predict
 from pipeline.segmentation.particles import find_particles
 from pipeline.segmentation.psd import counted
-from pipeline.synth_sem import sem_dataarray, sem_scene
+from pipeline.synth.sem import sem_dataarray, sem_scene
 
 
 def test_weights_ship_with_the_package_and_are_small():

@@ -8,7 +8,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.report.claims import evaluate_layer_claims, load_layer_claims
 from pipeline.segmentation.cross_section import porosity_from_cross_section
-from pipeline.synth_xsec import xsec_dataarray
+from pipeline.synth.xsec import xsec_dataarray
 
 SCENE = {"radius_px": (6.0, 10.0), "sublayer_radius_px": (3.0, 5.0), "porosity": 0.4}
 SHAPE = (512, 768)

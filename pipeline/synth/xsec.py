@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.numerics import exact_edt
+from pipeline.synth.common import shading
 
 __all__ = ["XsecModel", "xsec_dataarray", "xsec_scene"]
 
@@ -159,7 +160,7 @@ def xsec_dataarray(shape: tuple[int, int] = (512, 768), *, seed: int = 0, **over
     image, truth = xsec_scene(shape, seed=seed, **overrides)
     p_um = truth["pixel_nm"] / 1e3
     da = wrap(image, path=f"synthetic:cross-section:seed={seed}", pixel_size_um=(p_um, p_um),
-              pixel_size_source="synthetic (pipeline.synth_xsec)", vendor="synthetic",
+              pixel_size_source="synthetic (pipeline.synth.xsec)", vendor="synthetic",
               fmt="synthetic", detector="SE (model)")
     return da, truth
 
@@ -299,12 +300,11 @@ def _instrument(m: XsecModel, sig: np.ndarray, top, bottom, rng) -> np.ndarray:
     """Shading, depth darkening, curtaining, PSF, Poisson-Gaussian noise, uint8."""
     from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-    from pipeline.synth import _shading
 
     ny, nx = sig.shape
     rows = np.arange(ny)[:, None].astype(np.float32)
     depth = np.clip((rows - top[None, :]) / np.maximum(bottom - top, 1)[None, :], 0.0, 1.0)
-    sig = sig * _shading((ny, nx), rng, m.shading) * (1.0 - m.depth_darkening * depth)
+    sig = sig * shading((ny, nx), rng, m.shading) * (1.0 - m.depth_darkening * depth)
     if m.curtain > 0:
         stripes = gaussian_filter1d(rng.standard_normal(nx), m.curtain_width_px / 2.0)
         stripes /= max(float(stripes.std()), 1e-12)

@@ -1,9 +1,5 @@
-"""Synthetic electrodes with known truth, written the way instruments write them.
-
-Seeded and deterministic (`numpy.random.default_rng(seed)`): the same arguments give the
-same bytes. Used by the tests, `sample_images/` and the benchmarks. Each generator returns
-the data and a truth dict; the ``write_*`` functions put a file and ``<name>.truth.json``
-beside it.
+"""Idealised generators: height maps, SEM particle fields, cross-sections and surfaces, and the
+files instruments would write for them (`pipeline.synth`: seeded, truth beside the data).
 """
 
 from __future__ import annotations
@@ -16,21 +12,17 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.synth.common import place_spheres, shading, to_counts
+
 __all__ = [
-    "SemModel",
-    "XsecModel",
     "cross_section_image",
     "height_map",
     "match_labels",
     "particle_image",
-    "sem_dataarray",
-    "sem_scene",
     "surface_image",
     "write_sem_tiff",
     "write_truth",
     "write_x3p",
-    "xsec_dataarray",
-    "xsec_scene",
 ]
 
 
@@ -192,81 +184,6 @@ def write_truth(path: str | Path, truth: dict[str, Any]) -> Path:
 
 # --------------------------------------------------------------------------- SEM images
 
-_MAX_OVERLAP = 0.15  # overlap depth allowed between two spheres, fraction of the smaller radius
-
-
-def _to_counts(signal: np.ndarray, rng: np.random.Generator, dose: float, bits: int) -> np.ndarray:
-    """Poisson shot noise on a 0..1 signal (`dose` electrons at full scale), as uint8/16."""
-    full = 255 if bits == 8 else 65535
-    counts = rng.poisson(np.clip(signal, 0.0, None) * dose) * (full / dose)
-    return np.clip(np.rint(counts), 0, full).astype(np.uint8 if bits == 8 else np.uint16)
-
-
-def _shading(shape: tuple[int, int], rng: np.random.Generator, amplitude: float) -> np.ndarray:
-    """A slow multiplicative field 1 + a * (tilted plane + one broad bump), about 1."""
-    ny, nx = shape
-    yy, xx = np.ogrid[0:ny, 0:nx]
-    gx, gy = rng.uniform(-1.0, 1.0, 2)
-    cx, cy = rng.uniform(0.2, 0.8, 2)
-    bump = np.exp(-(((xx / nx - cx) ** 2 + (yy / ny - cy) ** 2) / 0.18))
-    return 1.0 + amplitude * (gx * (xx / nx - 0.5) + gy * (yy / ny - 0.5) + 0.5 * (bump - 0.5))
-
-
-def _place_spheres(d_nm: np.ndarray, width_nm: float, height_nm: float, target_nm2: float,
-                   rng: np.random.Generator) -> np.ndarray:
-    """Centres for the spheres `d_nm`, in order, by random sequential packing (in place).
-
-    Each sphere is tried at a random point or, mostly, touching an anchor already placed
-    (overlap depth up to `_MAX_OVERLAP` of the smaller radius, a sintering neck); a
-    candidate is accepted when no overlap with any placed sphere exceeds that depth.
-    Packing stops when the disc area reaches `target_nm2` or at the first sphere that finds
-    no room (saturation): the placed spheres are always a prefix of the i.i.d. draws, so
-    their size distribution is the one asked for. Returns the (n, 2) centres of the first
-    n spheres placed.
-    """
-    n_max = d_nm.size
-    r = d_nm / 2.0
-    xy = np.empty((n_max, 2))
-    dead = np.zeros(n_max, bool)  # anchors that failed often: surrounded
-    fails = np.zeros(n_max, np.int32)
-    area, n, batch = 0.0, 0, 24
-    r_big = float(r.max()) if n_max else 0.0
-    while n < n_max and area < target_nm2:
-        ri, placed = r[n], False
-        for attempt in range(80):
-            live = np.flatnonzero(~dead[:n])
-            if live.size and (attempt % 5) != 4:
-                a = int(live[rng.integers(live.size)])
-                ang = rng.uniform(0.0, 2 * np.pi, batch)
-                dist = r[a] + ri - rng.uniform(0.0, _MAX_OVERLAP, batch) * min(r[a], ri)
-                cand = xy[a] + np.column_stack([np.cos(ang), np.sin(ang)]) * dist[:, None]
-            else:
-                a = -1
-                cand = rng.uniform((0.0, 0.0), (width_nm, height_nm), (batch, 2))
-            ok = ((cand[:, 0] >= 0) & (cand[:, 0] < width_nm)
-                  & (cand[:, 1] >= 0) & (cand[:, 1] < height_nm))
-            if n and ok.any():
-                lo, hi = cand.min(0) - ri - r_big, cand.max(0) + ri + r_big
-                near = np.flatnonzero(np.all((xy[:n] > lo) & (xy[:n] < hi), axis=1))
-                if near.size:
-                    gap = np.hypot(cand[:, None, 0] - xy[near, 0], cand[:, None, 1] - xy[near, 1])
-                    depth = r[near] + ri - gap
-                    allowed = _MAX_OVERLAP * np.minimum(r[near], ri) + 1e-9
-                    ok &= np.all(depth <= allowed, axis=1)
-            if ok.any():
-                xy[n] = cand[int(np.argmax(ok))]
-                placed = True
-                break
-            if a >= 0:
-                fails[a] += 1
-                dead[a] = fails[a] >= 3
-        if not placed:
-            break
-        area += math.pi * ri * ri
-        n += 1
-    return xy[:n]
-
-
 def particle_image(
     shape: tuple[int, int] = (1536, 2048),
     *,
@@ -285,7 +202,7 @@ def particle_image(
     Diameters are drawn i.i.d.: a particle is silver with probability `silver_fraction`
     (lognormal about `silver_diameter_nm`, sigma 0.12 of ln d), otherwise carbon from one of
     `modes` = ((median diameter nm, sigma of ln d, number share), ...) chosen by its share.
-    They are packed in 2-D projection (`_place_spheres`: touching, overlapping by at most 15 %
+    They are packed in 2-D projection (`place_spheres`: touching, overlapping by at most 15 %
     of the smaller radius) until the summed disc area reaches `coverage` of the field or the
     packing saturates (about 0.6-0.7 here, so the default 0.9 means "as dense as it goes").
     Spheres rest on the substrate and are drawn with a z-buffer, so an overlap shows as a
@@ -322,7 +239,7 @@ def particle_image(
     sig = np.array([m[1] for m in modes])[mode]
     d_nm = np.where(silver, silver_diameter_nm * np.exp(0.12 * rng.standard_normal(n_draw)),
                     med * np.exp(sig * rng.standard_normal(n_draw)))
-    xy = _place_spheres(d_nm, w_nm, h_nm, coverage * w_nm * h_nm, rng)
+    xy = place_spheres(d_nm, w_nm, h_nm, coverage * w_nm * h_nm, rng)
     n = len(xy)
 
     zbuf = np.full(shape, -np.inf, np.float32)
@@ -350,8 +267,8 @@ def particle_image(
             "mode": None if silver[i] else int(mode[i]),
             "touches_edge": bool(x - rad < 0 or y - rad < 0 or x + rad > w_nm or y + rad > h_nm),
         })
-    signal = gaussian_filter(signal, 1.0) * _shading(shape, rng, 0.08)
-    image = _to_counts(signal, rng, dose, bits)
+    signal = gaussian_filter(signal, 1.0) * shading(shape, rng, 0.08)
+    image = to_counts(signal, rng, dose, bits)
     truth: dict[str, Any] = {
         "kind": "sem_particles",
         "particles": particles,
@@ -575,7 +492,5 @@ def match_labels(truth: np.ndarray, found: np.ndarray, *, iou: float = 0.5) -> d
 
 
 # Realistic SEM scenes (3-D bodies, rims, shadowing, a detector noise model) live in
-# pipeline.synth_sem and pipeline.synth_xsec; re-exported here beside the ideal
+# pipeline.synth.sem and pipeline.synth.xsec; re-exported here beside the ideal
 # `particle_image` and `cross_section_image`.
-from pipeline.synth_sem import SemModel, sem_dataarray, sem_scene
-from pipeline.synth_xsec import XsecModel, xsec_dataarray, xsec_scene

@@ -15,7 +15,7 @@ scale); `PRESETS` holds one per scene kind and keyword overrides replace fields.
    volume ``4/3 c A`` fixes r0. ``1 - irregular_fraction`` are exact spheres (r0 = d/2), the
    rest have aspect ratio ``exp(|N(0, aspect_sigma)|)``.
 3. Structure. "packed": discrete particles packed touching on the substrate
-   (`pipeline.synth._place_spheres`) to summed silhouettes = ``coverage``, plus ``top_layer``
+   (`pipeline.synth.common.place_spheres`) to summed silhouettes = ``coverage``, plus ``top_layer``
    x as many lying on them (bottoms at ``layer_nm U(0.5, 1)``). "aggregates" (carbon black,
    fused; ASTM D3849 primaries) and "agglomerates" (touching): clusters of ``primaries[0]
    exp(primaries[1] N)`` primaries clipped to ``primaries[2:]``, grown by tunable
@@ -77,6 +77,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from pipeline.synth.common import place_spheres, shading
 
 __all__ = ["PRESETS", "SemModel", "isolated_primaries", "sem_dataarray", "sem_scene"]
 
@@ -250,7 +252,7 @@ def sem_dataarray(preset: str = "bimodal-40-80", **kw: Any):
     image, truth = sem_scene(preset, **kw)
     p_um = truth["pixel_nm"] / 1e3
     da = wrap(image, path=f"synthetic:{preset}:seed={truth['seed']}", pixel_size_um=(p_um, p_um),
-              pixel_size_source="synthetic (pipeline.synth_sem)", vendor="synthetic",
+              pixel_size_source="synthetic (pipeline.synth.sem)", vendor="synthetic",
               fmt="synthetic", detector="SE (model)")
     return da, truth
 
@@ -320,7 +322,6 @@ def _bodies(m: SemModel, d: np.ndarray, silver: np.ndarray, mode: np.ndarray,
 
 def _packed(m: SemModel, ny: int, nx: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """A dense layer of discrete particles plus a few resting on top of it."""
-    from pipeline.synth import _place_spheres
 
     w_nm, h_nm = nx * m.pixel_nm, ny * m.pixel_nm
     shares = np.array([md[2] for md in m.modes], float)
@@ -329,7 +330,7 @@ def _packed(m: SemModel, ny: int, nx: int, rng: np.random.Generator) -> dict[str
                     for md, s in zip(m.modes, shares))
     n_draw = int(1.5 * m.coverage * w_nm * h_nm / mean_area) + 10
     d, silver, mode = _sizes(m, n_draw, rng, True)
-    xy = _place_spheres(d, w_nm, h_nm, m.coverage * w_nm * h_nm, rng)
+    xy = place_spheres(d, w_nm, h_nm, m.coverage * w_nm * h_nm, rng)
     n1 = len(xy)
     n2 = round(m.top_layer * n1)
     xy = np.vstack([xy, rng.uniform((0.0, 0.0), (w_nm, h_nm), (n2, 2))])
@@ -632,13 +633,12 @@ def _instrument(m: SemModel, sig: np.ndarray, rng: np.random.Generator, bits: in
     """PSF, shading, scan lines, Poisson-Gaussian detection, detector blur, quantisation."""
     from scipy.ndimage import gaussian_filter
 
-    from pipeline.synth import _shading
 
     ny, nx = sig.shape
     full = 255 if bits == 8 else 65535
     if m.psf_sigma_px > 0:
         sig = gaussian_filter(sig, m.psf_sigma_px)
-    sig = sig * _shading((ny, nx), rng, m.shading) * (1.0 + m.line_gain * rng.standard_normal(ny))[:, None]
+    sig = sig * shading((ny, nx), rng, m.shading) * (1.0 + m.line_gain * rng.standard_normal(ny))[:, None]
     electrons = rng.poisson(np.clip(sig, 0.0, None) * m.electrons_full)
     out = (m.black_level + electrons / m.electrons_full
            + m.read_noise * rng.standard_normal((ny, nx))
