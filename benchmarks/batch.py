@@ -110,18 +110,19 @@ def _task_loop(args) -> float:
     """Seconds per sample of the bare measurement task (no runner, store or pool), on one
     compute thread, over `n` tasks cycling through the distinct samples."""
     folder, n = args
-    from pipeline.execute import single_threaded
+    from pipeline.batch.config import load_run_config
+    from pipeline.batch.execute import single_threaded
+    from pipeline.batch.task import measure_task
     from pipeline.ingest.discover import discover
-    from pipeline.runner import _config, _measure_task
 
     single_threaded()
-    cfg = _config(None, None, None, None)
+    cfg = load_run_config()
     samples, _ = discover(folder, rules=cfg.rules)
     distinct = samples[:8]
-    _measure_task((distinct[0], cfg, None, False, "0" * 64))  # imports and caches
+    measure_task((distinct[0], cfg, None, False, "0" * 64))  # imports and caches
     t0 = time.perf_counter()
     for i in range(n):
-        _measure_task((distinct[i % len(distinct)], cfg, None, False, "0" * 64))
+        measure_task((distinct[i % len(distinct)], cfg, None, False, "0" * 64))
     return (time.perf_counter() - t0) / n
 
 
@@ -158,7 +159,7 @@ def main(argv=None) -> None:
     ap.add_argument("--distinct", type=int, default=8)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
-    from pipeline.execute import THREAD_ENV
+    from pipeline.batch.execute import THREAD_ENV
     from pipeline.report.tables import write_particle_table
 
     with tempfile.TemporaryDirectory() as tmp:

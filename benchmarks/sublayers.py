@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     opts = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from pipeline.report.claims import evaluate_layer_claims, load_layer_claims
+    from pipeline.conformity import evaluate_layer_claims, load_layer_claims
     from pipeline.segmentation.cross_section import porosity_from_cross_section
     from pipeline.synth.xsec import xsec_dataarray
 

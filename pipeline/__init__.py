@@ -2,7 +2,7 @@
 
 The public API is imported lazily so that ``import pipeline`` (and the command line's
 ``--help``) stay fast: ``pipeline.read``, ``pipeline.surface_texture``, ``pipeline.run``
-(the main job; the module is `pipeline.runner` so that the name stays the function's).
+(the main job; the module is `pipeline.batch.runner` so that the name stays the function's).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ _LAZY = {
     "find_particles": ("pipeline.segmentation.particles", "find_particles"),
     "size_distribution": ("pipeline.segmentation.psd", "size_distribution"),
     "porosity_from_cross_section": ("pipeline.segmentation.cross_section", "porosity_from_cross_section"),
-    "gravimetric_porosity": ("pipeline.segmentation.porosity", "gravimetric_porosity"),
-    "void_reduction": ("pipeline.segmentation.porosity", "void_reduction"),
-    "run": ("pipeline.runner", "run"),
-    "gate": ("pipeline.runner", "gate"),
-    "RunResult": ("pipeline.runner", "RunResult"),
+    "gravimetric_porosity": ("pipeline.gravimetric", "gravimetric_porosity"),
+    "void_reduction": ("pipeline.gravimetric", "void_reduction"),
+    "run": ("pipeline.batch.runner", "run"),
+    "gate": ("pipeline.batch.runner", "gate"),
+    "RunResult": ("pipeline.batch.runner", "RunResult"),
 }
 
 __all__ = [  # noqa: RUF022 - the version first, then the API as listed in _LAZY

@@ -98,7 +98,7 @@ def _main(
         stream=sys.stderr,
     )
     logging.captureWarnings(True)
-    from pipeline.execute import keep_freed_memory
+    from pipeline.batch.execute import keep_freed_memory
 
     keep_freed_memory()  # this process is ours: it measures samples when run in process
 
@@ -386,8 +386,8 @@ def run(
     json_out: bool = typer.Option(False, "--json", help="Print results.json on stdout."),
 ):
     def body() -> int:
-        from pipeline.measure import parse_memory
-        from pipeline.runner import run as run_folder
+        from pipeline.batch.measure import parse_memory
+        from pipeline.batch.runner import run as run_folder
 
         res = run_folder(folder, out, spec=spec, gate_spec=gate_spec, recipe=recipe,
                          strict=strict, report=not no_html, jobs=jobs, scheduler=scheduler,
@@ -416,7 +416,7 @@ def report(
     """Rebuild the report and tables from the results store alone, with trend charts."""
 
     def body() -> int:
-        from pipeline.runner import report_from_store
+        from pipeline.batch.runner import report_from_store
 
         res = report_from_store(db, out, spec=spec)
         typer.echo(f"{len(res.samples)} samples from the store; wrote {out / 'report.html'}", err=True)
@@ -437,7 +437,7 @@ def watch(
     """Measure new exports as they arrive, into the results store, until SIGTERM."""
 
     def body() -> int:
-        from pipeline.watch import watch as watch_folder
+        from pipeline.batch.watch import watch as watch_folder
 
         return watch_folder(folder, db_url=db, out=out, poll=poll, stable_seconds=stable_seconds,
                             scan_interval_s=scan_interval,
@@ -458,7 +458,7 @@ def gate(
     3 indeterminate, 4 unreadable input, 2 usage, 70 internal error."""
 
     def body() -> int:
-        from pipeline.runner import gate as gate_sample
+        from pipeline.batch.runner import gate as gate_sample
 
         res = gate_sample(sample, spec=spec, recipe=recipe, out=out)
         s = res.samples[0]

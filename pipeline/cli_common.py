@@ -66,6 +66,6 @@ def guard(fn: Callable[[], int]) -> None:
 
 def emit_json(obj: Any) -> None:
     """Strict JSON on stdout: numpy scalars as numbers, NaN and infinities as null."""
-    from pipeline.report_text import to_json
+    from pipeline.jsonio import to_json
 
     sys.stdout.write(to_json(obj, indent=2) + "\n")

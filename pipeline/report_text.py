@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import Any
 
-__all__ = ["formats_table", "inspect_record", "inspect_text", "json_safe", "surface_text",
-           "to_json"]
+from pipeline.jsonio import json_safe
+
+__all__ = ["formats_table", "inspect_record", "inspect_text", "surface_text"]
 
 _SURFACE_COLUMNS = (
     ("Sa_um", "Sa um"),
@@ -25,32 +24,6 @@ _SURFACE_COLUMNS = (
     ("invalid_fraction", "invalid"),
     ("sz_without_outliers_um", "Sz w/o outliers um"),
 )
-
-
-def json_safe(v: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None, paths to strings."""
-    if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {str(k): json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_safe(x) for x in v]
-    if isinstance(v, Path):
-        return str(v)
-    return v
-
-
-def to_json(v: Any, **kw) -> str:
-    """`v` as JSON text, NaN and inf as null (never the non-standard NaN). Values that are
-    plain JSON already go straight to the encoder; others pass through `json_safe` first."""
-    import json
-
-    try:
-        return json.dumps(v, allow_nan=False, **kw)
-    except (TypeError, ValueError):  # numpy integers, paths, NaN: convert, then encode
-        return json.dumps(json_safe(v), allow_nan=False, **kw)
 
 
 def inspect_record(da) -> dict[str, Any]:

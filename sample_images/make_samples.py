@@ -238,7 +238,7 @@ def write_electrode(e: dict, out: Path) -> dict:
 
 def _check_manifest() -> None:
     """The manifest's thicknesses give Table 1 within 0.1 points (gravimetric_porosity)."""
-    from pipeline.segmentation.porosity import gravimetric_porosity
+    from pipeline.gravimetric import gravimetric_porosity
 
     for e in ELECTRODES:
         for p_pct in e["porosity_pct"]:

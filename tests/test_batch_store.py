@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from pipeline.batch.runner import run
+from pipeline.batch.store import Store
 from pipeline.cli import app
-from pipeline.runner import run
-from pipeline.store import Store
 from tests.test_runner import electrode, paired_export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,13 +56,13 @@ def test_a_rerun_with_jobs_measures_nothing_and_leaves_no_worker(export, tmp_pat
     time is stopped before the run returns."""
     import multiprocessing as mp
 
-    from pipeline import sample as sample_mod
+    from pipeline.batch import task as task_mod
 
     out = tmp_path / "out"
     run(export, out, report=False, jobs=1)
     calls = []
-    real = sample_mod.measure_sample
-    monkeypatch.setattr(sample_mod, "measure_sample", lambda *a, **k: calls.append(a) or
+    real = task_mod.measure_sample
+    monkeypatch.setattr(task_mod, "measure_sample", lambda *a, **k: calls.append(a) or
                         real(*a, **k))
     again = run(export, out, report=False, jobs=2)
     assert again.results["counts"]["reused_from_store"] == 3 and calls == []
@@ -171,16 +171,16 @@ def test_report_from_an_empty_or_missing_store(tmp_path):
 
 
 def test_changed_sidecar_changes_the_key(tmp_path):
-    from pipeline.identity import hash_files, idempotency_key, inputs
+    from pipeline.batch.config import load_run_config
+    from pipeline.batch.identity import hash_files, idempotency_key, inputs
     from pipeline.ingest.discover import discover
-    from pipeline.runner import _config
 
     folder = tmp_path / "e"
     folder.mkdir()
     (folder / "psd-01.tif").write_bytes(b"image")
     (folder / "psd-01.txt").write_text("PixelSize=2.0\n")
     (folder / "other.txt").write_text("not a sidecar of psd-01")
-    cfg = _config(None, None, None, None)
+    cfg = load_run_config()
     (s,), _ = discover(tmp_path / "e", single=True)
     assert [p.name for p in inputs(s.files)] == ["psd-01.tif", "psd-01.txt"]
     k1 = idempotency_key(s, cfg, hash_files(inputs(s.files)))
@@ -196,15 +196,15 @@ def test_a_lapsed_certificate_changes_the_key(tmp_path):
     import dataclasses
     import datetime as dt
 
-    from pipeline.identity import hash_files, idempotency_key, inputs
+    from pipeline.batch.config import load_run_config
+    from pipeline.batch.identity import hash_files, idempotency_key, inputs
     from pipeline.ingest.discover import discover
-    from pipeline.runner import _config
 
     (tmp_path / "e").mkdir()
     (tmp_path / "e" / "psd-01.tif").write_bytes(b"image")
     (s,), _ = discover(tmp_path / "e", single=True)
     sha = hash_files(inputs(s.files))
-    cfg = _config(None, None, None, dt.date(2020, 1, 1))
+    cfg = load_run_config(today=dt.date(2020, 1, 1))
     dated = [p for p in cfg.profiles if p.certificate]
     assert dated, "a shipped instrument profile carries a certificate"
     until = min(p.certificate["valid_until"] for p in dated)
@@ -219,7 +219,7 @@ def test_a_lapsed_certificate_changes_the_key(tmp_path):
 def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     """A file that cannot be opened (here: it vanishes after discovery) costs only itself:
     exit 4, the rest of its sample measured."""
-    from pipeline.identity import hash_files
+    from pipeline.batch.identity import hash_files
 
     got = hash_files([tmp_path / "gone.tif"])
     assert got[str(tmp_path / "gone.tif")].startswith("unreadable:")
@@ -227,7 +227,7 @@ def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     electrode(root / "v", seed=50, psd=False, surface=False)
     victim = root / "v" / "psd-09.tif"
     victim.write_bytes(b"soon gone")
-    from pipeline import identity
+    from pipeline.batch import identity
 
     real = identity.hash_files
 
@@ -254,7 +254,7 @@ def test_report_needs_an_existing_store(tmp_path):
 def test_rerun_keeps_the_report_pictures_without_measuring(export, tmp_path, monkeypatch):
     """The pictures of stored samples come from the previews their run kept; a sample whose
     previews are gone is measured again for its pictures only (nothing stored again)."""
-    from pipeline import sample as sample_mod
+    from pipeline.batch import task as task_mod
 
     out = tmp_path / "out"
     run(export, out)
@@ -262,8 +262,8 @@ def test_rerun_keeps_the_report_pictures_without_measuring(export, tmp_path, mon
     n_img = html.count("<img")
     assert len(list((out / "previews").glob("*.npz"))) == 3
     calls = []
-    real = sample_mod.measure_sample
-    monkeypatch.setattr(sample_mod, "measure_sample",
+    real = task_mod.measure_sample
+    monkeypatch.setattr(task_mod, "measure_sample",
                         lambda s, *a, **k: calls.append(s.id) or real(s, *a, **k))
     again = run(export, out)
     assert again.results["counts"]["reused_from_store"] == 3 and calls == []
@@ -306,7 +306,7 @@ def test_input_a_then_b_then_a_again_is_current(export, tmp_path):
 def test_concurrent_store_of_the_same_input_reuses_the_other_row(export, tmp_path):
     """Two runs measure the same input; the second to store finds, in its transaction, that
     the other stored it first (its view of the store was stale) and reports that row."""
-    from pipeline.stored import store_record
+    from pipeline.batch.persist import store_record
 
     out = tmp_path / "out"
     rec = run(export, out, report=False).samples[0]
@@ -358,9 +358,9 @@ def test_paired_void_reduction_is_stored_whatever_the_order(tmp_path, jobs):
 def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatch):
     import json
 
-    from pipeline import runner
+    from pipeline.batch import runner
 
-    real = runner._measure_task
+    real = runner.measure_task
     calls = []
 
     def interrupt_second(payload):
@@ -369,7 +369,7 @@ def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatc
             raise KeyboardInterrupt
         return real(payload)
 
-    monkeypatch.setattr(runner, "_measure_task", interrupt_second)
+    monkeypatch.setattr(runner, "measure_task", interrupt_second)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run(export, out, report=False, jobs=1)
@@ -384,7 +384,7 @@ def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatc
     with Store.open(None, out=out) as st:
         assert [r["sample_id"] for r in st.samples()] == ["e0"]
         assert [r["status"] for r in st.runs()] == ["interrupted"]
-    monkeypatch.setattr(runner, "_measure_task", real)
+    monkeypatch.setattr(runner, "measure_task", real)
     again = run(export, out, report=False, jobs=1)  # and the next run does the rest
     assert again.exit_code == 0 and again.results["counts"]["reused_from_store"] == 1
 
@@ -392,8 +392,8 @@ def test_an_interrupted_run_writes_what_it_measured(export, tmp_path, monkeypatc
 def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
     """One sample at a time (the watcher's unit): the pressed sample's void reduction comes
     from its before-pressing partner's stored row."""
+    from pipeline.batch.runner import process_sample_into_store
     from pipeline.ingest.discover import discover
-    from pipeline.runner import process_sample_into_store
 
     root = paired_export(tmp_path / "export", "a-pressed", "b-coated")
     samples, _ = discover(root)
@@ -409,7 +409,7 @@ def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
 
 
 def test_recording_the_run_s_end_does_not_hide_the_error_that_ended_it():
-    from pipeline.stored import close_store
+    from pipeline.batch.persist import close_store
 
     class Broken:
         display_url = "sqlite:///x"
@@ -449,8 +449,8 @@ def mixed(tmp_path_factory):
 def test_pictures_only_for_samples_that_need_attention(mixed, tmp_path, monkeypatch):
     import json
 
-    from pipeline import runner
-    from pipeline import sample as sample_mod
+    from pipeline.batch import runner
+    from pipeline.batch import task as task_mod
 
     monkeypatch.setattr(runner, "PICTURES_ALL_UP_TO", 2)  # "auto" on 3 samples: attention
     out = tmp_path / "out"
@@ -469,8 +469,8 @@ def test_pictures_only_for_samples_that_need_attention(mixed, tmp_path, monkeypa
     assert "<img" in sections["m1"] and "<img" not in sections["m0"] + sections["m2"]
     assert [p.name.split("-")[0] for p in (out / "previews").glob("*.npz")] == ["m1"]
     calls = []
-    real = sample_mod.measure_sample
-    monkeypatch.setattr(sample_mod, "measure_sample",
+    real = task_mod.measure_sample
+    monkeypatch.setattr(task_mod, "measure_sample",
                         lambda s, *a, **k: calls.append(s.id) or real(s, *a, **k))
     again = run(mixed, out)  # the conforming ones need no pictures: nothing is measured
     assert calls == [] and again.results["counts"]["reused_from_store"] == 3
@@ -496,7 +496,7 @@ def test_pictures_none_and_a_bad_choice(mixed, tmp_path):
 
 
 def test_a_run_that_fails_early_records_it_and_keeps_its_error(export, tmp_path, monkeypatch):
-    from pipeline import runner
+    from pipeline.batch import runner
 
     def boom(*a, **k):
         raise RuntimeError("boom while planning")

@@ -13,11 +13,11 @@ from pipeline.calibration import (
     calibration_file,
     defaults_dir,
 )
+from pipeline.conformity import load_spec
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.instruments import calibrate_image, load_profiles
 from pipeline.metrology.recipe import default_recipe_path, load_recipe
-from pipeline.report.claims import load_spec
 
 PROFILE = """schema_version = 1
 id = "{id}"

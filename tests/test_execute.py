@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from pipeline.batch.execute import available_cpus, execute, worker_info
+from pipeline.batch.runner import run
 from pipeline.errors import ConfigError
-from pipeline.execute import available_cpus, execute, worker_info
-from pipeline.runner import run
 from tests.test_runner import electrode
 
 
@@ -103,7 +103,7 @@ def test_a_dying_worker_fails_only_its_own_task():
 def test_a_prewarmed_local_cluster_is_used_once_or_closed():
     """`prewarm_local_cluster` starts a cluster in the background: the next dask execute
     takes it (and closes it when done); one that is never taken is closed by discard_warm."""
-    from pipeline import execute as ex
+    from pipeline.batch import execute as ex
 
     ex.prewarm_local_cluster(1)
     warm = ex._WARM[("dask", 1)]
@@ -150,6 +150,7 @@ def test_errors_survive_the_trip_back_from_a_worker():
     that cannot be unpickled comes back as a RuntimeError naming it, and nothing else fails."""
     import pickle
 
+    from pipeline.batch.store import DuplicateKey
     from pipeline.errors import (
         ConfigError,
         ElectrodeQCError,
@@ -157,7 +158,6 @@ def test_errors_survive_the_trip_back_from_a_worker():
         MissingCalibration,
         UnreadableInput,
     )
-    from pipeline.store import DuplicateKey
 
     for err in (ElectrodeQCError("f.tif", "x"), UnreadableInput("f.tif", "bad magic"),
                 MissingCalibration(None, "no scale"), ConfigError("r.toml", "bad key"),
@@ -182,7 +182,7 @@ def test_a_dying_worker_costs_only_the_tasks_in_flight(caplog):
     flight (at most jobs + 1) are run again alone."""
     import logging
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.execute"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.batch.execute"):
         got = dict(execute(_die_on_one, list(range(12)), jobs=2))
     from concurrent.futures.process import BrokenProcessPool
 
@@ -222,7 +222,7 @@ def test_dask_logs_follow_ours():
     """dask sets its loggers to INFO as it is imported: without -v they stay quiet."""
     import logging
 
-    from pipeline.execute import _import_distributed
+    from pipeline.batch.execute import _import_distributed
 
     root = logging.getLogger()
     before = root.level, logging.getLogger("distributed").level
@@ -278,7 +278,7 @@ def test_dask_runs_many_samples_in_chunks_that_fail_sample_by_sample():
     import dask
     import distributed  # noqa: F401 - dask's config for it, before it is set
 
-    from pipeline.execute import MAX_CHUNK, chunk_size
+    from pipeline.batch.execute import MAX_CHUNK, chunk_size
 
     assert chunk_size(200, 2) == MAX_CHUNK and chunk_size(16, 2) == 1
     assert chunk_size(24, 1) == 3 and chunk_size(1, 4) == 1
@@ -321,7 +321,7 @@ def test_an_unreachable_scheduler_is_a_config_error_of_one_line():
 
 
 def test_the_cause_of_a_time_out_is_the_last_attempt_s_failure():
-    from pipeline.execute import SCHEDULER_TIMEOUT_S, _why
+    from pipeline.batch.execute import SCHEDULER_TIMEOUT_S, _why
 
     def timed_out(cause: Exception) -> OSError:
         exc = OSError(f"Timed out trying to connect to tcp://10.0.0.9:8786 after "
@@ -435,7 +435,7 @@ def test_a_pool_started_from_a_thread_outlives_the_thread():
     thread ends (and run their tasks)."""
     import threading
 
-    from pipeline import execute as ex
+    from pipeline.batch import execute as ex
 
     def start() -> None:  # the pool, and both its workers ready (their watches set)
         ex.prewarm(2)
@@ -460,7 +460,7 @@ def test_a_pool_started_from_a_thread_outlives_the_thread():
 
 _ORPHAN = """
 import os, sys, time
-from pipeline.execute import exit_with_parent
+from pipeline.batch.execute import exit_with_parent
 exit_with_parent(int(sys.argv[1]), parent_death_signal=sys.argv[2] == "1")
 print(os.getpid(), flush=True)
 time.sleep(60)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.batch.runner import run
 from pipeline.report.tables import results_schema
-from pipeline.runner import run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 VOID_REDUCTION_PCT = {"embodiment-1": 36, "comparative-1": 33, "comparative-2": 27,

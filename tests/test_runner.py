@@ -12,9 +12,9 @@ import tifffile
 from typer.testing import CliRunner
 
 from pipeline import synth
+from pipeline.batch.runner import gate, run
 from pipeline.cli import app
 from pipeline.report.tables import results_schema
-from pipeline.runner import gate, run
 
 RECIPE = {"carbon_black/40nm": 3.0, "carbon_black/80nm": 3.0, "silver": 2.0, "pvdf": 0.56}
 RHO_FREE = 2.2942  # g/cm3, the recipe's pore-free density
@@ -231,12 +231,12 @@ def test_gate_usage_2(tmp_path):
 
 
 def test_gate_internal_error_70(tmp_path, monkeypatch):
-    import pipeline.runner
+    import pipeline.batch.runner
 
     def boom(*a, **k):
         raise RuntimeError("simulated fault")
 
-    monkeypatch.setattr(pipeline.runner, "gate", boom)
+    monkeypatch.setattr(pipeline.batch.runner, "gate", boom)
     code, _out, text = gate_code(tmp_path)
     assert code == 70 and "simulated fault" in text and "Traceback" not in text
 

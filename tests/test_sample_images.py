@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import pipeline
+from pipeline.gravimetric import gravimetric_porosity
 from pipeline.metrology.form import remove_plane
 from pipeline.metrology.height import height_parameters
-from pipeline.segmentation.porosity import gravimetric_porosity
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_images"
 

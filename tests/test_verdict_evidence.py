@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.batch.runner import gate, run, verdict_exit_code
 from pipeline.cli import app
-from pipeline.runner import gate, run, verdict_exit_code
 from tests.test_runner import electrode, manifest
 
 
@@ -138,7 +138,7 @@ def test_run_help_documents_the_exit_codes():
 # --- memory -----------------------------------------------------------------------------------
 
 def test_a_memory_limit_refuses_before_measuring_and_a_later_run_measures_it(good, tmp_path):
-    from pipeline.measure import estimate_memory
+    from pipeline.batch.measure import estimate_memory
 
     out = tmp_path / "out"
     # enough for the 96 x 128 height maps, not for the 240 x 320 surface image
@@ -171,8 +171,8 @@ def test_max_memory_option(good, tmp_path):
 
 
 def test_parse_memory():
+    from pipeline.batch.measure import parse_memory
     from pipeline.errors import ConfigError
-    from pipeline.measure import parse_memory
 
     assert parse_memory("8G") == 8 * 2**30
     assert parse_memory("512m") == 512 * 2**20
@@ -183,12 +183,12 @@ def test_parse_memory():
 
 
 def test_memory_error_is_exit_4_naming_the_file(good, tmp_path, monkeypatch):
-    import pipeline.measure
+    import pipeline.batch.measure
 
     def exhausted(da, ctx):
         raise MemoryError
 
-    monkeypatch.setitem(pipeline.measure._BY_ROLE, "height", exhausted)
+    monkeypatch.setitem(pipeline.batch.measure._BY_ROLE, "height", exhausted)
     res = run(good, None, jobs=1)
     s = res.samples[0]
     bad = [im for im in s["images"] if im["status"] == "error"]
@@ -214,15 +214,15 @@ def test_memory_error_in_a_one_stage_command_is_exit_4(tmp_path, monkeypatch):
 # --- failed samples ---------------------------------------------------------------------------
 
 def test_a_failed_sample_is_stored_and_measured_again(good, tmp_path, monkeypatch):
-    import pipeline.sample
+    import pipeline.batch.task
 
-    real = pipeline.sample.measure_sample
+    real = pipeline.batch.task.measure_sample
 
     def dies(sample, cfg, **kw):
         raise MemoryError
 
     out = tmp_path / "out"
-    monkeypatch.setattr(pipeline.sample, "measure_sample", dies)
+    monkeypatch.setattr(pipeline.batch.task, "measure_sample", dies)
     res = run(good, out, report=False, jobs=1)
     s = res.samples[0]
     assert res.exit_code == 4 and s["task_failed"] is True
@@ -231,7 +231,7 @@ def test_a_failed_sample_is_stored_and_measured_again(good, tmp_path, monkeypatc
     rows = _store_rows(out / "results.db")
     assert [(r[0], r[1]) for r in rows] == [("good", "indeterminate")]
     assert "out of memory" in rows[0][2]
-    monkeypatch.setattr(pipeline.sample, "measure_sample", real)
+    monkeypatch.setattr(pipeline.batch.task, "measure_sample", real)
     again = run(good, out, report=False, jobs=1)
     assert again.exit_code == 0 and again.samples[0]["gate"]["outcome"] == "conforming"
     assert [r[1] for r in _store_rows(out / "results.db")] == ["indeterminate", "conforming"]
@@ -244,10 +244,10 @@ def test_a_failed_sample_is_stored_and_measured_again(good, tmp_path, monkeypatc
 
 def test_an_output_folder_that_cannot_be_made_stops_before_measuring(good, tmp_path,
                                                                     monkeypatch):
-    import pipeline.sample
+    import pipeline.batch.task
 
     measured = []
-    monkeypatch.setattr(pipeline.sample, "measure_sample",
+    monkeypatch.setattr(pipeline.batch.task, "measure_sample",
                         lambda *a, **k: measured.append(a) or 1 / 0)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -261,15 +261,15 @@ def test_an_output_folder_that_cannot_be_made_stops_before_measuring(good, tmp_p
 
 
 def test_a_measurement_again_after_a_failure_says_why(good, tmp_path, monkeypatch):
-    import pipeline.sample
-    from pipeline.stored import RETRIED
+    import pipeline.batch.task
+    from pipeline.batch.persist import RETRIED
 
     out = tmp_path / "out"
-    real = pipeline.sample.measure_sample
-    monkeypatch.setattr(pipeline.sample, "measure_sample",
+    real = pipeline.batch.task.measure_sample
+    monkeypatch.setattr(pipeline.batch.task, "measure_sample",
                         lambda *a, **k: (_ for _ in ()).throw(MemoryError))
     run(good, out, report=False, jobs=1)
-    monkeypatch.setattr(pipeline.sample, "measure_sample", real)
+    monkeypatch.setattr(pipeline.batch.task, "measure_sample", real)
     run(good, out, report=False, jobs=1)
     with sqlite3.connect(out / "results.db") as con:
         reasons = [r[0] for r in con.execute(

@@ -1,8 +1,8 @@
-"""pipeline.watch: files measured once complete, bad files quarantined, nothing missed, clean stop.
+"""pipeline.batch.watch: files measured once complete, bad files quarantined, nothing missed, clean stop.
 
 The watcher runs in a thread (or, for signals, a subprocess) with short intervals; every
 wait has a timeout, so a broken watcher fails a test instead of hanging it. Each test runs
-against an in-memory fake of the store and, once `pipeline/store.py` exists, the real one on
+against an in-memory fake of the store and, once `pipeline/batch/store.py` exists, the real one on
 SQLite.
 """
 
@@ -21,20 +21,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.batch import watch as watch_module
+from pipeline.batch.watch import Watcher
 from pipeline.errors import ConfigError, UnreadableInput
 from pipeline.ingest.registry import read, sha256_file
 from pipeline.synth import write_sem_tiff, write_x3p
-from pipeline.watch import Watcher
 from tests.helpers import ROOT
 
-HAVE_STORE = (ROOT / "pipeline" / "store.py").is_file()
 TIMEOUT = 10.0  # seconds any single wait may take before the test fails
 STABLE = 0.4
 BROKEN = b"II*\x00" + bytes(range(256)) * 8  # a TIFF magic, then nothing a reader accepts
 
 
 class FakeStore:
-    """The two Store methods the watcher uses, in memory (`pipeline.store.Store` API)."""
+    """The two Store methods the watcher uses, in memory (`pipeline.batch.store.Store` API)."""
 
     url = "memory://"
 
@@ -61,9 +61,7 @@ def store(request, tmp_path):
     if request.param == "fake":
         yield FakeStore()
         return
-    if not HAVE_STORE:
-        pytest.skip("pipeline/store.py is not written yet")
-    from pipeline.store import Store
+    from pipeline.batch.store import Store
 
     s = Store.open(None, out=tmp_path / "out")
     try:
@@ -255,19 +253,18 @@ def test_unopenable_file_is_quarantined_not_retried_forever(tmp_path, store, mon
     """A stable file that cannot be opened (permissions; simulated, as root reads anything)
     is quarantined with the reason; its sample goes on with it among its files, so that
     the measurement fails on it again and the sample is not judged on the other alone."""
-    from pipeline.ingest import registry
 
     folder = tmp_path / "export"
     locked = put(folder / "S1" / "locked.x3p", x3p_bytes(tmp_path, seed=5))
     put(folder / "S1" / "open.x3p", x3p_bytes(tmp_path, seed=6))
-    real_read = registry.read
+    real_read = watch_module.read
 
     def read(path, *a, **k):
         if Path(path).name == "locked.x3p":
             raise PermissionError(13, "Permission denied")
         return real_read(path, *a, **k)
 
-    monkeypatch.setattr(registry, "read", read)
+    monkeypatch.setattr(watch_module, "read", read)
     rec = Recorder()
     with running(make_watcher(folder, store, rec)):
         (call,) = rec.wait("S1")
@@ -419,7 +416,7 @@ def test_config_error_from_process_sample_stops_the_watcher(tmp_path, store):
 SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from pipeline.watch import Watcher, watch
+from pipeline.batch.watch import Watcher, watch
 from tests.test_watch import FakeStore
 
 folder, marks, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
@@ -441,8 +438,6 @@ sys.exit(rc)
 @pytest.mark.parametrize("mode", ["watcher", "watch"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_ends_run_forever_cleanly_after_the_current_sample(tmp_path, sig, mode):
-    if mode == "watch" and not HAVE_STORE:
-        pytest.skip("pipeline/store.py is not written yet")
     folder, marks = tmp_path / "export", tmp_path / "marks"
     marks.mkdir()
     sem_tiff(folder / "S1" / "a.tif", seed=1)
@@ -512,7 +507,7 @@ def test_bad_watcher_arguments(tmp_path):
 
 
 def test_watch_refuses_outputs_inside_the_watched_folder(tmp_path):
-    from pipeline.watch import watch
+    from pipeline.batch.watch import watch
 
     folder = tmp_path / "export"
     folder.mkdir()
@@ -527,28 +522,23 @@ def test_watch_refuses_outputs_inside_the_watched_folder(tmp_path):
     assert list(folder.iterdir()) == []
 
 
-def test_default_process_sample_is_the_runners(monkeypatch, tmp_path):
-    from pipeline import runner
+def test_default_process_sample_is_the_stores(monkeypatch, tmp_path):
+    from pipeline.batch import persist
+    from pipeline.batch.watch import _store_process_sample
     from pipeline.ingest.discover import Sample
-    from pipeline.watch import _store_process_sample
 
-    monkeypatch.delattr(runner, "process_sample_into_store", raising=False)
-    with pytest.raises(ConfigError, match="runner has no store support"):
-        _store_process_sample(FakeStore(), tmp_path)
     got = []
-    monkeypatch.setattr(runner, "process_sample_into_store",
-                        lambda sample, store, *, out: got.append((sample, store, out)) or "ok",
-                        raising=False)
+    monkeypatch.setattr(persist, "process_sample_into_store",
+                        lambda sample, store, *, out: got.append((sample, store, out)) or "ok")
     st, s = FakeStore(), Sample("S1")
     assert _store_process_sample(st, tmp_path)(s) == "ok"
     assert got == [(s, st, tmp_path)]
 
 
-@pytest.mark.skipif(not HAVE_STORE, reason="pipeline/store.py is not written yet")
 def test_end_to_end_with_the_runner_into_sqlite(tmp_path):
     """The default process_sample (the runner's) measures once; a restart reuses the row."""
-    from pipeline.store import Store
-    from pipeline.watch import _store_process_sample
+    from pipeline.batch.store import Store
+    from pipeline.batch.watch import _store_process_sample
 
     folder, out = tmp_path / "export", tmp_path / "out"
     f = put(folder / "S1" / "map.x3p", x3p_bytes(tmp_path, n=128))
@@ -608,7 +598,7 @@ def test_a_file_quarantined_after_its_sample_was_judged_sends_it_again(tmp_path,
 def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    import pipeline.watch
+    import pipeline.batch.watch
     from pipeline.cli import app
 
     record = {"sample_id": "S1", "claim15": {"met": None, "properties": {}},
@@ -619,7 +609,7 @@ def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
         on_stored(record)
         return 0
 
-    monkeypatch.setattr(pipeline.watch, "watch", fake_watch)
+    monkeypatch.setattr(pipeline.batch.watch, "watch", fake_watch)
     r = CliRunner().invoke(app, ["watch", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines() == [
@@ -627,7 +617,6 @@ def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
 
 
 def test_a_link_out_of_the_folder_is_never_read(tmp_path, store, monkeypatch):
-    from pipeline.ingest import registry
 
     folder = tmp_path / "export"
     secret = put(tmp_path / "outside" / "secret.x3p", x3p_bytes(tmp_path, seed=8))
@@ -635,8 +624,8 @@ def test_a_link_out_of_the_folder_is_never_read(tmp_path, store, monkeypatch):
     (folder / "S1" / "link.x3p").symlink_to(secret)
     (folder / "S2").symlink_to(secret.parent, target_is_directory=True)
     opened = []
-    real_read = registry.read
-    monkeypatch.setattr(registry, "read", lambda p, *a, **k: opened.append(Path(p).resolve())
+    real_read = watch_module.read
+    monkeypatch.setattr(watch_module, "read", lambda p, *a, **k: opened.append(Path(p).resolve())
                         or real_read(p, *a, **k))
     rec = Recorder()
     with running(make_watcher(folder, store, rec)):

@@ -81,7 +81,7 @@ def save(out: Path, sample_id: str, key: str, artifacts: dict[str, Any]) -> Path
     """Write a sample's previews (atomically, `pipeline.fsutil`) and remove its previews of
     other keys. Returns the file, or None if the previews hold something this file cannot
     keep. Raises `pipeline.fsutil.OutputError` if the file cannot be written."""
-    from pipeline.report_text import to_json
+    from pipeline.jsonio import to_json
 
     arrays: dict[str, np.ndarray] = {}
     try:

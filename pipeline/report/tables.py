@@ -40,7 +40,7 @@ def results_schema() -> dict[str, Any]:
 
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
-    from pipeline.report_text import to_json
+    from pipeline.jsonio import to_json
 
     text = to_json(results, indent=2)
     return atomic_write_bytes(path, (text + "\n").encode("utf-8"))

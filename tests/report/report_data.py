@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import synth
-from pipeline.report.claims import judge
+from pipeline.conformity import judge
 
 SHA = "0123456789abcdef" * 4
 
@@ -86,7 +86,7 @@ def sample_result(sample_id: str, *, outcome: str = "conforming", porosity: floa
                   error_image: bool = False, flags: tuple[str, ...] = (),
                   combine: str = "all", image_flags: dict[str, list[str]] | None = None,
                   psd_pixel_um: dict[str, float] | None = None) -> dict[str, Any]:
-    """A sample record shaped as `pipeline.sample.measure_sample` writes it; the gate's
+    """A sample record shaped as `pipeline.batch.sample.measure_sample` writes it; the gate's
     outcome is given (`outcome`), its per-property statements come from the guard band."""
     props = _props(porosity, sa_um, sz_um, "simple")
     gate_props = _props(porosity, sa_um, sz_um, "guard_band")

@@ -8,15 +8,15 @@ import math
 import pytest
 
 from pipeline.calibration import calibration_file
-from pipeline.errors import ConfigError
-from pipeline.report.aggregate import summarize
-from pipeline.report.claims import (
+from pipeline.conformity import (
     evaluate_particle_claims,
     evaluate_spec,
     judge,
     load_particle_claims,
     load_spec,
 )
+from pipeline.errors import ConfigError
+from pipeline.uncertainty import summarize
 
 
 @pytest.mark.parametrize("x, U, rule, expected", [

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.report.claims import load_spec
+from pipeline.conformity import load_spec
 from pipeline.report.trends import imr_limits, trend_png, trends
 
 

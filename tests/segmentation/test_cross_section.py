@@ -195,7 +195,7 @@ def test_run_with_the_fib_face_as_a_cross_section_is_indeterminate(tmp_path):
     import shutil
 
     from pipeline import synth
-    from pipeline.runner import run
+    from pipeline.batch.runner import run
 
     sample = tmp_path / "export" / "cell"
     sample.mkdir(parents=True)

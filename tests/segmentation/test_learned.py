@@ -164,7 +164,7 @@ def test_results_name_the_network_that_made_them(tmp_path):
     (rec,) = json.loads(r.stdout)
     assert rec["method"] == "learned" and rec["model"]["sha256"] == sha
     assert rec["network_scale"] == table.attrs["network_scale"]
-    from pipeline.measure import _psd
+    from pipeline.batch.measure import _psd
 
     record = _psd(da, {})[0]
     assert record["method"] == "learned" and record["model_sha256"] == sha

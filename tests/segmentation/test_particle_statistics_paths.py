@@ -23,7 +23,7 @@ def sem_file(tmp_path_factory):
 
 
 def test_notebook_cli_and_file_record_give_one_x50(sem_file):
-    from pipeline.measure import _psd
+    from pipeline.batch.measure import _psd
 
     da = pipeline.read(sem_file)
     table = find_particles(da)
@@ -84,7 +84,7 @@ def test_run_results_json_gives_the_same_x50(sem_file, tmp_path):
     """A one-image electrode: results.json's pooled x50 is the notebook's x50 of that image."""
     import shutil
 
-    from pipeline.runner import run
+    from pipeline.batch.runner import run
 
     root = tmp_path / "export"
     (root / "e1").mkdir(parents=True)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ConfigError, MeasurementError, UnreadableInput
+from pipeline.gravimetric import gravimetric_porosity, load_materials, void_reduction
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.segmentation.cross_section import porosity_from_cross_section
-from pipeline.segmentation.porosity import gravimetric_porosity, load_materials, void_reduction
 
 EMB1 = {"carbon_black/40nm": 3.0, "carbon_black/80nm": 3.0, "Ag": 2.0, "PVdF": 0.56}
 DENS = {"carbon_black": 1.86, "silver": 10.49, "pvdf": 1.78}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.conformity import evaluate_layer_claims, load_layer_claims
 from pipeline.errors import ConfigError
-from pipeline.report.claims import evaluate_layer_claims, load_layer_claims
 from pipeline.segmentation.cross_section import porosity_from_cross_section
 from pipeline.synth.xsec import xsec_dataarray
 

@@ -106,7 +106,7 @@ def pg_server() -> Iterator[str]:
 def pg_admin(pg_server):
     import sqlalchemy as sa
 
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     engine = sa.create_engine(normalize_url(pg_server), isolation_level="AUTOCOMMIT",
                               poolclass=sa.pool.NullPool)

@@ -8,23 +8,23 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.batch.store import Store
+from pipeline.batch.store_tables import sample_values
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.discover import Sample
-from pipeline.store import Store
-from pipeline.store_tables import sample_values
 from tests.report.report_data import sample_result
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    from pipeline.runner import _config
+    from pipeline.batch.config import load_run_config
 
-    return _config(None, None, None, None)
+    return load_run_config()
 
 
 def failed(cfg, sample_id: str, problem: str) -> dict:
     """The record the runner makes of a sample whose task failed (`runner._failed_record`)."""
-    from pipeline.runner import _failed_record
+    from pipeline.batch.runner import _failed_record
 
     sample = Sample(sample_id, files=[Path(f"exports/{sample_id}/psd-01.tif"),
                                       Path(f"exports/{sample_id}/height-01.x3p")])

@@ -12,13 +12,13 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from pipeline.store import RUN_STATUSES, Store, process_gone, process_started, this_process
+from pipeline.batch.store import RUN_STATUSES, Store, process_gone, process_started, this_process
 
 
 def _set_process(url: str, run_id: str, proc: dict | None) -> None:
     """Rewrite the "process" a run's meta names, past the store (as another host or an
     earlier version of the package would have stored it)."""
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
     try:
@@ -37,7 +37,7 @@ def _set_process(url: str, run_id: str, proc: dict | None) -> None:
 
 def _begin_in_child(url: str) -> str:
     """begin_run in a process that exits without finishing the run (as a killed one does)."""
-    code = ("import sys; from pipeline.store import Store; st = Store.open(sys.argv[1]); "
+    code = ("import sys; from pipeline.batch.store import Store; st = Store.open(sys.argv[1]); "
             "print(st.begin_run(folder='killed', package_version='0.1.0', meta={'jobs': 2}))")
     res = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
                          timeout=120, check=True)
@@ -55,7 +55,7 @@ def test_a_dead_process_s_run_is_aborted_by_the_next_run(db_url, caplog):
         proc = run["meta"]["process"]
         assert run["status"] == "running" and proc["pid"] != os.getpid()
         assert proc["host"] == this_process()["host"]
-        with caplog.at_level("WARNING", logger="pipeline.store"):
+        with caplog.at_level("WARNING", logger="pipeline.batch.store"):
             new = st.begin_run(folder="next", package_version="0.1.0", meta={})
         assert _status(st) == {dead: "aborted", new: "running"}
         assert next(r for r in st.runs() if r["run_id"] == dead)["finished_utc"] is None

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from pipeline.batch.store import METADATA, DuplicateKey, Store
 from pipeline.errors import ConfigError, ElectrodeQCError
-from pipeline.store import METADATA, DuplicateKey, Store
 from tests.report.report_data import SHA, sample_result
 
 TABLES = {"runs", "samples", "images", "quarantine", "alembic_version"}
@@ -41,7 +41,7 @@ def migrate(conn, revision: str, *, down: bool = False) -> None:
     """Alembic up (or `down`) to `revision` on `conn`, as Store.open runs it."""
     from alembic import command
 
-    from pipeline.store import _alembic_config
+    from pipeline.batch.store import _alembic_config
 
     cfg = _alembic_config()
     cfg.attributes["connection"] = conn
@@ -50,7 +50,7 @@ def migrate(conn, revision: str, *, down: bool = False) -> None:
 
 def raw_rows(url: str, table: str, where: str = "") -> list[tuple]:
     """Rows exactly as stored, read past the store (new engine, plain SQL)."""
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
     try:
@@ -96,7 +96,7 @@ def test_upgrade_from_0001_fills_the_state_of_stored_rows(db_url):
     """A store written at revision 0001 (no state column) is upgraded on open; each row's
     state comes from its own stored record, and nothing else in the row changes."""
 
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
     try:
@@ -225,7 +225,7 @@ def test_the_constraints_keep_one_chain_per_sample(db_url, store, run_id):
     store.add_sample(sample_result("S1"), key=key(2), run_id=run_id, reason="new input files")
     base = {"idempotency_key": key(3), "forced": False, "run_id": run_id, "created_utc": "t",
             "package_version": "0.1.0", "record_json": "{}", "sample_id": "S1"}
-    from pipeline.store_tables import SAMPLES
+    from pipeline.batch.store_tables import SAMPLES
 
     for extra in ({}, {"supersedes": r1, "supersede_reason": "again"},
                   {"supersedes": r1 + 100, "supersede_reason": "no such row"}):
@@ -436,7 +436,7 @@ def test_no_url_and_no_folder_is_a_config_error():
 
 def test_a_newer_database_is_refused(db_url):
     Store.open(db_url).close()
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
@@ -468,7 +468,7 @@ def test_downgrade_to_0001_and_up_again_keeps_the_rows(db_url):
 
 def test_the_migrations_downgrade_to_empty(db_url):
 
-    from pipeline.store import normalize_url
+    from pipeline.batch.store import normalize_url
 
     Store.open(db_url).close()
     engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)

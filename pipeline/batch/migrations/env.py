@@ -1,6 +1,6 @@
 """Alembic environment of the results store.
 
-`pipeline.store.Store.open` runs the migrations with its own connection, passed in
+`pipeline.batch.store.Store.open` runs the migrations with its own connection, passed in
 ``config.attributes["connection"]`` inside a transaction it owns. For hand work (for example
 ``alembic -x`` style scripts) a ``sqlalchemy.url`` main option is used instead. No logging is
 configured here: the command line sets handlers.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from pipeline.store_tables import METADATA
+from pipeline.batch.store_tables import METADATA
 
 config = context.config
 

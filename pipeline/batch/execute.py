@@ -245,59 +245,46 @@ def _in_process(fn, args) -> Iterator[tuple[int, Any]]:
 _WARM: dict[Any, Any] = {}  # jobs -> pool; ("dask", jobs) -> Future of a cluster
 
 
-# what a measurement task imports (the pipeline imports its libraries lazily)
-_TASK_MODULES = ("pipeline.runner", "pipeline.sample", "pipeline.measure",
-                 "pipeline.ingest.registry", "pipeline.segmentation.particles",
-                 "pipeline.segmentation.psd", "pipeline.segmentation.porosity",
-                 "pipeline.segmentation.cross_section", "pipeline.segmentation.edgefit",
-                 "pipeline.segmentation.sublayers",
-                 "pipeline.segmentation.protrusions", "pipeline.metrology.texture",
-                 "pipeline.report.claims", "pipeline.report.tables", "cv2", "pandas",
-                 "xarray", "tifffile", "pyarrow.parquet", "scipy.ndimage",
-                 "skimage.segmentation", "sklearn.mixture")
-
-
-def _warm_worker(parent_pid: int | None = None, main_thread: bool = False) -> None:
-    """Initializer of a pre-started pool (`_pool_worker`, when given the parent's pid) and
-    of the local cluster's workers (`worker_setup`): the task's imports paid up front."""
+def _warm_worker(parent_pid: int, main_thread: bool, warm: tuple[str, ...]) -> None:
+    """Initializer of a pre-started pool: `_pool_worker`, then the modules in `warm` (what
+    the caller's task will import) imported up front."""
     import importlib
 
-    if parent_pid is None:
-        worker_setup()
-    else:
-        _pool_worker(parent_pid, main_thread)
-    for name in _TASK_MODULES:
+    _pool_worker(parent_pid, main_thread)
+    for name in warm:
         importlib.import_module(name)
     single_threaded()  # and the libraries those imports loaded, whatever their environment
 
 
 def dask_setup(worker) -> None:
-    """Preload hook of the local cluster's workers (``preload=["pipeline.execute"]``): a
-    worker pays its imports as it starts, before its first task arrives."""
-    _warm_worker()
+    """Preload hook of the local cluster's workers (``preload=[..., "pipeline.batch.execute"]``,
+    after the modules the caller's task imports): one thread per library, freed memory kept."""
+    worker_setup()
 
 
 def _noop() -> None:
     return None
 
 
-def prewarm(jobs: int) -> None:
-    """Start a pool of `jobs` workers now, importing what a task needs, for the next
-    `execute` with the same `jobs` to use (a worker takes ~2 s to import the pipeline)."""
+def prewarm(jobs: int, *, warm: Sequence[str] = ()) -> None:
+    """Start a pool of `jobs` workers now, importing the modules `warm` (what the task will
+    need), for the next `execute` with the same `jobs` to use (a worker takes ~2 s to import
+    the pipeline)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     discard_warm()
     ex = ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_warm_worker, initargs=_pool_initargs())
+                             initializer=_warm_worker,
+                             initargs=(*_pool_initargs(), tuple(warm)))
     for _ in range(jobs):  # each submit starts a worker, in this thread
         ex.submit(_noop)
     _WARM[jobs] = ex
 
 
-def prewarm_local_cluster(jobs: int) -> None:
+def prewarm_local_cluster(jobs: int, *, warm: Sequence[str] = ()) -> None:
     """Start the local dask cluster of `jobs` workers in a background thread, its workers
-    importing what a task needs, for the next ``execute(..., scheduler="auto")`` with the
+    importing the modules `warm` (what the task will need), for the next ``execute(..., scheduler="auto")`` with the
     same `jobs` to use: the cluster's start-up (~2 s) overlaps this process's discovery,
     hashing and store look-ups."""
     from concurrent.futures import Future
@@ -307,7 +294,7 @@ def prewarm_local_cluster(jobs: int) -> None:
 
     def start() -> None:
         try:
-            cluster, client = _local_cluster(jobs)
+            cluster, client = _local_cluster(jobs, warm)
         except BaseException as exc:  # handed to whoever takes the cluster
             fut.set_exception(exc)
             return
@@ -420,8 +407,9 @@ def _import_distributed():
     return distributed
 
 
-def _local_cluster(jobs: int):
-    """A LocalCluster of `jobs` one-thread worker processes on 127.0.0.1, and its client."""
+def _local_cluster(jobs: int, warm: Sequence[str] = ()):
+    """A LocalCluster of `jobs` one-thread worker processes on 127.0.0.1, and its client;
+    each worker imports the modules `warm` as it starts."""
     import dask
 
     distributed = _import_distributed()
@@ -442,7 +430,8 @@ def _local_cluster(jobs: int):
                           "distributed.worker.memory.monitor-interval": "2s"}):
         cluster = distributed.LocalCluster(n_workers=jobs, threads_per_worker=1,
                                            processes=True, host="127.0.0.1",
-                                           dashboard_address="127.0.0.1:0", preload=[__name__])
+                                           dashboard_address="127.0.0.1:0",
+                                           preload=[*warm, __name__])
     try:
         return cluster, distributed.Client(cluster, direct_to_workers=True)
     except BaseException:

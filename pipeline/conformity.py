@@ -107,7 +107,7 @@ def load_layer_claims(path: str | Path | None = None) -> CalibrationFile:
 
 
 def evaluate_layer_claims(claims: CalibrationFile, layers: dict[str, Any] | None) -> dict[str, Any]:
-    """Claims 10-11 against the sample's sub-layers (`pipeline.sample` aggregates the
+    """Claims 10-11 against the sample's sub-layers (`pipeline.batch.sample` aggregates the
     cross-sections' `pipeline.segmentation.sublayers` results).
 
     ``two_sublayers``: met when every cross-section shows two sub-layers with the finer at the

@@ -35,7 +35,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.batch import persist
+from pipeline.batch.store import Store
 from pipeline.errors import EXIT_OK, ConfigError, ElectrodeQCError, UnreadableInput
+from pipeline.ingest.discover import MANIFEST_NAMES, discover, load_rules
+from pipeline.ingest.registry import read, sha256_file
 
 __all__ = ["Watcher", "watch"]
 
@@ -75,7 +79,7 @@ class Watcher:
     ----------
     folder : path
         The export folder (see `pipeline.ingest.discover`).
-    store : pipeline.store.Store
+    store : pipeline.batch.store.Store
         Used for `quarantined()` (at start) and `quarantine(...)`.
     process_sample : callable
         ``process_sample(sample: pipeline.ingest.discover.Sample) -> Any``: measures the
@@ -99,7 +103,6 @@ class Watcher:
                  process_sample: Callable[[Any], Any], poll: bool = False,
                  stable_seconds: float = 2.0, scan_interval_s: float = 60.0,
                  poll_interval_s: float = 1.0, clock: Callable[[], float] = time.monotonic):
-        from pipeline.ingest.discover import load_rules
 
         self.folder = Path(folder).resolve()
         if not self.folder.is_dir():
@@ -236,7 +239,6 @@ class Watcher:
         """"image", "manifest", "skipped" (sidecars, notes), or None (not ours to look at)."""
         from fnmatch import fnmatch
 
-        from pipeline.ingest.discover import MANIFEST_NAMES
 
         try:
             rel = path.relative_to(self.folder)
@@ -342,7 +344,6 @@ class Watcher:
 
     def _check(self, path: Path, st: _Stat) -> None:
         """Read a settled image: ready, or quarantined with the reason."""
-        from pipeline.ingest.registry import read, sha256_file
 
         sidecars = self._sidecars(path)
         reason = None
@@ -379,7 +380,6 @@ class Watcher:
     def _process(self) -> None:
         if not (self._dirty or self._manifest_changed) or self._discover_error is not None:
             return
-        from pipeline.ingest.discover import discover
 
         notes: list[str] = []
         try:
@@ -436,18 +436,11 @@ class Watcher:
 def _store_process_sample(store: Any, out: Path | None,
                           on_stored: Callable[[dict], Any] | None = None
                           ) -> Callable[[Any], Any]:
-    """The runner's ``process_sample_into_store(sample, store, out=out)``, bound to `store`;
-    `on_stored(record)` is called with each sample's stored (or reused) record."""
-    from pipeline import runner
-
-    fn = getattr(runner, "process_sample_into_store", None)
-    if fn is None:
-        raise ConfigError(None, "this installation's runner has no store support "
-                                "(pipeline.runner.process_sample_into_store is missing), so "
-                                "watch cannot measure samples; update electrode-qc")
+    """`pipeline.batch.persist.process_sample_into_store(sample, store, out=out)`, bound to
+    `store`; `on_stored(record)` is called with each sample's stored (or reused) record."""
 
     def process_sample(sample):
-        rec = fn(sample, store, out=out)
+        rec = persist.process_sample_into_store(sample, store, out=out)
         if on_stored is not None:
             on_stored(rec)
         return rec
@@ -473,7 +466,6 @@ def watch(folder: str | Path, *, db_url: str | None = None, out: str | Path | No
     is called for every sample stored (the command line prints its verdict line). Neither `out` nor a SQLite
     database may lie inside the watched folder (the watcher would read its own outputs).
     """
-    from pipeline.store import Store
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -1,7 +1,7 @@
 """The results store's tables, as the migrations leave them, and the rows of a sample record.
 
-`pipeline.store` queries through these; the tests compare them with what the migrations in
-``pipeline/migrations`` create. Values are stored as plain JSON text, finite floats or NULL,
+`pipeline.batch.store` queries through these; the tests compare them with what the migrations in
+``pipeline/batch/migrations`` create. Values are stored as plain JSON text, finite floats or NULL,
 never NaN; text holds no NUL.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from pipeline.report_text import to_json
+from pipeline.jsonio import to_json
 
 __all__ = ["IMAGES", "IS_LATEST", "LATER", "METADATA", "QUARANTINE", "ROWS", "RUNS", "SAMPLES", "STATES",
            "decode", "finite_float", "json_text", "now", "sample_values"]

@@ -4,7 +4,7 @@ SQLAlchemy Core, no ORM. A verdict row is never updated or deleted: a re-measure
 `samples` row whose ``supersedes`` names the row it replaces, with a reason. The constraints
 keep every sample's rows one chain (one first row per sample id, no row superseded twice), so
 exactly one row per sample is the latest. The schema is made and upgraded by the Alembic
-migrations in ``pipeline/migrations``, run by `Store.open`.
+migrations in ``pipeline/batch/migrations``, run by `Store.open`.
 
 SQLite runs in WAL mode with foreign keys on and a busy timeout, and a write transaction takes
 the write lock at BEGIN (``BEGIN IMMEDIATE``); PostgreSQL writes take an advisory lock per
@@ -34,8 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
-from pipeline.errors import EXIT_USAGE, ConfigError, ElectrodeQCError
-from pipeline.store_tables import (
+from pipeline.batch.store_tables import (
     IMAGES,
     IS_LATEST,
     LATER,
@@ -49,6 +48,7 @@ from pipeline.store_tables import (
     now,
     sample_values,
 )
+from pipeline.errors import EXIT_USAGE, ConfigError, ElectrodeQCError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -48,7 +48,7 @@ def _u_cal_rel(images: list[dict], key: str, default: float | None, flags: list[
 
 
 def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: list[str]):
-    from pipeline.segmentation.porosity import gravimetric_porosity
+    from pipeline.gravimetric import gravimetric_porosity
 
     recipe = entry.get("recipe")
     if not which or not recipe:
@@ -77,7 +77,7 @@ def _protrusions(sf: list[dict], flags: list[str]):
     """Protrusion density per magnification class ({class: summary}) and the one summary
     when all fields share a class (None otherwise: densities seen at different
     magnifications are not averaged)."""
-    from pipeline.report.aggregate import summarize
+    from pipeline.uncertainty import summarize
 
     classes: dict[str, list[float]] = {}
     for im in sf:
@@ -111,7 +111,7 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     vals = [(t, u) for t, u in vals if t is not None and u is not None]
     if not vals:
         return None
-    from pipeline.report.aggregate import summarize
+    from pipeline.uncertainty import summarize
 
     s = summarize([v[0] for v in vals], u_other=[float(np.mean([v[1] / 2.0 for v in vals]))])
     return {"mean": s["mean"], "U": s["U"], "n": s["n"]}
@@ -135,7 +135,7 @@ def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
         flags.append("sub-layers: the cross-sections disagree on the number of sub-layers")
     if out["n_layers"] != 2:
         return out
-    from pipeline.report.aggregate import summarize
+    from pipeline.uncertainty import summarize
 
     r = summarize([f["ratio_claim"] for f in found],
                   u_other=[float(np.mean([f["u_ratio"] for f in found]))])
@@ -170,7 +170,7 @@ def _inner_carbon(pooled):
 
 def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
              flags: list[str]) -> dict[str, Any]:
-    from pipeline.report.aggregate import summarize
+    from pipeline.uncertainty import summarize
 
     ok = [im for im in images if im["status"] == "ok"]
     by = {r: [im for im in ok if im["role"] == r] for r in ("psd", "surface", "cross_section",
@@ -293,13 +293,13 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     previews ({"sem": [...], "height": [...], "histogram": ..., "layer_profile": ...}) and the tables
     ({"particles": DataFrame or None, "images": list of records}).
     """
-    from pipeline.measure import measure_file
-    from pipeline.report.claims import (
+    from pipeline.batch.measure import measure_file
+    from pipeline.conformity import (
         evaluate_layer_claims,
         evaluate_particle_claims,
         evaluate_spec,
     )
-    from pipeline.segmentation.porosity import void_reduction
+    from pipeline.gravimetric import void_reduction
 
     entry = sample.manifest
     ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,

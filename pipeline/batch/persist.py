@@ -12,22 +12,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Settler", "close_store", "needs_retry", "pair", "pairs",
-           "process_sample_into_store", "report_from_store", "reused_record", "store_record"]
+from pipeline import __version__
+from pipeline.batch.config import load_run_config
+from pipeline.batch.identity import hash_files, idempotency_key, inputs
+from pipeline.batch.measure import default_max_memory
+from pipeline.batch.results import RunResult, pair, write_results
+from pipeline.batch.store import DuplicateKey, Store
+from pipeline.batch.task import measure_task, table_name
+from pipeline.errors import ConfigError
+from pipeline.report.tables import retire_particle_tables
+from pipeline.report.trends import trends
+
+__all__ = ["RETRIED", "Settler", "close_store", "needs_retry", "process_sample_into_store",
+           "report_from_store", "retire_tables", "reused_record", "store_record"]
 
 log = logging.getLogger(__name__)
-
-
-def table_name(sample_id: str, key: str) -> str:
-    return f"{sample_id}-{key[:12]}"
 
 
 def retire_tables(out, sample_id: str, key: str, particles) -> None:
     """Once a sample's new row is stored (or decided, without a store), its older particle
     tables move to tables/particles-superseded/."""
     if out is not None and particles is not None:
-        from pipeline.report.tables import retire_particle_tables
-
         retire_particle_tables(Path(out), sample_id, keep=table_name(sample_id, key))
 
 
@@ -110,8 +115,6 @@ def store_record(st, rec: dict[str, Any], key: str, run_id: str, particles, *,
     """Append a measured sample to the store (`Store.append` says why it supersedes a row;
     `again` is the reason when the same input is measured again after a failure). If
     another process stored this very input meanwhile, its row is reported instead."""
-    from pipeline.store import DuplicateKey
-
     try:
         row, _ = st.append(rec, key=key, run_id=run_id, particles=particles, force=force,
                            again=again)
@@ -130,12 +133,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     """Measure one discovered sample in this process and add it to `store` (the watcher's
     unit of work). Idempotent: a sample whose key is stored already is not measured again
     (unless `force`); the stored record is returned with ``stored.reused`` True."""
-    from pipeline import __version__
-    from pipeline.identity import hash_files, idempotency_key, inputs
-    from pipeline.measure import default_max_memory
-    from pipeline.runner import _config, _measure_task
-
-    cfg = cfg or _config(None, None, None, None, default_max_memory(1))
+    cfg = cfg or load_run_config(max_memory=default_max_memory(1))
     key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
     hit = None if force else store.current([key]).get(key)
     again = None
@@ -143,7 +141,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
         hit, again = None, RETRIED
     if hit is not None:
         return reused_record(hit)
-    res = _measure_task((sample, cfg, None if out is None else Path(out), "none", key))
+    res = measure_task((sample, cfg, None if out is None else Path(out), "none", key))
     rec = res["record"]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rec["provenance"].update(package_version=__version__, created_utc=created,
@@ -170,20 +168,14 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
 
 
 def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | None = None,
-                      gate_spec: str | Path | None = None):
-    """Rebuild report.html, results.json and the tables from the results store alone;
-    returns the `pipeline.runner.RunResult`.
+                      gate_spec: str | Path | None = None) -> RunResult:
+    """Rebuild report.html, results.json and the tables from the results store alone.
 
     The latest (not superseded) row of every sample is reported, with a trend chart per
     metric over every stored measurement. `db` None means SQLite at OUT/results.db.
     """
-    from pipeline.errors import ConfigError
-    from pipeline.report.trends import trends
-    from pipeline.runner import _config, _finish
-    from pipeline.store import Store
-
     out = Path(out)
-    cfg = _config(spec, gate_spec, None, None)
+    cfg = load_run_config(spec, gate_spec)
     if db is None or db.startswith("sqlite"):
         from sqlalchemy.engine import make_url
 
@@ -202,27 +194,6 @@ def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | Non
     from sqlalchemy.engine import make_url
 
     where = make_url(st.url).render_as_string(hide_password=True)
-    return _finish(records, {}, f"results store {where}", out, cfg, None, created,
-                   False, True, trends=trends(history, cfg.spec))
-
-
-def pairs(records: list[dict[str, Any]]) -> None:
-    """Void reduction for samples paired with a separately measured before-pressing sample."""
-    by_id = {r["sample_id"]: r for r in records}
-    for r in records:
-        pair(r, by_id)
-
-
-def pair(r: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
-    """Set `r`'s void reduction from its pair partner's porosity in `by_id`, if both are
-    known and `r` has none yet (a manifest's gravimetric before/after comes first)."""
-    from pipeline.segmentation.porosity import void_reduction
-
-    partner = r.get("pair")
-    if not partner or partner not in by_id or r.get("void_reduction_pct") is not None:
-        return
-    before = by_id[partner]["claim15"]["properties"].get("porosity", {}).get("value")
-    after = r["claim15"]["properties"].get("porosity", {}).get("value")
-    if before is not None and after is not None:
-        r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
-        r["void_reduction_source"] = f"paired sample {partner}"
+    return write_results(records, {}, folder=f"results store {where}", out=out, cfg=cfg,
+                         manifest_id=None, created=created, strict=False, report=True,
+                         trends=trends(history, cfg.spec))

@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-26
 
-Written out in full rather than imported from `pipeline.store`, so that later changes to the
+Written out in full rather than imported from `pipeline.batch.store`, so that later changes to the
 store's tables do not change what this revision did.
 """
 
