@@ -1,4 +1,8 @@
-"""What every command shares: errors to stderr with their exit codes, strict JSON on stdout."""
+"""What every command shares: errors to stderr with their exit codes, strict JSON on stdout.
+
+Like every module of the command line, it imports the layers below it only inside the
+function that needs them: `import pipeline.cli` (and so `--help`) loads neither numpy nor
+the readers."""
 
 from __future__ import annotations
 
@@ -13,8 +17,10 @@ from pipeline.errors import (
     EXIT_UNREADABLE,
     EXIT_USAGE,
     ElectrodeQCError,
+    WrongKind,
     one_line,
 )
+from pipeline.jsonio import to_json
 
 __all__ = ["emit_json", "err", "error_text", "guard"]
 
@@ -26,11 +32,9 @@ def err(msg: str) -> None:
 def error_text(exc: ElectrodeQCError) -> str:
     """One line for one of our errors; a file of the other kind also names the commands
     that take it ("...is an SEM image (FEI), not a height map; use particles, ...")."""
-    from pipeline.errors import WrongKind
-
     text = one_line(exc)
     if isinstance(exc, WrongKind):
-        from pipeline.ingest.registry import commands_for
+        from pipeline.ingest.registry import commands_for  # the readers: when it is needed
 
         advice = commands_for(exc.found_kind)
         text += f"; {advice}" if advice else ""
@@ -66,6 +70,4 @@ def guard(fn: Callable[[], int]) -> None:
 
 def emit_json(obj: Any) -> None:
     """Strict JSON on stdout: numpy scalars as numbers, NaN and infinities as null."""
-    from pipeline.jsonio import to_json
-
     sys.stdout.write(to_json(obj, indent=2) + "\n")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.calibration import calibration_file, load_versioned
 from pipeline.errors import ConfigError, MeasurementError
 
 __all__ = [
@@ -45,8 +46,6 @@ def load_materials(path: str | Path | None = None) -> dict[str, Any]:
     path : str or Path, optional
         A materials TOML (schema ``materials``); default ``calibration/materials.toml``.
     """
-    from pipeline.calibration import calibration_file, load_versioned
-
     path = Path(path) if path is not None else calibration_file("materials.toml")
     cal = load_versioned(path, "materials")
     entries = cal.data.get("materials")

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.calibration import CalibrationFile, calibration_dirs, load_versioned
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import Raster
+from pipeline.ingest.limits import check_pixel_size
 
 __all__ = [
     "Profile",
@@ -307,8 +308,6 @@ def apply_profile(da, profile: Profile, *, today: _dt.date):
         log.info("%s: file gives a pixel size; profile %s override_um not used",
                  a.get("source_path"), profile.id)
     if new_ps is not None:
-        from pipeline.ingest.limits import check_pixel_size
-
         dx, dy = check_pixel_size(a.get("source_path"), *new_ps)
         a["pixel_size_um"] = {"x": dx, "y": dy}
         ny, nx = out.shape

@@ -1,8 +1,10 @@
-"""Shared assertions for tests."""
+"""Shared assertions and helpers for tests."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 from pathlib import Path
 
@@ -50,3 +52,17 @@ def cli_json(args: list[str]) -> object:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def no_temporaries(folder: Path) -> list[str]:
+    """Names in `folder` (recursively) that look like a temporary file of the writers."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name.startswith(".") or p.name.endswith(".tmp"))
+
+
+def enospc(monkeypatch) -> None:
+    """Make flushing a written file to disk fail as on a full disk (for this test only)."""
+    def fsync(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", fsync)

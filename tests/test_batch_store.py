@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from pipeline.batch.runner import run
 from pipeline.batch.store import Store
 from pipeline.cli import app
-from tests.test_runner import electrode, paired_export
+from tests.factories import electrode, paired_export
 
 ROOT = Path(__file__).resolve().parents[1]
 

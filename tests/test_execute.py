@@ -12,7 +12,7 @@ import pytest
 from pipeline.batch.execute import available_cpus, execute, worker_info
 from pipeline.batch.runner import run
 from pipeline.errors import ConfigError
-from tests.test_runner import electrode
+from tests.factories import electrode
 
 
 def _square_or_fail(x):
@@ -192,32 +192,6 @@ def test_a_dying_worker_costs_only_the_tasks_in_flight(caplog):
     assert int(msg.split("; ")[1].split()[0]) <= 3
 
 
-def _thread_pools(_):
-    """The compute thread pools of this worker after a task's imports, and its malloc
-    setting."""
-    import os
-
-    import scipy.linalg  # noqa: F401 - SciPy's own BLAS, loaded lazily by the pipeline
-    import sklearn.mixture  # noqa: F401 - scikit-learn's OpenMP, likewise
-    from threadpoolctl import threadpool_info
-
-    return ({(i["internal_api"], i["filepath"]): i["num_threads"] for i in threadpool_info()},
-            os.environ.get("MALLOC_TRIM_THRESHOLD_"))
-
-
-@pytest.mark.parametrize("kw", [{"jobs": 2}, {"jobs": 2, "scheduler": "auto"}],
-                         ids=["pool", "dask"])
-def test_workers_run_one_compute_thread_per_library(kw):
-    """Libraries a task loads after the worker started (SciPy's BLAS, scikit-learn's
-    OpenMP) get one thread too: spare threads spin and take the other workers' cores. The
-    local dask cluster leaves glibc's adaptive mmap threshold alone (a fixed trim threshold
-    makes every image-sized array a fresh mapping)."""
-    for _, (pools, trim) in execute(_thread_pools, [0, 1], **kw):
-        assert pools and set(pools.values()) == {1}, pools
-        assert any(api == "openmp" for api, _ in pools), pools
-        assert trim is None
-
-
 def test_dask_logs_follow_ours():
     """dask sets its loggers to INFO as it is imported: without -v they stay quiet."""
     import logging
@@ -238,37 +212,6 @@ def test_dask_logs_follow_ours():
     finally:
         root.setLevel(before[0])
         logging.getLogger("distributed").setLevel(before[1])
-
-
-def _mapped_for_an_array(_):
-    """Bytes glibc maps afresh (outside its heap) for a new 24 MB array in this worker."""
-    import ctypes
-
-    import numpy as np
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in (
-            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-            "uordblks", "fordblks", "keepcost")]
-
-    mallinfo2 = ctypes.CDLL(None).mallinfo2
-    mallinfo2.restype = MallInfo2
-    before = mallinfo2().hblkhd
-    a = np.empty(3 * 2**20)
-    mapped = mallinfo2().hblkhd - before
-    del a
-    return mapped
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's mallopt only")
-@pytest.mark.parametrize("kw", [{"jobs": 2}, {"jobs": 2, "scheduler": "auto"}],
-                         ids=["pool", "dask"])
-def test_workers_keep_image_arrays_on_the_heap(kw):
-    """Workers take image-sized arrays from the heap, where freed memory is reused. By
-    default glibc maps each such array afresh and unmaps it when freed, and the next
-    sample faults every page in again, zeroed (~10 % of a sample's CPU)."""
-    for _, mapped in execute(_mapped_for_an_array, [0, 1], **kw):
-        assert mapped == 0, mapped
 
 
 def test_dask_runs_many_samples_in_chunks_that_fail_sample_by_sample():

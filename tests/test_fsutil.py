@@ -3,15 +3,11 @@ disk, a read-only file system or a too-large file is an OutputError naming the f
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,57 +20,7 @@ from pipeline.fsutil import (
     check_writable,
     ensure_folder,
 )
-
-
-# ---- fixtures shared with the tests of the writers (tables, previews) --------------------
-@contextlib.contextmanager
-def _tmpfs(folder: Path, *options: str) -> Iterator[Path]:
-    """A 2 MB tmpfs mounted at `folder` (root only: the test skips otherwise)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small file system needs root")
-    folder.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", ",".join(("size=2m", *options)),
-                          "tmpfs", str(folder)], capture_output=True, text=True, check=False)
-    if res.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-@pytest.fixture
-def full_disk(tmp_path) -> Iterator[Path]:
-    """A folder on a file system with no space left (a 2 MB tmpfs, filled)."""
-    with _tmpfs(tmp_path / "full") as folder:
-        out = folder / "out"
-        out.mkdir()
-        with open(folder / "filler", "wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        yield out
-
-
-@pytest.fixture
-def read_only(tmp_path) -> Iterator[Path]:
-    """A folder on a read-only file system."""
-    with _tmpfs(tmp_path / "ro", "ro") as folder:
-        yield folder
-
-
-def no_temporaries(folder: Path) -> list[str]:
-    """Names in `folder` (recursively) that look like a temporary file of the writers."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.name.startswith(".") or p.name.endswith(".tmp"))
-
-
-def enospc(monkeypatch) -> None:
-    """Make flushing a written file to disk fail as on a full disk (for this test only)."""
-    def fsync(fd):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "fsync", fsync)
+from tests.helpers import enospc
 
 
 # ---- atomic writes -----------------------------------------------------------------------

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from tests.factories import electrode, manifest
 from tests.helpers import ROOT
-from tests.test_runner import electrode, manifest
 
 SAMPLES = ROOT / "sample_images"
 

@@ -12,8 +12,8 @@ import pytest
 
 from pipeline.fsutil import OutputError
 from pipeline.report.tables import csv_safe, write_outputs, write_particle_table
+from tests.helpers import enospc, no_temporaries
 from tests.report.report_data import results_for, sample_result
-from tests.test_fsutil import enospc, full_disk, no_temporaries  # noqa: F401 - a fixture
 
 CMD = "=cmd|' /C calc'!A0"
 SUM = "@SUM(1+1)"
@@ -145,7 +145,7 @@ def test_a_failed_table_write_names_the_file_and_leaves_nothing(tmp_path, monkey
     assert no_temporaries(out) == [] and not (out / "results.json").exists()
 
 
-def test_a_full_disk_stops_the_tables_with_an_output_error(full_disk):  # noqa: F811
+def test_a_full_disk_stops_the_tables_with_an_output_error(full_disk):
     with pytest.raises(OutputError, match=r"cannot write: No space left on device") as exc:
         write_particle_table(pd.DataFrame({"ecd_nm": np.arange(50_000.0)}), full_disk,
                              "S1-0123456789ab")

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.batch.runner import gate, run, verdict_exit_code
 from pipeline.cli import app
-from tests.test_runner import electrode, manifest
+from tests.factories import electrode, manifest
 
 
 def _truncate(path: Path) -> None:

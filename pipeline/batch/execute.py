@@ -39,6 +39,9 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+import pipeline
+from pipeline.errors import ConfigError
+
 __all__ = ["available_cpus", "discard_warm", "execute", "exit_with_parent",
            "keep_freed_memory", "prewarm", "prewarm_local_cluster", "single_threaded",
            "worker_info", "worker_setup"]
@@ -64,8 +67,6 @@ def worker_info() -> dict[str, Any]:
 @functools.cache
 def _worker_info() -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
-
-    import pipeline
 
     vers = {}
     for name in ("numpy", "scipy", "scikit-image", "opencv-python-headless", "scikit-learn",
@@ -395,8 +396,6 @@ def _import_distributed():
     try:
         import distributed
     except ImportError:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(None, "--scheduler needs dask.distributed: pip install "
                                 "'electrode-qc[dask]'") from None
     # dask sets its loggers to INFO when imported; they follow ours (-v) instead
@@ -463,8 +462,6 @@ _TLS_FILES = ("tls_ca_file", "tls_client_cert", "tls_client_key")
 def _security(security, scheduler: str | None):
     """`security` as a `distributed.security.Security` (None stays None); `ConfigError`
     for unknown keys, missing certificate files, or security without a remote scheduler."""
-    from pipeline.errors import ConfigError
-
     if security is None:
         return None
     if not scheduler or scheduler == "auto":
@@ -510,8 +507,6 @@ def _connect(distributed, scheduler: str, security):
     """A client of the dask scheduler at `scheduler`, or a one-line `ConfigError` if it
     cannot be reached within `SCHEDULER_TIMEOUT_S` (or refuses the connection)."""
     from distributed.security import Security
-
-    from pipeline.errors import ConfigError
 
     if security is None:  # dask's own configuration (distributed.comm.tls ...)
         security = Security()
@@ -615,8 +610,6 @@ def execute(fn: Callable[[Any], Any], args: Sequence[Any], *, jobs: int | None =
     """
     jobs = available_cpus() if jobs is None else int(jobs)
     if jobs < 1:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(None, f"--jobs must be >= 1, not {jobs}")
     sec = _security(security, scheduler)  # refused without a remote scheduler
     if scheduler:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline import __version__
+
 __all__ = ["SIDECAR_SUFFIXES", "hash_files", "idempotency_key", "inputs", "sidecars_of"]
 
 
@@ -18,8 +20,6 @@ def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
     each file and sidecar path (as str) to its SHA-256, from `hash_files`."""
     import hashlib
     import json
-
-    from pipeline import __version__
 
     ident = cfg.identities()
     parts = {

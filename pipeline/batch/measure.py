@@ -21,6 +21,15 @@ from pipeline.errors import (
     MemoryLimitExceeded,
     MissingCalibration,
 )
+from pipeline.ingest.discover import assign_role, magnification_class
+from pipeline.ingest.registry import read
+from pipeline.instruments import calibrate_image
+from pipeline.metrology.form import remove_plane
+from pipeline.metrology.texture import surface_texture
+from pipeline.segmentation.cross_section import porosity_from_cross_section
+from pipeline.segmentation.particles import find_particles
+from pipeline.segmentation.protrusions import find_protrusions
+from pipeline.segmentation.psd import aggregate_primaries, counted
 
 __all__ = ["BYTES_PER_PIXEL", "PREVIEW_HEIGHT_PX", "PREVIEW_SEM_PX",
            "default_max_memory", "estimate_memory", "measure_file", "parse_memory"]
@@ -151,9 +160,6 @@ def _attrs_record(da) -> dict[str, Any]:
 
 
 def _psd(da, ctx: dict[str, Any]):
-    from pipeline.segmentation.particles import find_particles
-    from pipeline.segmentation.psd import aggregate_primaries, counted
-
     table, labels = find_particles(da, min_diameter_nm=ctx.get("expected_min_diameter_nm"),
                                    return_labels=True)
     inner = table[~table["touches_edge"]]
@@ -182,9 +188,6 @@ def _psd(da, ctx: dict[str, Any]):
 
 
 def _surface(da, ctx: dict[str, Any]):
-    from pipeline.ingest.discover import magnification_class
-    from pipeline.segmentation.protrusions import find_protrusions
-
     df = find_protrusions(da)
     ps = da.attrs["pixel_size_um"]
     pixel_nm = 1e3 * max(float(ps["x"]), float(ps["y"]))
@@ -216,8 +219,6 @@ def _sublayers_record(s: dict[str, Any], da) -> dict[str, Any]:
 
 
 def _cross_section(da, ctx: dict[str, Any]):
-    from pipeline.segmentation.cross_section import porosity_from_cross_section
-
     r = porosity_from_cross_section(da)
     results = {k: r[k] for k in ("porosity_frac", "u_porosity_frac", "U_porosity_frac",
                                  "uncertainty", "band", "layer_top_row", "layer_bottom_row",
@@ -234,9 +235,6 @@ def _cross_section(da, ctx: dict[str, Any]):
 
 
 def _height(da, ctx: dict[str, Any]):
-    from pipeline.metrology.form import remove_plane
-    from pipeline.metrology.texture import surface_texture
-
     r = surface_texture(da, recipe=ctx.get("recipe"))
     keep = ("Sa_um", "Sq_um", "Sp_um", "Sv_um", "Sz_um", "Ssk", "Sku", "Sdq", "Sdr_pct",
             "Sal_um", "Str", "Spd_per_mm2", "invalid_fraction", "sz_without_outliers_um",
@@ -275,10 +273,6 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
         exit_code, attrs, results; ``retry`` True when the failure may not repeat: out of
         memory), ``table`` (particle table or None), ``artifact``.
     """
-    from pipeline.ingest.discover import assign_role
-    from pipeline.ingest.registry import read
-    from pipeline.instruments import calibrate_image
-
     rec: dict[str, Any] = {"path": str(path), "role": None, "status": "ok", "error": None,
                            "exit_code": 0, "results": None}
     out = {"record": rec, "table": None, "artifact": None}

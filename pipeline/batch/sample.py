@@ -10,7 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.batch.measure import measure_file
+from pipeline.conformity import evaluate_layer_claims, evaluate_particle_claims, evaluate_spec
 from pipeline.errors import ElectrodeQCError
+from pipeline.gravimetric import gravimetric_porosity, void_reduction
+from pipeline.segmentation.psd import counted, size_distribution
+from pipeline.uncertainty import summarize
 
 __all__ = ["decision_record", "failed_inputs", "gate_record", "image_flags", "measure_sample"]
 
@@ -48,8 +53,6 @@ def _u_cal_rel(images: list[dict], key: str, default: float | None, flags: list[
 
 
 def _gravimetric(entry: dict[str, Any], which: dict[str, Any] | None, flags: list[str]):
-    from pipeline.gravimetric import gravimetric_porosity
-
     recipe = entry.get("recipe")
     if not which or not recipe:
         return None
@@ -77,8 +80,6 @@ def _protrusions(sf: list[dict], flags: list[str]):
     """Protrusion density per magnification class ({class: summary}) and the one summary
     when all fields share a class (None otherwise: densities seen at different
     magnifications are not averaged)."""
-    from pipeline.uncertainty import summarize
-
     classes: dict[str, list[float]] = {}
     for im in sf:
         cls = im["results"].get("magnification_class", "all")
@@ -111,7 +112,6 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
     vals = [(t, u) for t, u in vals if t is not None and u is not None]
     if not vals:
         return None
-    from pipeline.uncertainty import summarize
 
     s = summarize([v[0] for v in vals], u_other=[float(np.mean([v[1] / 2.0 for v in vals]))])
     return {"mean": s["mean"], "U": s["U"], "n": s["n"]}
@@ -135,7 +135,6 @@ def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
         flags.append("sub-layers: the cross-sections disagree on the number of sub-layers")
     if out["n_layers"] != 2:
         return out
-    from pipeline.uncertainty import summarize
 
     r = summarize([f["ratio_claim"] for f in found],
                   u_other=[float(np.mean([f["u_ratio"] for f in found]))])
@@ -163,15 +162,11 @@ def _check_thickness(xs: dict[str, Any] | None, entry: dict[str, Any], flags: li
 
 def _inner_carbon(pooled):
     """Carbon particles that count for the statistics (`psd.counted`)."""
-    from pipeline.segmentation.psd import counted
-
     return pooled[counted(pooled)]
 
 
 def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
              flags: list[str]) -> dict[str, Any]:
-    from pipeline.uncertainty import summarize
-
     ok = [im for im in images if im["status"] == "ok"]
     by = {r: [im for im in ok if im["role"] == r] for r in ("psd", "surface", "cross_section",
                                                           "height")}
@@ -195,8 +190,6 @@ def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
     m["porosity_gravimetric_before"] = _gravimetric(entry, before, flags) if before else None
     m["psd"], m["median_aspect_ratio"] = None, None
     if pooled is not None:
-        from pipeline.segmentation.psd import size_distribution
-
         try:
             d = size_distribution(pooled)
             m["psd"] = {k: d[k] for k in (
@@ -293,14 +286,6 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     previews ({"sem": [...], "height": [...], "histogram": ..., "layer_profile": ...}) and the tables
     ({"particles": DataFrame or None, "images": list of records}).
     """
-    from pipeline.batch.measure import measure_file
-    from pipeline.conformity import (
-        evaluate_layer_claims,
-        evaluate_particle_claims,
-        evaluate_spec,
-    )
-    from pipeline.gravimetric import void_reduction
-
     entry = sample.manifest
     ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
            "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 
+from pipeline import __version__
 from pipeline.batch.store_tables import (
     IMAGES,
     IS_LATEST,
@@ -325,8 +326,6 @@ class Store:
         known = {r.revision for r in script.walk_revisions()}
         unknown = sorted(h for h in heads if h not in known)
         if unknown:
-            from pipeline import __version__
-
             raise ConfigError(self.display_url, (
                 f"the database's schema is at revision {', '.join(unknown)}, newer than "
                 f"electrode-qc {__version__} knows (newest: {script.get_current_head()}); "

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import UnreadableInput
+from pipeline.errors import MissingCalibration, UnreadableInput
 from pipeline.ingest.limits import check_pixel_size, check_shape
 
 __all__ = [
@@ -275,8 +275,6 @@ def sem_dataarray(
 
 def require_pixel_size(da) -> tuple[float, float]:
     """The (dx, dy) pixel size in micrometres, or MissingCalibration naming the file."""
-    from pipeline.errors import MissingCalibration
-
     ps = da.attrs.get("pixel_size_um")
     if not ps:
         raise MissingCalibration(

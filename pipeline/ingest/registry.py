@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pipeline.errors import ElectrodeQCError, UnreadableInput, WrongKind
+from pipeline.ingest.dataarray import as_rasters
+from pipeline.ingest.sniff import describe_unrecognised
 
 __all__ = [
     "COMMANDS_BY_KIND",
@@ -223,7 +225,6 @@ def find_reader(path: str | Path, *, kind: str | None = None) -> Reader:
         if getattr(r, "available", True) is False and suffix and suffix in r.suffixes:
             raise UnreadableInput(path, f"no reader recognises this file: the {r.name} reader "
                                         f"of {suffix} files needs {r.expects}")
-    from pipeline.ingest.sniff import describe_unrecognised
 
     raise UnreadableInput(path, f"no reader recognises this file: {describe_unrecognised(head)}")
 
@@ -282,8 +283,6 @@ def read(path: str | Path, *, kind: str | None = None, sha256: bool | str = True
             if as_xarray:
                 da = reader.open(path)
             else:
-                from pipeline.ingest.dataarray import as_rasters
-
                 with as_rasters():
                     da = reader.open(path)
         except ElectrodeQCError:

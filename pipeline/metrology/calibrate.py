@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import ConfigError, MeasurementError
+from pipeline.fsutil import atomic_path, ensure_folder
+from pipeline.instruments import load_profile
 
 __all__ = ["grating_pixel_size", "step_height", "write_profile"]
 
@@ -387,8 +389,6 @@ def write_profile(
     ``z_scale`` becomes ``[z_scale]``. `certificate` has ``id``, ``date``, ``valid_until``
     (dates) and optionally ``issuer``.
     """
-    from pipeline.instruments import load_profile
-
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConfigError(path, "profile exists; pass overwrite to replace it")
@@ -425,7 +425,6 @@ def write_profile(
         lines += ["", "[certificate]"]
         for k, v in certificate.items():
             lines.append(f"{k} = {v.isoformat() if isinstance(v, _dt.date) else s(v)}")
-    from pipeline.fsutil import atomic_path, ensure_folder
 
     ensure_folder(path.parent)
     with atomic_path(path, suffix=".toml") as tmp:

@@ -11,15 +11,22 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, MeasurementError
+from pipeline.errors import ConfigError, MeasurementError, UnreadableInput
+from pipeline.ingest.limits import check_pixel_size
+from pipeline.metrology.acf import acf_decay
+from pipeline.metrology.features import spd
+from pipeline.metrology.filters import band_pass
+from pipeline.metrology.form import level as apply_level
+from pipeline.metrology.form import plane_terms
+from pipeline.metrology.height import height_parameters
+from pipeline.metrology.outliers import outlier_mask
+from pipeline.metrology.recipe import Recipe, check_level, load_recipe
+from pipeline.metrology.spatial import sdq, sdr
 
 __all__ = ["scale_limited_surface", "surface_texture"]
 
 
 def _pixel_size(height) -> tuple[float, float]:
-    from pipeline.errors import UnreadableInput
-    from pipeline.ingest.limits import check_pixel_size
-
     src = height.attrs.get("source_path")
     ps = height.attrs.get("pixel_size_um")
     if not ps:
@@ -49,10 +56,6 @@ def scale_limited_surface(
     lambda_c_um: float | None,
 ) -> np.ndarray:
     """F-operator, then S-filter, then L-filter: the surface that parameters are computed on."""
-    from pipeline.metrology.filters import band_pass
-    from pipeline.metrology.form import level as apply_level
-    from pipeline.metrology.form import plane_terms
-
     if level == "plane" and (lambda_s_um or lambda_c_um):
         # the plane is subtracted as the filters take the map in: one pass fewer
         form = plane_terms(z, dx_um, dy_um)
@@ -61,8 +64,6 @@ def scale_limited_surface(
 
 
 def _resolve(recipe, level, lambda_s, lambda_c):
-    from pipeline.metrology.recipe import Recipe, check_level, load_recipe
-
     if recipe is None:
         recipe = load_recipe()
     elif not isinstance(recipe, Recipe):
@@ -128,12 +129,6 @@ def surface_texture(
 
 
 def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
-    from pipeline.metrology.acf import acf_decay
-    from pipeline.metrology.features import spd
-    from pipeline.metrology.height import height_parameters
-    from pipeline.metrology.outliers import outlier_mask
-    from pipeline.metrology.spatial import sdq, sdr
-
     recipe, level, ls, lc = _resolve(recipe, level, lambda_s, lambda_c)
     src = height.attrs.get("source_path")
     if height.attrs.get("kind", "height") != "height" or height.ndim != 2:

@@ -21,6 +21,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.fsutil import atomic_write_bytes, ensure_folder
+from pipeline.report import figures as fg
+from pipeline.report.figures import data_uri, image_size
+from pipeline.report.html_template import CSS, TEMPLATE
+from pipeline.report.trends import METRICS
+
 __all__ = ["fmt", "fmt_pm", "render_html", "write_html"]
 
 log = logging.getLogger(__name__)
@@ -372,8 +378,6 @@ def _css(rgb: tuple[int, int, int]) -> str:
 
 
 def _sem_views(entries: Iterable[Mapping]) -> list[dict]:
-    from pipeline.report import figures as fg
-
     out = []
     for e in entries:
         path = e.get("path", "")
@@ -416,8 +420,6 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[tuple[str, str, str]]:
 
 
 def _height_views(entries: Iterable[Mapping]) -> list[dict]:
-    from pipeline.report import figures as fg
-
     out = []
     for e in entries:
         path = e.get("path", "")
@@ -447,7 +449,6 @@ def _height_views(entries: Iterable[Mapping]) -> list[dict]:
 def _histogram_view(hist: Mapping | None, sample_id: str) -> dict | None:
     if not hist or hist.get("ecd_nm") is None:
         return None
-    from pipeline.report import figures as fg
 
     view = {"uri": None, "width": 0, "height": 0, "error": None}
     try:
@@ -487,7 +488,6 @@ def _profile_view(profile: Mapping | None, sample_id: str) -> dict | None:
     prof = (profile or {}).get("profile")
     if not prof or not prof.get("depth_px"):
         return None
-    from pipeline.report import figures as fg
 
     view = {"uri": None, "width": 0, "height": 0, "error": None}
     try:
@@ -608,9 +608,6 @@ def _pictures_note(pics: Mapping | None) -> str | None:
 
 
 def _trend_views(trends: Iterable[Mapping]) -> list[dict]:
-    from pipeline.report.figures import data_uri, image_size
-    from pipeline.report.trends import METRICS
-
     out = []
     for t in trends:
         w, h = image_size(t["png"])
@@ -652,8 +649,6 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     """
     import jinja2
 
-    from pipeline.report.html_template import CSS, TEMPLATE
-
     artifacts = artifacts or {}
     views = [_sample_view(i, s, artifacts.get(s.get("sample_id")))
              for i, s in enumerate(results.get("samples") or [])]
@@ -667,8 +662,6 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
 def write_html(path: str | os.PathLike, results: dict, artifacts: dict,
                trends: list | None = None) -> Path:
     """Render the report and write it to `path` (UTF-8, parent folders made); returns the path."""
-    from pipeline.fsutil import atomic_write_bytes, ensure_folder
-
     path = Path(path)
     html = render_html(results, artifacts, trends)
     ensure_folder(path.parent)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.fsutil import atomic_open, ensure_folder
+from pipeline.jsonio import to_json
 
 __all__ = ["load", "path_for", "save"]
 
@@ -81,8 +82,6 @@ def save(out: Path, sample_id: str, key: str, artifacts: dict[str, Any]) -> Path
     """Write a sample's previews (atomically, `pipeline.fsutil`) and remove its previews of
     other keys. Returns the file, or None if the previews hold something this file cannot
     keep. Raises `pipeline.fsutil.OutputError` if the file cannot be written."""
-    from pipeline.jsonio import to_json
-
     arrays: dict[str, np.ndarray] = {}
     try:
         skeleton = to_json(_split(artifacts, arrays))

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fsutil import atomic_open, atomic_write_bytes, ensure_folder
+from pipeline.jsonio import to_json
+from pipeline.report.html import write_html
 
 __all__ = ["RESULTS_SCHEMA_PATH", "csv_safe", "image_rows", "results_schema",
            "retire_particle_tables", "sample_rows", "write_outputs", "write_particle_table",
@@ -40,8 +42,6 @@ def results_schema() -> dict[str, Any]:
 
 
 def write_results_json(path: Path, results: dict[str, Any]) -> Path:
-    from pipeline.jsonio import to_json
-
     text = to_json(results, indent=2)
     return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
 
@@ -200,8 +200,6 @@ def write_outputs(out: Path, results: dict[str, Any], artifacts: dict[str, Any],
     written += _write_table(pd.DataFrame(image_rows(results)), tdir, "images")
     written += _write_table(pd.DataFrame(sample_rows(results)), tdir, "samples")
     if html:
-        from pipeline.report.html import write_html
-
         written.append(write_html(out / "report.html", results, artifacts, trends))
     log.info("wrote %d files to %s", len(written), out)
     return written

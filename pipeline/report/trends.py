@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.report.figures import chart_png
+
 __all__ = ["METRICS", "imr_limits", "trend_png", "trends"]
 
 E2 = 2.66
@@ -46,8 +48,6 @@ def trend_png(values, labels, *, title: str, unit: str, spec_limit: float | None
     """The I-MR chart of `values` (in order) as PNG bytes (`unit` "um" is shown as µm)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from pipeline.report.figures import chart_png
 
     unit = {"um": "\u00b5m"}.get(unit, unit)
     x = np.asarray(values, float)

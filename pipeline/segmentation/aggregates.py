@@ -85,6 +85,7 @@ import math
 
 import numpy as np
 
+from pipeline.errors import MeasurementError
 from pipeline.numerics import exact_edt
 
 __all__ = ["aggregate_geometry", "area_centroid", "compare_with_instances", "crofton_perimeter",
@@ -377,8 +378,6 @@ def primary_size(labels_or_foreground, pixel_nm: float, *, exclude_edge: bool = 
         ``pixel_nm`` not positive, a label image that is not 2-D integer >= 0, ``n_boot``
         below 100.
     """
-    from pipeline.errors import MeasurementError
-
     px = _check_pixel(pixel_nm)
     if int(n_boot) < 100:
         raise ValueError(f"n_boot must be >= 100 for a 95 % interval, not {n_boot}")

@@ -77,7 +77,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MeasurementError
+from pipeline.ingest.dataarray import refuse_blank, valid_mask
 from pipeline.numerics import mad_sigma
+from pipeline.segmentation.edgefit import rim_offset
+from pipeline.segmentation.sublayers import inscribed_peaks, sublayers
 
 __all__ = ["METHODS", "porosity_from_cross_section"]
 
@@ -149,8 +152,6 @@ def _feature_radius(phase: np.ndarray, region: np.ndarray) -> float:
     distance transform over 7 x 7 neighbourhoods inside `region` (a disc of radius r gives
     r; the 7 px neighbourhood keeps the ridges of overlapping particles from adding small
     values, and specks under 2 px are not particles)."""
-    from pipeline.segmentation.sublayers import inscribed_peaks
-
     if not (phase & region).any():
         return 0.0
     d, peaks = inscribed_peaks(phase & region, 7, 2.0)
@@ -466,8 +467,6 @@ def _method_bias(radius_px: float) -> float:
 def _checked(sem):
     """(source path, image, grey scale: 257 for 16-bit) of a 2-D uint8/uint16 image that is
     not blank; MeasurementError or UnreadableInput otherwise."""
-    from pipeline.ingest.dataarray import refuse_blank
-
     src = sem.attrs.get("source_path")
     img = np.asarray(sem.values)
     if img.ndim != 2 or img.dtype not in (np.uint8, np.uint16):
@@ -514,8 +513,6 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         No contrast; no collector or substrate; no layer on it; a layer without two phases;
         a layer thinner than `MIN_LAYER_FEATURES` particle diameters.
     """
-    from pipeline.ingest.dataarray import valid_mask
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "mid-median":
@@ -563,7 +560,6 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
                                "few particles")
     area = float(layer.sum())
     porosity0 = 1.0 - float(solid.sum()) / area
-    from pipeline.segmentation.edgefit import rim_offset
 
     rim = rim_offset(raw, solid, layer, p_loc, s_loc)
     perimeter = _crofton(solid, layer)
@@ -593,7 +589,6 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     # under a dense cover, the top may sit up to `cover_shift` rows too high (one-sided)
     u_cover = float(np.mean(geo["cover_shift"][cols])) / math.sqrt(3)
     u_top_px = math.sqrt(u_level ** 2 + u_spread ** 2 + u_cover ** 2)
-    from pipeline.segmentation.sublayers import sublayers
 
     orient = (lambda a: a[::-1]) if geo["flip"] else (lambda a: a)
     layers = sublayers(orient(solid), geo["top_o"], geo["c0"], valid=orient(valid),
@@ -720,8 +715,6 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
         An image without contrast, without a current collector or without a layer on it.
     """
     from scipy.ndimage import gaussian_filter
-
-    from pipeline.ingest.dataarray import valid_mask
 
     src, img, scale = _checked(sem)
     flags: list[str] = []

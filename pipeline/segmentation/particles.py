@@ -72,7 +72,11 @@ import math
 
 import numpy as np
 
+from pipeline.errors import MeasurementError
+from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
+from pipeline.segmentation import learned
 from pipeline.segmentation.aggregates import area_centroid, particle_aggregates
+from pipeline.segmentation.learned import model_identity
 
 __all__ = ["METHODS", "find_particles"]
 
@@ -140,8 +144,6 @@ def _levels(q: np.ndarray, valid: np.ndarray, path):
     """
     import cv2
     from skimage.filters import threshold_multiotsu, threshold_otsu
-
-    from pipeline.errors import MeasurementError
 
     nbins = 1024
     hist = cv2.calcHist([q], [0], None if valid.all() else valid.view(np.uint8),
@@ -648,8 +650,6 @@ def _label_learned(img, sm, valid, t_ag, r_given):
     or on the whole image when the block holds too few whole particles (a sparse field, or
     particles large for the block). Returns (labels, fg, silver, r_px, the scale the network
     ran at)."""
-    from pipeline.segmentation import learned
-
     x = learned.normalise(img)  # the grey levels as read (normalising is scale-free)
     block = learned.probe_block(x.shape)
     probe = learned.maps(x[block], 1.0)
@@ -720,9 +720,6 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     """
     import cv2
     import pandas as pd
-
-    from pipeline.errors import MeasurementError
-    from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
 
     path = sem.attrs.get("source_path")
     if method not in METHODS:
@@ -825,8 +822,6 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
         method=method,
     )
     if method == "learned":
-        from pipeline.segmentation.learned import model_identity
-
         df.attrs["model"] = model_identity()
         df.attrs["network_scale"] = net_scale
     log.debug("%s: %d particles, %d flags", path, len(df), len(flags))

@@ -45,6 +45,9 @@ import math
 
 import numpy as np
 
+from pipeline.errors import MeasurementError
+from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
+from pipeline.metrology.form import remove_plane
 from pipeline.numerics import MAD_TO_SIGMA
 
 __all__ = ["estimate_bump_diameter_px", "find_height_protrusions", "find_protrusions",
@@ -235,9 +238,6 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     import pandas as pd
     from scipy import ndimage as ndi
 
-    from pipeline.errors import MeasurementError
-    from pipeline.ingest.dataarray import refuse_blank, require_pixel_size, valid_mask
-
     img = np.asarray(image.values, dtype=np.float32)
     if img.ndim != 2:
         raise MeasurementError(image.attrs.get("source_path"),
@@ -363,9 +363,6 @@ def find_height_protrusions(height, *, threshold_um: float):
     """
     import pandas as pd
     from scipy import ndimage as ndi
-
-    from pipeline.ingest.dataarray import require_pixel_size
-    from pipeline.metrology.form import remove_plane
 
     if not (threshold_um > 0 and math.isfinite(threshold_um)):
         raise ValueError(f"threshold_um must be > 0 and finite, got {threshold_um}")

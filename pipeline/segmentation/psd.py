@@ -40,6 +40,9 @@ import math
 
 import numpy as np
 
+from pipeline.errors import MeasurementError
+from pipeline.segmentation.aggregates import compare_with_instances, primary_mean
+
 __all__ = ["aggregate_primaries", "counted", "resolved_modes", "size_distribution", "weighted_quantiles"]
 
 log = logging.getLogger(__name__)
@@ -156,8 +159,6 @@ def _resolution_gate(attrs: dict, gm2, d: np.ndarray, path, flags: list[str]):
     The smallest mode is the smaller k = 2 mean when the mixture resolves two modes, else the
     geometric mean of all diameters (a forced split of one mode would understate it).
     """
-    from pipeline.errors import MeasurementError
-
     px = attrs.get("pixel_size_nm")
     if not px:
         return
@@ -208,8 +209,6 @@ def aggregate_primaries(particles, phase: str = "carbon") -> np.ndarray:
 
 def _primary_size(ph, num: dict, n_boot: int, seed: int, flags: list[str]) -> dict | None:
     """The aggregate-based primary size of the rows `ph` (one phase) beside the instance x50."""
-    from pipeline.segmentation.aggregates import compare_with_instances, primary_mean
-
     d = aggregate_primaries(ph)
     if d.size == 0:
         return None
@@ -261,8 +260,6 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
         median ``instance_x50_nm`` beside it and ``difference_nm``; when the two differ by
         more than their combined U95 a flag says so.
     """
-    from pipeline.errors import MeasurementError
-
     if weights not in ("number", "volume"):
         raise ValueError(f"weights must be 'number' or 'volume', not {weights!r}")
     attrs = dict(getattr(particles, "attrs", {}) or {})

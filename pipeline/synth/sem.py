@@ -78,6 +78,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.ingest.dataarray import sem_dataarray as wrap
 from pipeline.synth.common import place_spheres, shading
 
 __all__ = ["PRESETS", "SemModel", "isolated_primaries", "sem_dataarray", "sem_scene"]
@@ -247,8 +248,6 @@ def sem_dataarray(preset: str = "bimodal-40-80", **kw: Any):
     The DataArray has dims ("y", "x"), coordinates in micrometres at pixel centres and
     ``attrs["pixel_size_um"] = {"x", "y"}``, so `find_particles` accepts it.
     """
-    from pipeline.ingest.dataarray import sem_dataarray as wrap
-
     image, truth = sem_scene(preset, **kw)
     p_um = truth["pixel_nm"] / 1e3
     da = wrap(image, path=f"synthetic:{preset}:seed={truth['seed']}", pixel_size_um=(p_um, p_um),

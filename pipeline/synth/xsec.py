@@ -51,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.ingest.dataarray import sem_dataarray as wrap
 from pipeline.numerics import exact_edt
 from pipeline.synth.common import shading
 
@@ -155,8 +156,6 @@ def xsec_scene(shape: tuple[int, int] = (512, 768), *, seed: int = 0, **override
 
 def xsec_dataarray(shape: tuple[int, int] = (512, 768), *, seed: int = 0, **overrides: Any):
     """`xsec_scene` wrapped as `pipeline.read` would return an SEM image: (DataArray, truth)."""
-    from pipeline.ingest.dataarray import sem_dataarray as wrap
-
     image, truth = xsec_scene(shape, seed=seed, **overrides)
     p_um = truth["pixel_nm"] / 1e3
     da = wrap(image, path=f"synthetic:cross-section:seed={seed}", pixel_size_um=(p_um, p_um),

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pipeline.report import preview_cache as pc
-from tests.test_fsutil import full_disk  # noqa: F401 - a fixture
 
 KEY = "0123456789ab" + "f" * 52
 
@@ -64,7 +63,7 @@ def test_a_link_planted_at_the_old_temporary_name_does_not_redirect_the_write(tm
 
 def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path, monkeypatch):
     from pipeline.fsutil import OutputError
-    from tests.test_fsutil import enospc
+    from tests.helpers import enospc
 
     path = pc.save(tmp_path, "S1", KEY, {"a": np.zeros(2)})
     enospc(monkeypatch)
@@ -75,7 +74,7 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path, mon
     assert np.array_equal(pc.load(tmp_path, "S1", KEY)["a"], np.zeros(2))
 
 
-def test_a_full_disk_is_an_output_error(full_disk):  # noqa: F811
+def test_a_full_disk_is_an_output_error(full_disk):
     from pipeline.fsutil import OutputError
 
     noise = np.random.default_rng(0).random((600, 600))  # does not compress: > 2 MB

@@ -24,6 +24,7 @@ from pathlib import Path
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.limits import unpack_from
+from pipeline.ingest.sem.sidecar import find_sidecar, read_sidecar, sniff_sidecar
 from pipeline.ingest.sem.tiffio import (
     first_page,
     ifd_tag_codes,
@@ -95,14 +96,11 @@ class TescanReader:
                 return True
         except struct.error:
             return False
-        from pipeline.ingest.sem.sidecar import sniff_sidecar
 
         text = sniff_sidecar(path, SIDECAR_SUFFIX)
         return text is not None and "[MAIN]" in text
 
     def open(self, path: Path):
-        from pipeline.ingest.sem.sidecar import find_sidecar, read_sidecar
-
         path = Path(path)
         with open_tiff(path) as tif:
             page = first_page(path, tif)

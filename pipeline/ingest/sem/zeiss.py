@@ -30,6 +30,7 @@ from pipeline.errors import UnreadableInput
 from pipeline.ingest.dataarray import sem_dataarray
 from pipeline.ingest.height.binary import length_unit_to_um
 from pipeline.ingest.limits import check_expansion, check_shape
+from pipeline.ingest.sem.overlay import painted_bar_rows
 from pipeline.ingest.sem.tiffio import (
     decode_text,
     first_page,
@@ -102,8 +103,6 @@ def _length_um(path: Path, key: str, entry: tuple[str, str] | None) -> float | N
 
 def data_zone_rows(image) -> int:
     """Rows of the data zone painted over the bottom of a SmartSEM raster (0 if none)."""
-    from pipeline.ingest.sem.overlay import painted_bar_rows
-
     ny = image.shape[0]
     for skip in range(_MAX_SKIP_ROWS + 1):
         if ny - skip <= 0:
