@@ -11,6 +11,25 @@ import pytest
 
 from tests.helpers import REALDATA
 
+# end-to-end orchestration: runs, the store, the watcher, worker processes, the installed
+# package; with the long accuracy tests (marked one by one) `pytest -m "not slow"` leaves
+# the unit tests, about a seventh of the suite's time
+SLOW_MODULES = {
+    "test_batch_store.py", "test_execute.py", "test_orphans.py", "test_packaging.py",
+    "test_patent_examples.py", "test_run_containment.py", "test_runner.py",
+    "test_sample_images.py", "test_verdict_evidence.py", "test_watch.py",
+    "test_cli_startup.py", "store/test_store.py", "store/test_stale_runs.py",
+    "store/test_failed_samples.py", "report/test_chromium.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).parent
+    for item in items:
+        rel = Path(item.fspath).relative_to(root).as_posix()
+        if rel in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture
 def realdata() -> Path:

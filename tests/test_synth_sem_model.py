@@ -179,6 +179,7 @@ def _stats(img, labels):
     }
 
 
+@pytest.mark.slow
 def test_tio2_preset_matches_the_bam_images():
     if not BAM.is_dir():
         pytest.skip(f"real BAM TiO2 images not present ({BAM})")

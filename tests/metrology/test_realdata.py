@@ -64,6 +64,7 @@ def _close(value, ref):
     return abs(value - ref) <= _tol(ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("level", ["none", "plane"])
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_height_parameters_match_reference(name, level):

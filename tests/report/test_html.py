@@ -406,6 +406,7 @@ def sample_images_report(tmp_path_factory) -> Path:
     return out / "report.html"
 
 
+@pytest.mark.slow
 def test_sample_images_report_is_small_and_keeps_its_pictures(sample_images_report):
     size = sample_images_report.stat().st_size
     assert size < 2_000_000, size  # 4.6 MB with PNG previews

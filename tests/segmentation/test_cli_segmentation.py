@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import tifffile
 from typer.testing import CliRunner
 
@@ -111,6 +112,7 @@ def test_particles_command_keeps_good_files_when_one_is_bad(tmp_path):
     assert res[1]["n"] > 50
 
 
+@pytest.mark.slow
 def test_porosity_command_on_a_synthetic_cross_section(tmp_path):
     from pipeline.synth import cross_section_image, write_sem_tiff
 

@@ -76,6 +76,7 @@ def test_model_tilted_top_and_no_collector():
      "top_roughness_px": 5.0},
     {"porosity": 0.45, "radius_px": (4.0, 10.0), "above": "electrolyte"},
 ])
+@pytest.mark.slow
 def test_porosity_within_its_uncertainty_and_better_than_mid_median(kw):
     da, t = xsec_dataarray((512, 768), seed=1, **kw)
     r = porosity_from_cross_section(da)
@@ -160,6 +161,7 @@ def test_layer_without_collector_is_refused():
     assert info.value.exit_code == 3
 
 
+@pytest.mark.slow
 def test_under_resolved_particles_are_refused_or_flagged():
     da, _ = xsec_dataarray((512, 768), seed=0, porosity=0.4, radius_px=(1.5, 2.5))
     with pytest.raises(MeasurementError, match="no two phases"):
@@ -179,6 +181,7 @@ def test_too_thin_a_layer_is_refused():
         porosity_from_cross_section(da)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FIB.is_file(), reason="real FIB slice not available (../shared/realdata)")
 def test_real_fib_trench_face_is_not_a_layer(tmp_path):
     import pipeline
@@ -190,6 +193,7 @@ def test_real_fib_trench_face_is_not_a_layer(tmp_path):
     assert "not a porous layer" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not FIB.is_file(), reason="real FIB slice not available (../shared/realdata)")
 def test_run_with_the_fib_face_as_a_cross_section_is_indeterminate(tmp_path):
     import shutil
@@ -218,6 +222,7 @@ def test_run_with_the_fib_face_as_a_cross_section_is_indeterminate(tmp_path):
     {"row0": 0, "row1": 512, "col0": 600, "col1": 768},   # a strip of columns
     {"row0": 300, "row1": 340, "col0": 100, "col1": 300},  # a label inside the layer
 ])
+@pytest.mark.slow
 def test_masked_regions_do_not_end_or_bend_the_layer(region):
     da, t = xsec_dataarray((512, 768), seed=1, porosity=0.4)
     da.attrs["masked_regions"] = [region]
@@ -228,6 +233,7 @@ def test_masked_regions_do_not_end_or_bend_the_layer(region):
     assert "masked_regions_excluded" in r["flags"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 2])
 def test_thickness_under_a_cap_within_its_uncertainty(seed):
     # the cap's pixels next to the layer can read as pores and lift the top: U carries it

@@ -278,6 +278,7 @@ def test_missing_pixel_size():
         find_particles(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(5))
 def test_split_one_to_one_five_seeds(seed):
     sem, truth = synthetic(seed=seed, ag_count=30)
@@ -319,6 +320,7 @@ def test_no_silver_when_none_present():
     assert df.attrs["levels"]["silver"] is None
 
 
+@pytest.mark.slow
 def test_full_size_image_two_scale_path():
     """2048 x 1536, ~1 900 discs (the benchmark image): the half-resolution watershed path."""
     from pipeline.segmentation.psd import size_distribution

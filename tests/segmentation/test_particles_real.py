@@ -41,6 +41,7 @@ def _mean(rows, key):
     return float(np.mean([abs(r[key]) for r in rows]))
 
 
+@pytest.mark.slow
 def test_seams_beats_the_anchor_and_the_classic_method(scores):
     seams, classic, anchor = scores["seams"], scores["classic"], scores["skimage"]
     assert len(seams) == 10

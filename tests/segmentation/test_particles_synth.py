@@ -26,6 +26,7 @@ def bimodal(request):
     return truth, table, labels
 
 
+@pytest.mark.slow
 def test_split_one_to_one(bimodal):
     truth, _table, labels = bimodal
     pairs = match_labels(truth["labels"], labels)
@@ -65,6 +66,7 @@ def test_modes_within_3_percent_and_bic_2(bimodal):
     assert 0.10 < dist["ag_area_frac"] < 0.20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("median_nm, seed", [(40.0, 0), (120.0, 1)])
 def test_monomodal_bic_1(median_nm, seed):
     img, _truth = particle_image(seed=seed, modes=((median_nm, 0.12, 1.0),))
@@ -76,6 +78,7 @@ def test_monomodal_bic_1(median_nm, seed):
     assert gmean == pytest.approx(median_nm, rel=0.04)
 
 
+@pytest.mark.slow
 def test_resolution_gate_on_measured_modes():
     """Without ``min_diameter_nm`` the gate works from the measured smallest mode: at 3 nm/px
     the 40 nm mode is still measured (40.9 nm) and the pixel, coarser than 1/20 of it, is

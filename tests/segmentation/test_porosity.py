@@ -154,6 +154,7 @@ def _da(img, pixel=None):
                          vendor="synthetic", fmt="tiff")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("porosity", [0.3, 0.45, 0.6])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cross_section_porosity_within_1_5_points(seed, porosity):

@@ -133,6 +133,7 @@ def synthetic_results():
     return out
 
 
+@pytest.mark.slow
 def test_bimodal_images_modes_within_3_percent(synthetic_results):
     for r in synthetic_results:
         assert r["bic_k"] == 2

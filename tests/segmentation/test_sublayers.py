@@ -14,6 +14,7 @@ SCENE = {"radius_px": (6.0, 10.0), "sublayer_radius_px": (3.0, 5.0), "porosity":
 SHAPE = (512, 768)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ratio, seed", [((1, 3), 1), ((1, 5), 0), ((1, 8), 1)])
 def test_two_sub_layers_and_their_ratio(ratio, seed):
     da, t = xsec_dataarray(SHAPE, seed=seed, sublayer_ratio=ratio, **SCENE)
@@ -27,6 +28,7 @@ def test_two_sub_layers_and_their_ratio(ratio, seed):
     assert len(s["profile"]["depth_px"]) == len(s["profile"]["radius_px"]) > 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_one_layer_is_one_layer(seed):
     da, _ = xsec_dataarray(SHAPE, seed=seed, **SCENE)

@@ -16,6 +16,7 @@ def sem(img, pixel_um):
 
 
 # the patent's Table 1 porosities after and before pressing (Embodiment 1, Comparative 3)
+@pytest.mark.slow
 @pytest.mark.parametrize("porosity", [0.364, 0.571, 0.71])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cross_section_porosity_within_1_5_points(seed, porosity):
@@ -27,6 +28,7 @@ def test_cross_section_porosity_within_1_5_points(seed, porosity):
     assert r["thickness_um"] == pytest.approx(0.05 * 500, rel=0.03)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_surface_protrusions_recall_precision(seed):
     img, truth = surface_image(seed=seed)
@@ -39,6 +41,7 @@ def test_surface_protrusions_recall_precision(seed):
     assert recall >= 0.95 and precision >= 0.95, (recall, precision)
 
 
+@pytest.mark.slow
 def test_cross_section_masked_text_is_left_out():
     """Burned-in text (white on black) across the layer and a masked band of whole rows:
     neither moves the porosity nor ends the layer."""

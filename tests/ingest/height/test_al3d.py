@@ -65,6 +65,7 @@ def real():
     return path, pipeline.read(path), st_topography(path)
 
 
+@pytest.mark.slow
 def test_real_shape_pixel_size_and_attrs(real):
     _path, da, t = real
     assert da.attrs["reader"] == "al3d" and da.shape == (296, 200)
