@@ -21,6 +21,7 @@ Where the files come from, first found wins, file by file:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -37,6 +38,7 @@ __all__ = [
     "CalibrationFile",
     "calibration_dirs",
     "calibration_file",
+    "config_number",
     "defaults_dir",
     "load_versioned",
     "site_dir",
@@ -190,3 +192,39 @@ def load_versioned(path: str | Path, kind: str) -> CalibrationFile:
         schema_version=version,
         data=data,
     )
+
+
+def config_number(path, where: str, value: Any, *, lo: float | None = None,
+                  hi: float | None = None, positive: bool = False, allow_zero: bool = True,
+                  text: bool = False) -> float:
+    """`value` of the setting `where` in the file `path` as a float, or a ConfigError that
+    names both: a number (a TOML bool is not one; with `text`, a string such as a CSV cell
+    may hold it), finite, > 0 when `positive`, not 0 unless `allow_zero`, within [lo, hi].
+
+    >>> config_number("r.toml", "[outliers] n_sigma", 6, lo=1, hi=100)
+    6.0
+    >>> config_number("r.toml", "[outliers] n_sigma", 0.5, lo=1, hi=100)
+    Traceback (most recent call last):
+    ...
+    pipeline.errors.ConfigError: r.toml: [outliers] n_sigma = 0.5 is outside its range [1, 100]
+    """
+    if text and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(path, f"{where} must be a number, found {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(path, f"{where} must be a number, found {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ConfigError(path, f"{where} must be finite, found {value!r}")
+    if positive and v <= 0:
+        raise ConfigError(path, f"{where} must be > 0, found {v:g}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi) or (not allow_zero and v == 0):
+        raise ConfigError(path, f"{where} = {v:g} is outside its range [{_bound(lo)}, "
+                                f"{_bound(hi)}]" + ("" if allow_zero else ", not 0"))
+    return v
+
+
+def _bound(b: float | None) -> str:
+    return "none" if b is None else f"{b:g}"

@@ -16,14 +16,13 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import CalibrationFile, calibration_dirs, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_dirs, config_number, load_versioned
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import Raster
 from pipeline.ingest.limits import check_pixel_size
@@ -82,17 +81,9 @@ def instruments_dirs() -> list[Path]:
     return calibration_dirs("instruments")
 
 
-def _num(path, where: str, value: Any, *, positive: bool = True, hi: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"{where} must be a number, found {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(path, f"{where} must be finite, found {value!r}")
-    if positive and v <= 0:
-        raise ConfigError(path, f"{where} must be > 0, found {v}")
-    if hi is not None and v > hi:
-        raise ConfigError(path, f"{where} = {v} is above its limit {hi}")
-    return v
+def _num(path, where: str, value: Any, *, hi: float | None = None) -> float:
+    """A positive number (`pipeline.calibration.config_number`), at most `hi`."""
+    return config_number(path, where, value, positive=True, hi=hi)
 
 
 def _xy(path, where: str, value: Any, *, scalar_ok: bool, lo: float, hi: float):

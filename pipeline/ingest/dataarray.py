@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import MissingCalibration, UnreadableInput
+from pipeline.errors import MeasurementError, MissingCalibration, UnreadableInput
 from pipeline.ingest.limits import check_pixel_size, check_shape
 
 __all__ = [
@@ -274,15 +274,21 @@ def sem_dataarray(
 
 
 def require_pixel_size(da) -> tuple[float, float]:
-    """The (dx, dy) pixel size in micrometres, or MissingCalibration naming the file."""
+    """The (dx, dy) pixel size in micrometres: MissingCalibration naming the file when there
+    is none, MeasurementError when it is not a plausible length (`limits.check_pixel_size`:
+    zero, negative, non-finite, under 0.1 nm or over 1 mm)."""
+    src = da.attrs.get("source_path")
     ps = da.attrs.get("pixel_size_um")
     if not ps:
         raise MissingCalibration(
-            da.attrs.get("source_path"),
+            src,
             "no pixel size: the file does not give one and no instrument profile or sample "
             "manifest supplies it",
         )
-    return float(ps["x"]), float(ps["y"])
+    try:
+        return check_pixel_size(src, ps.get("x"), ps.get("y"))
+    except UnreadableInput as exc:
+        raise MeasurementError(src, exc.problem) from None
 
 
 def valid_mask(da) -> np.ndarray:

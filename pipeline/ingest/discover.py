@@ -34,7 +34,6 @@ import errno
 import fnmatch
 import itertools
 import logging
-import math
 import os
 import re
 import stat
@@ -43,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_file, config_number, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -161,18 +160,12 @@ def magnification_class(pixel_nm: float, rules: CalibrationFile | None = None) -
 
 
 def _num(path, sid, key, value, *, required=False) -> float | None:
+    """A manifest's positive number (TOML or a CSV cell), or None when it is not given."""
     if value is None or value == "":
         if required:
             raise ConfigError(path, f"sample {sid!r}: {key} is required")
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(path, f"sample {sid!r}: {key} must be a number, found {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ConfigError(path, f"sample {sid!r}: {key} must be a finite positive number, "
-                                f"found {value!r}")
-    return v
+    return config_number(path, f"sample {sid!r}: {key}", value, positive=True, text=True)
 
 
 def _shown(name: str) -> str:

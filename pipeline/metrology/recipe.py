@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
+from pipeline.calibration import CalibrationFile, calibration_file, config_number, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = ["Recipe", "default_recipe_path", "load_recipe"]
@@ -48,14 +47,7 @@ def default_recipe_path() -> Path:
 
 
 def _num(path, section, key, value, *, lo=None, hi=None, allow_zero=True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(path, f"[{section}] {key} must be a number, found {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ConfigError(path, f"[{section}] {key} must be finite, found {value!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi) or (not allow_zero and v == 0):
-        raise ConfigError(path, f"[{section}] {key} = {v} is outside its range [{lo}, {hi}]")
-    return v
+    return config_number(path, f"[{section}] {key}", value, lo=lo, hi=hi, allow_zero=allow_zero)
 
 
 def _choice(path, section, key, value, options) -> str:

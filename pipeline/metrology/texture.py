@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError, MeasurementError, UnreadableInput
-from pipeline.ingest.limits import check_pixel_size
+from pipeline.errors import ConfigError, MeasurementError
+from pipeline.ingest.dataarray import require_pixel_size
 from pipeline.metrology.acf import acf_decay
 from pipeline.metrology.features import spd
 from pipeline.metrology.filters import band_pass
@@ -24,17 +24,6 @@ from pipeline.metrology.recipe import Recipe, check_level, load_recipe
 from pipeline.metrology.spatial import sdq, sdr
 
 __all__ = ["scale_limited_surface", "surface_texture"]
-
-
-def _pixel_size(height) -> tuple[float, float]:
-    src = height.attrs.get("source_path")
-    ps = height.attrs.get("pixel_size_um")
-    if not ps:
-        raise MeasurementError(src, "height map has no pixel size")
-    try:
-        return check_pixel_size(src, ps.get("x"), ps.get("y"))
-    except UnreadableInput as exc:
-        raise MeasurementError(src, exc.problem) from None
 
 
 def _optional(flags: list[str], name: str, fn, *args, **kwargs):
@@ -133,7 +122,7 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
     src = height.attrs.get("source_path")
     if height.attrs.get("kind", "height") != "height" or height.ndim != 2:
         raise MeasurementError(src, "surface texture needs a 2-D height map")
-    dx, dy = _pixel_size(height)
+    dx, dy = require_pixel_size(height)
     z = np.asarray(height.values, dtype=np.float64)
     valid = np.isfinite(z)
     n_valid = int(np.count_nonzero(valid))

@@ -103,7 +103,7 @@ def test_csv_manifest(tmp_path):
     ('[[sample]]\nid = "a"\nfolder = "x/../../a"\n', "leads out of the export folder"),
     ('[[sample]]\nid = "a"\nfolder = "line/a"\n', "is nested"),
     ('[[sample]]\nid = "a"\nfolder = ""\n', "folder must name a sub-folder"),
-    ('[[sample]]\nid = "a"\nthickness_um = -3\n', "finite positive"),
+    ('[[sample]]\nid = "a"\nthickness_um = -3\n', "thickness_um must be > 0"),
     ('[[sample]]\nid = "a"\nstate = "pressed"\n', "before' or 'after"),
     ('[[sample]]\nid = "a"\ncolour = "red"\n', "unknown keys"),
     ('[[sample]]\nid = "a"\n[[sample]]\nid = "a"\n', "listed twice"),
