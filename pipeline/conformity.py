@@ -47,7 +47,14 @@ _LAYER_UNITS = {"two_sublayers": "layers", "sublayer_ratio": ""}
 
 
 def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> CalibrationFile:
-    """A spec file (default calibration/specs/<default>.toml), validated."""
+    """A spec file (default calibration/specs/<default>.toml), validated.
+
+    Examples
+    --------
+    >>> spec = load_spec()
+    >>> spec.identity()["id"], [p["metric"] for p in spec.data["property"]]
+    ('claim15', ['porosity_frac', 'Sa_um', 'Sz_um'])
+    """
     path = Path(path) if path is not None else calibration_file(f"specs/{default}.toml")
     cf = load_versioned(path, "spec")
     d = cf.data
@@ -150,7 +157,13 @@ def evaluate_layer_claims(claims: CalibrationFile, layers: dict[str, Any] | None
 
 def judge(value: float | None, U: float | None, limit: float, comparison: str,
           rule: str) -> str:
-    """"pass", "fail", "indeterminate", or for non_binary "conditional pass"/"conditional fail"."""
+    """"pass", "fail", "indeterminate", or for non_binary "conditional pass"/"conditional fail".
+
+    Examples
+    --------
+    >>> judge(0.36, 0.02, 0.40, "<=", "guard-band"), judge(0.39, 0.02, 0.40, "<=", "guard-band")
+    ('pass', 'indeterminate')
+    """
     if value is None or not math.isfinite(value):
         return "indeterminate"
     ok = _OPS[comparison](value, limit)
@@ -200,6 +213,16 @@ def evaluate_spec(spec: CalibrationFile, values: dict[str, dict[str, Any] | None
         ``outcome``, ``met`` (True/False, None when indeterminate), ``rule``, ``combine``,
         ``properties`` {name: {value, U, limit, comparison, margin, met, statement, unit,
         source}}, ``reasons``.
+
+    Examples
+    --------
+    >>> values = {"porosity_frac": {"value": 0.36, "U": 0.02}, "Sa_um": {"value": 0.07, "U": 0.005},
+    ...           "Sz_um": {"value": 0.92, "U": 0.03}}
+    >>> r = evaluate_spec(load_spec(), values)
+    >>> r["outcome"], r["met"], r["properties"]["porosity"]["met"]
+    ('conforming', True, True)
+    >>> evaluate_spec(load_spec(), {})["outcome"]
+    'indeterminate'
     """
     d = spec.data
     rule = d.get("decision_rule", "simple")

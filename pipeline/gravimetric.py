@@ -139,6 +139,13 @@ def gravimetric_porosity(
         Empty or negative recipe, or a component without a density.
     MeasurementError
         Non-positive inputs, or a porosity below 0 or above 0.95 (the inputs are named).
+
+    Examples
+    --------
+    >>> recipe = {"carbon_black/40nm": 3.0, "carbon_black/80nm": 3.0, "silver": 2.0, "pvdf": 0.56}
+    >>> r = gravimetric_porosity(thickness_um=10.0, areal_mass_mg_cm2=1.5, recipe=recipe)
+    >>> round(r["porosity_frac"], 3), round(r["pore_free_density_g_cm3"], 3)
+    (0.346, 2.294)
     """
     t, m = float(thickness_um), float(areal_mass_mg_cm2)
     ut, um = float(thickness_u_um), float(areal_mass_u)
@@ -200,6 +207,11 @@ def void_reduction(before: float, after: float) -> float:
     """Relative reduction of porosity by pressing, ``(before - after) / before``.
 
     Both in the same unit (fraction or percent); the result is a fraction.
+
+    Examples
+    --------
+    >>> round(void_reduction(0.55, 0.30), 3)
+    0.455
     """
     b, a = float(before), float(after)
     if not (math.isfinite(b) and b > 0 and math.isfinite(a) and a >= 0):

@@ -128,6 +128,12 @@ def run(folder: str | Path, out: str | Path | None, *, spec: str | Path | None =
         need attention ("attention": not conforming, claim 15 not met, or a failed file),
         or none. "auto" is "all" for up to 20 samples and "attention" beyond: every picture
         of a few hundred samples makes a report of several hundred MB.
+
+    Examples
+    --------
+    >>> res = run("sample_images", None, report=False, store=False)
+    >>> res.exit_code, [s["claim15"]["met"] for s in res.samples]
+    (0, [False, False, False, True])
     """
     folder = Path(folder)
     if pictures not in PICTURES:
@@ -319,6 +325,12 @@ def gate(sample_folder: str | Path, *, spec: str | Path | None = None,
     """One electrode through the production gate; the exit code is the verdict.
 
     0 conforming, 1 non-conforming, 3 indeterminate, 4 unreadable input, 70 internal error.
+
+    Examples
+    --------
+    >>> res = gate("sample_images/embodiment-1")
+    >>> res.exit_code, res.samples[0]["gate"]["outcome"]
+    (0, 'conforming')
     """
     res = run(sample_folder, out, gate_spec=spec, recipe=recipe, single=True,
               report=out is not None, today=today)

@@ -121,5 +121,12 @@ def recipe_from_file(cf: CalibrationFile) -> Recipe:
 
 
 def load_recipe(path: str | Path | None = None) -> Recipe:
-    """Load a recipe file (default: calibration/recipes/default.toml)."""
+    """Load a recipe file (default: calibration/recipes/default.toml).
+
+    Examples
+    --------
+    >>> r = load_recipe()
+    >>> r.level, r.outlier_policy
+    ('plane', 'n_sigma')
+    """
     return recipe_from_file(load_versioned(path or default_recipe_path(), "recipe"))

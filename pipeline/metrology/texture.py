@@ -105,6 +105,14 @@ def surface_texture(
         The map has no valid point, or too few for a parameter.
     ConfigError
         Invalid options or recipe.
+
+    Examples
+    --------
+    >>> import pipeline
+    >>> da = pipeline.read("sample_images/embodiment-1/height-01.x3p")
+    >>> r = surface_texture(da, level="plane")
+    >>> round(float(r["Sa_um"]), 3), round(float(r["Sz_um"]), 2)
+    (0.068, 0.9)
     """
     src = getattr(height, "attrs", {}).get("source_path")
     try:

@@ -512,6 +512,13 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     MeasurementError
         No contrast; no collector or substrate; no layer on it; a layer without two phases;
         a layer thinner than `MIN_LAYER_FEATURES` particle diameters.
+
+    Examples
+    --------
+    >>> import pipeline
+    >>> r = porosity_from_cross_section(pipeline.read("sample_images/embodiment-1/xsec-01.tif"))
+    >>> round(r["porosity_frac"], 2), r["U_porosity_frac"] < 0.05
+    (0.36, True)
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")

@@ -717,6 +717,13 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
         A blank image (all one grey value, or nearly; `pipeline.ingest.dataarray.refuse_blank`).
     MeasurementError
         Pixel too coarse for ``min_diameter_nm``, everything masked, or no particles found.
+
+    Examples
+    --------
+    >>> import pipeline
+    >>> table = find_particles(pipeline.read("sample_images/embodiment-1/psd-01.tif"))
+    >>> len(table) > 1000, "ecd_nm" in table.columns
+    (True, True)
     """
     import cv2
     import pandas as pd

@@ -234,6 +234,13 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
         Not a 2-D image, or everything masked.
     ValueError
         Non-positive `h_sigma` or bump diameter.
+
+    Examples
+    --------
+    >>> import pipeline
+    >>> bumps = find_protrusions(pipeline.read("sample_images/embodiment-1/surface-100x.tif"))
+    >>> bumps.attrs["count"], round(bumps.attrs["per_mm2"], 1)
+    (5, 16.3)
     """
     import pandas as pd
     from scipy import ndimage as ndi
