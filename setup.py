@@ -3,7 +3,7 @@
 Everything else is declared in pyproject.toml. calibration/ (specs, recipes, discovery rules,
 materials, instrument profiles) stays at the top of the repository, the one copy in version
 control; a wheel or a regular install gets it as package data under pipeline/_calibration/,
-where `pipeline.calibration` finds it through importlib.resources. An editable install
+where `pipeline.config_files` finds it through importlib.resources. An editable install
 copies nothing: the package then reads the repository's calibration/ directly. An sdist
 carries calibration/ so that a wheel built from it has the same files.
 """

@@ -91,7 +91,7 @@ def _main(
     if calibration is not None:  # for this process and the workers it starts
         import os
 
-        from pipeline.calibration import SITE_ENV
+        from pipeline.config_files import SITE_ENV
 
         os.environ[SITE_ENV] = str(calibration.expanduser().resolve())
     logging.basicConfig(

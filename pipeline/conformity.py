@@ -23,7 +23,7 @@ import operator
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import CalibrationFile, calibration_file, load_versioned
+from pipeline.config_files import CalibrationFile, calibration_file, extend, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -47,7 +47,8 @@ _LAYER_UNITS = {"two_sublayers": "layers", "sublayer_ratio": ""}
 
 
 def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> CalibrationFile:
-    """A spec file (default calibration/specs/<default>.toml), validated.
+    """A spec file (default calibration/specs/<default>.toml), on top of the spec it
+    ``extends`` (`pipeline.config_files.extend`: properties merged by name), validated.
 
     Examples
     --------
@@ -56,7 +57,7 @@ def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> Ca
     ('claim15', ['porosity_frac', 'Sa_um', 'Sz_um'])
     """
     path = Path(path) if path is not None else calibration_file(f"specs/{default}.toml")
-    cf = load_versioned(path, "spec")
+    cf = extend(load_versioned(path, "spec"), merge_by_name=("property",))
     d = cf.data
     if d.get("combine", "any") not in ("any", "all"):
         raise ConfigError(path, f"combine must be 'any' or 'all', found {d.get('combine')!r}")

@@ -12,15 +12,17 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import calibration_file, load_versioned
+from pipeline.config_files import calibration_file, load_versioned
 from pipeline.errors import ConfigError, MeasurementError
 
 __all__ = [
+    "Materials",
     "gravimetric_porosity",
     "load_materials",
     "void_reduction",
@@ -38,8 +40,26 @@ def _norm(name: str) -> str:
     return " ".join(str(name).strip().lower().replace("_", " ").replace("-", " ").split())
 
 
-def load_materials(path: str | Path | None = None) -> dict[str, Any]:
-    """Load true densities: ``{"table": {name: (rho_g_cm3, u_g_cm3)}, "aliases", "identity"}``.
+@dataclass(frozen=True)
+class Materials:
+    """True densities: ``table`` {normalised name: (rho g/cm3, u g/cm3, k = 1)}, ``aliases``
+    {alias: name}, and the identity of the file they came from (``{"id": "caller-supplied"}``
+    for densities passed in)."""
+
+    table: Mapping[str, tuple[float, float]]
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self.source)
+
+
+def load_materials(path: str | Path | None = None) -> Materials:
+    """Load true densities from a materials file.
+
+    >>> m = load_materials()
+    >>> m.identity()["id"], m.table["silver"][0]
+    ('materials', 10.49)
 
     Parameters
     ----------
@@ -65,10 +85,10 @@ def load_materials(path: str | Path | None = None) -> dict[str, Any]:
         table[key] = (rho, u)
         for alias in entry.get("aliases", []):
             aliases[_norm(alias)] = key
-    return {"table": table, "aliases": aliases, "identity": cal.identity()}
+    return Materials(table, aliases, cal.identity())
 
 
-def _density_table(densities) -> dict[str, Any]:
+def _density_table(densities) -> Materials:
     if densities is None or isinstance(densities, (str, Path)):
         return load_materials(densities)
     table = {}
@@ -76,19 +96,19 @@ def _density_table(densities) -> dict[str, Any]:
         rho, u = (value, 0.0) if np.isscalar(value) else value
         table[_norm(name)] = (float(rho), float(u))
     # the shipped file's aliases ("Ag" -> silver) still apply to caller-supplied densities
-    aliases = {a: k for a, k in load_materials()["aliases"].items() if k in table}
-    return {"table": table, "aliases": aliases, "identity": {"id": "caller-supplied"}}
+    aliases = {a: k for a, k in load_materials().aliases.items() if k in table}
+    return Materials(table, aliases, {"id": "caller-supplied"})
 
 
-def _material_of(component: str, mats: dict[str, Any]) -> str:
+def _material_of(component: str, mats: Materials) -> str:
     base = _norm(str(component).split("/", 1)[0])
-    if base in mats["table"]:
+    if base in mats.table:
         return base
-    if base in mats["aliases"]:
-        return mats["aliases"][base]
-    known = ", ".join(sorted(mats["table"]))
+    if base in mats.aliases:
+        return mats.aliases[base]
+    known = ", ".join(sorted(mats.table))
     raise ConfigError(
-        mats["identity"].get("path"),
+        mats.source.get("path"),
         f"recipe component {component!r} has no true density (known materials: {known}); "
         "add it to materials.toml or rename the component",
     )
@@ -168,7 +188,7 @@ def gravimetric_porosity(
         mat = _material_of(comp, mats)
         w_by_material[mat] = w_by_material.get(mat, 0.0) + mass / total
     # specific volume of the pore-free solid, cm3/g; one density per material (correlated)
-    s = sum(w / mats["table"][k][0] for k, w in w_by_material.items())
+    s = sum(w / mats.table[k][0] for k, w in w_by_material.items())
     rho_pf = 1.0 / s
     rho_app = _MG_CM2_PER_UM_TO_G_CM3 * m / t
     porosity = 1.0 - rho_app * s
@@ -176,7 +196,7 @@ def gravimetric_porosity(
     budget = {"thickness": (rho_app * s / t * ut) ** 2, "areal_mass": (rho_app * s / m * um) ** 2}
     var_s = 0.0
     for k, w in w_by_material.items():
-        rho, u = mats["table"][k]
+        rho, u = mats.table[k]
         ds = w / rho**2 * u
         var_s += ds**2
         budget[f"density:{k}"] = (rho_app * ds) ** 2
@@ -198,7 +218,7 @@ def gravimetric_porosity(
         "mass_fractions": w_by_material,
         "budget": budget,
         "inputs": inputs,
-        "materials": mats["identity"],
+        "materials": mats.identity(),
         "method": "gravimetric",
     }
 

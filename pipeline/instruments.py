@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.calibration import CalibrationFile, calibration_dirs, config_number, load_versioned
+from pipeline.config_files import CalibrationFile, calibration_dirs, config_number, load_versioned
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import Raster
 from pipeline.ingest.limits import check_pixel_size
@@ -82,7 +82,7 @@ def instruments_dirs() -> list[Path]:
 
 
 def _num(path, where: str, value: Any, *, hi: float | None = None) -> float:
-    """A positive number (`pipeline.calibration.config_number`), at most `hi`."""
+    """A positive number (`pipeline.config_files.config_number`), at most `hi`."""
     return config_number(path, where, value, positive=True, hi=hi)
 
 

@@ -18,7 +18,7 @@ FAST_DOCTESTS = ["pipeline.api", "pipeline.conformity", "pipeline.metrology.reci
                  "pipeline.metrology.texture", "pipeline.segmentation.cross_section",
                  "pipeline.segmentation.particles", "pipeline.segmentation.psd",
                  "pipeline.segmentation.protrusions", "pipeline.gravimetric",
-                 "pipeline.numerics", "pipeline.jsonio", "pipeline.calibration",
+                 "pipeline.numerics", "pipeline.jsonio", "pipeline.config_files",
                  "pipeline.batch.results"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.calibration import (
+from pipeline.config_files import (
     SITE_ENV,
     calibration_dirs,
     calibration_file,

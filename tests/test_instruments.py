@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.calibration import defaults_dir
+from pipeline.config_files import defaults_dir
 from pipeline.errors import ConfigError
 from pipeline.ingest.dataarray import height_dataarray, sem_dataarray
 from pipeline.instruments import (

@@ -75,7 +75,7 @@ def test_wheel_ships_the_particle_network(wheel):
 PROBE = """
 import json
 import pipeline
-from pipeline.calibration import calibration_file, defaults_dir
+from pipeline.config_files import calibration_file, defaults_dir
 from pipeline.instruments import load_profiles
 from pipeline.metrology.recipe import load_recipe
 print(json.dumps({

@@ -149,7 +149,7 @@ def test_gate_guard_band_indeterminate_3(tmp_path):
     assert out["gate"]["properties"]["Sz"]["statement"] == "pass"
     assert any(r.startswith("Sa = 0.098") for r in out["gate"]["reasons"])
     simple = tmp_path / "simple.toml"
-    from pipeline.calibration import calibration_file
+    from pipeline.config_files import calibration_file
 
     text_spec = calibration_file("specs/gate-production.toml").read_text()
     simple.write_text(text_spec.replace('decision_rule = "guard_band"', 'decision_rule = "simple"'))
@@ -223,7 +223,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(export):
 def _calibration_copy(tmp_path, monkeypatch):
     import shutil
 
-    from pipeline.calibration import defaults_dir
+    from pipeline.config_files import defaults_dir
 
     cal = tmp_path / "calibration"
     shutil.copytree(defaults_dir(), cal)

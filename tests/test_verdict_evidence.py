@@ -88,7 +88,7 @@ def test_production_gate_needs_every_property(tmp_path):
     r = CliRunner().invoke(app, ["run", str(root), "--out", str(tmp_path / "o"), "--strict",
                                  "--no-html"])
     assert r.exit_code == 1 and "gate non-conforming" in r.stdout, r.output
-    from pipeline.calibration import calibration_file
+    from pipeline.config_files import calibration_file
 
     any_spec = tmp_path / "any.toml"
     any_spec.write_text(calibration_file("specs/gate-production.toml").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.conformity import load_layer_claims, load_particle_claims, load_spec
-from pipeline.gravimetric import load_materials
+from pipeline.gravimetric import Materials, load_materials
 from pipeline.ingest.discover import load_rules
 from pipeline.instruments import load_profiles
 from pipeline.metrology.recipe import load_recipe
@@ -29,7 +29,7 @@ class RunConfig:
     recipe: Any
     rules: Any
     profiles: list
-    materials: dict
+    materials: Materials
     today: _dt.date
     max_memory: int | None = None  # bytes one measurement may use; None: no limit
 
@@ -38,7 +38,7 @@ class RunConfig:
                 "particle_claims": self.particle_claims.identity(),
                 "layer_claims": self.layer_claims.identity(),
                 "recipe": dict(self.recipe.identity), "discovery": self.rules.identity(),
-                "materials": self.materials.get("identity"),
+                "materials": self.materials.identity(),
                 "instrument_profiles": [{"id": p.id, "path": p.path} for p in self.profiles]}
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.calibration import CalibrationFile, calibration_file, config_number, load_versioned
+from pipeline.config_files import CalibrationFile, calibration_file, config_number, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = [

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.calibration import CalibrationFile, calibration_file, config_number, load_versioned
+from pipeline.config_files import CalibrationFile, calibration_file, config_number, load_versioned
 from pipeline.errors import ConfigError
 
 __all__ = ["Recipe", "default_recipe_path", "load_recipe"]

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from pipeline.calibration import calibration_file
+from pipeline.config_files import calibration_file
 from pipeline.conformity import (
     evaluate_particle_claims,
     evaluate_spec,

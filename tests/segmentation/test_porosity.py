@@ -73,18 +73,18 @@ def test_materials_file_bad(tmp_path):
 
 def test_materials_file_content():
     m = load_materials()
-    assert m["table"]["carbon black"][0] == pytest.approx(1.86)
-    assert m["table"]["silver"][0] == pytest.approx(10.49)
-    assert m["table"]["pvdf"][0] == pytest.approx(1.78)
-    assert {"graphite", "stainless steel"} <= set(m["table"])
-    assert all(u > 0 for _, u in m["table"].values())
+    assert m.table["carbon black"][0] == pytest.approx(1.86)
+    assert m.table["silver"][0] == pytest.approx(10.49)
+    assert m.table["pvdf"][0] == pytest.approx(1.78)
+    assert {"graphite", "stainless steel"} <= set(m.table)
+    assert all(u > 0 for _, u in m.table.values())
 
 
 def test_uncertainty_matches_monte_carlo():
     t, ut, ma, um = 12.0, 0.3, 1.1, 0.02
     r = gravimetric_porosity(thickness_um=t, areal_mass_mg_cm2=ma, recipe=EMB1,
                              thickness_u_um=ut, areal_mass_u=um)
-    mats = load_materials()["table"]
+    mats = load_materials().table
     rng = np.random.default_rng(7)
     n = 400_000
     tt = rng.normal(t, ut, n)

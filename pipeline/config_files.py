@@ -1,4 +1,5 @@
-"""Versioned data files in calibration/: find, load, validate the schema version, hash.
+"""The configuration files (calibration/: specs, recipes, discovery rules, materials,
+instrument profiles): find, load, validate the schema version, hash, extend.
 
 Every file carries ``schema_version``. The loader refuses versions newer than it knows,
 migrates older ones step by step (``_MIGRATIONS[kind][v]`` turns version v into v + 1),
@@ -16,6 +17,10 @@ Where the files come from, first found wins, file by file:
 
 `calibration_file` finds one file; `calibration_dirs` lists the folders of a kind of file
 (the instrument profiles of the site and the packaged ones are used together).
+
+A file may name another of its kind with ``extends = "<id>"`` (`extend`): it then holds only
+what differs, its tables of ``[[name]]`` entries merged by name into the base's. Its identity
+carries the base's identity too, so a result names both files and their hashes.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +46,7 @@ __all__ = [
     "calibration_file",
     "config_number",
     "defaults_dir",
+    "extend",
     "load_versioned",
     "site_dir",
 ]
@@ -71,14 +78,20 @@ class CalibrationFile:
     sha256: str
     schema_version: int
     data: dict[str, Any]
+    extends: CalibrationFile | None = None
 
     def identity(self) -> dict[str, Any]:
-        return {
+        """id, path, SHA-256 and schema version (and the base's identity, when it extends
+        one): what a result records of the file."""
+        out = {
             "id": self.id,
             "path": self.path,
             "sha256": self.sha256,
             "schema_version": self.schema_version,
         }
+        if self.extends is not None:
+            out["extends"] = self.extends.identity()
+        return out
 
 
 def defaults_dir() -> Path:
@@ -228,3 +241,52 @@ def config_number(path, where: str, value: Any, *, lo: float | None = None,
 
 def _bound(b: float | None) -> str:
     return "none" if b is None else f"{b:g}"
+
+
+MAX_EXTENDS = 4  # how deep a chain of ``extends`` may go
+_FOLDERS = {"spec": "specs", "recipe": "recipes", "instrument": "instruments"}
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a file name in the same folder, no path
+
+
+def extend(cf: CalibrationFile, *, merge_by_name: tuple[str, ...] = (), depth: int = 0
+           ) -> CalibrationFile:
+    """`cf` on top of the file it ``extends`` (itself when it extends none).
+
+    The base is looked for beside `cf` (``<id>.toml`` in the same folder), else among the
+    calibration files of its kind (`calibration_file`: specs/, recipes/, instruments/). Top-level values of `cf`
+    replace the base's; for each table array in `merge_by_name` (e.g. ``"property"``), an
+    entry of `cf` with the ``name`` of a base entry updates that entry, and other entries are
+    added after the base's. A chain longer than `MAX_EXTENDS`, a file that extends itself
+    or a base of another kind is a ConfigError.
+
+    >>> spec = extend(load_versioned(defaults_dir() / "specs" / "gate-production.toml", "spec"),
+    ...               merge_by_name=("property",))
+    >>> spec.extends.id, [p["name"] for p in spec.data["property"]], spec.data["combine"]
+    ('claim15', ['porosity', 'Sa', 'Sz'], 'all')
+    """
+    base_id = cf.data.get("extends")
+    if base_id is None:
+        return cf
+    if (not isinstance(base_id, str) or not _ID.fullmatch(base_id) or base_id == cf.id
+            or depth >= MAX_EXTENDS):
+        raise ConfigError(cf.path, f"extends = {base_id!r}: name another {cf.kind} file by its id "
+                                   f"(not itself; at most {MAX_EXTENDS} levels)")
+    base_path = Path(cf.path).parent / f"{base_id}.toml"
+    if not base_path.is_file():
+        base_path = calibration_file(PurePosixPath(_FOLDERS.get(cf.kind, ".")) / f"{base_id}.toml")
+    base = extend(load_versioned(base_path, cf.kind), merge_by_name=merge_by_name,
+                  depth=depth + 1)
+    data = {k: v for k, v in base.data.items() if k not in ("id", "title")}
+    data.update({k: v for k, v in cf.data.items() if k not in merge_by_name})
+    for key in merge_by_name:
+        entries = [dict(e) for e in base.data.get(key) or []]
+        index = {e.get("name"): i for i, e in enumerate(entries)}
+        for e in cf.data.get(key) or []:
+            if e.get("name") in index:
+                entries[index[e["name"]]].update(e)
+            else:
+                entries.append(dict(e))
+        if entries:
+            data[key] = entries
+    return CalibrationFile(kind=cf.kind, id=cf.id, path=cf.path, sha256=cf.sha256,
+                           schema_version=cf.schema_version, data=data, extends=base)
