@@ -263,6 +263,30 @@ def _in(x: float, lo: float, hi: float, *, hi_open: bool = False) -> bool:
     return lo <= x < hi if hi_open else lo <= x <= hi
 
 
+def _particle_test(c: dict[str, Any], psd: dict[str, Any], modes: list[dict[str, Any]],
+                   two: bool, median_aspect_ratio: float | None):
+    """(value, met, note) of one particle claim `c` on the distribution's sorted `modes`
+    (`two`: two modes resolved), before the particle count is weighed."""
+    t = c["test"]
+    m1, m2 = (modes[0]["mean_nm"], modes[1]["mean_nm"]) if len(modes) == 2 else (None, None)
+    if t == "two_modes":
+        return psd.get("bic_k"), two, None
+    if t == "no_mode_at_or_above":
+        value = max((m["mean_nm"] for m in modes), default=None)
+        return value, value is not None and value < c["limit"], None
+    if t == "aspect_ratio":
+        value = median_aspect_ratio
+        return value, None if value is None else _in(value, c["min"], c["max"]), None
+    if not two:
+        return None, False, f"{psd.get('bic_k')} mode(s) resolved, not 2"
+    if t == "ratio":
+        return m2 / m1, _in(m2 / m1, c["min"], c["max"]), None
+    if t == "difference":
+        return m2 - m1, _in(m2 - m1, c["min"], c["max"]), None
+    # mode_ranges
+    return [m1, m2], (_in(m1, *c["mode1"], hi_open=True) and _in(m2, *c["mode2"])), None
+
+
 def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None, *,
                              median_aspect_ratio: float | None = None,
                              min_particles_per_mode: int = 500) -> dict[str, Any]:
@@ -286,31 +310,9 @@ def evaluate_particle_claims(claims: CalibrationFile, psd: dict[str, Any] | None
     two = psd.get("bic_k") == 2 and len(modes) == 2
     few = (any(m["n"] < min_particles_per_mode for m in modes) if two
            else (psd.get("n") or 0) < min_particles_per_mode)
-    m1, m2 = (modes[0]["mean_nm"], modes[1]["mean_nm"]) if len(modes) == 2 else (None, None)
     for c in claims.data["claim"]:
         t = c["test"]
-        value: Any = None
-        note = None
-        met: bool | None
-        if t == "two_modes":
-            value, met = psd.get("bic_k"), two
-        elif t == "no_mode_at_or_above":
-            value = max((m["mean_nm"] for m in modes), default=None)
-            met = value is not None and value < c["limit"]
-        elif t == "aspect_ratio":
-            value = median_aspect_ratio
-            met = None if value is None else _in(value, c["min"], c["max"])
-        elif not two:
-            met, note = False, f"{psd.get('bic_k')} mode(s) resolved, not 2"
-        elif t == "ratio":
-            value = m2 / m1
-            met = _in(value, c["min"], c["max"])
-        elif t == "difference":
-            value = m2 - m1
-            met = _in(value, c["min"], c["max"])
-        else:  # mode_ranges
-            value = [m1, m2]
-            met = (_in(m1, *c["mode1"], hi_open=True) and _in(m2, *c["mode2"]))
+        value, met, note = _particle_test(c, psd, modes, two, median_aspect_ratio)
         if few and t != "aspect_ratio" and met is not None and note is None:
             note = (f"a mode holds fewer than {min_particles_per_mode} particles" if two
                     else f"fewer than {min_particles_per_mode} particles")

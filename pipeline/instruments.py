@@ -110,9 +110,8 @@ def _date(path, where: str, value: Any) -> _dt.date:
     return value
 
 
-def profile_from_file(cf: CalibrationFile) -> Profile:
-    """Validate a loaded instrument file strictly; every problem is a ConfigError naming it."""
-    d, p = cf.data, cf.path
+def _check_keys(p, d: dict[str, Any]) -> None:
+    """Known top-level keys and sections only; an id without spaces; string title and notes."""
     unknown = set(d) - _TOP
     if unknown:
         raise ConfigError(p, f"unknown instrument-profile keys: {', '.join(sorted(unknown))}")
@@ -130,15 +129,20 @@ def profile_from_file(cf: CalibrationFile) -> Profile:
         if key in d and not isinstance(d[key], str):
             raise ConfigError(p, f"{key} must be a string")
 
-    match = d.get("match", {})
+
+def _match(p, match: dict[str, Any]) -> dict[str, str]:
+    """[match]: at least one non-empty string of vendor, model, serial (stripped)."""
     if not match:
         raise ConfigError(p, "[match] needs at least one of vendor, model, serial")
     for k, v in match.items():
         if not isinstance(v, str) or not v.strip():
             raise ConfigError(p, f"[match] {k} must be a non-empty string, found {v!r}")
-    match = {k: v.strip() for k, v in match.items()}
+    return {k: v.strip() for k, v in match.items()}
 
-    ps = d.get("pixel_size", {})
+
+def _pixel_size(p, ps: dict[str, Any]):
+    """[pixel_size]: (correction factor (x, y), override (x, y) um, relative uncertainty),
+    each None when not given."""
     corr = over = unc = None
     if "correction_factor" in ps:
         # A correction beyond +/-50 % is a wrong file or a wrong profile, not a calibration.
@@ -151,8 +155,11 @@ def profile_from_file(cf: CalibrationFile) -> Profile:
         unc = _num(p, "[pixel_size] uncertainty_rel", ps["uncertainty_rel"], hi=0.5)
     if ps and corr is None and over is None:
         raise ConfigError(p, "[pixel_size] needs correction_factor or override_um")
+    return corr, over, unc
 
-    zs = d.get("z_scale", {})
+
+def _z_scale(p, zs: dict[str, Any]):
+    """[z_scale]: (factor in [0.5, 1.5], relative uncertainty), None when not given."""
     z = zu = None
     if zs:
         if "factor" not in zs:
@@ -162,27 +169,39 @@ def profile_from_file(cf: CalibrationFile) -> Profile:
             raise ConfigError(p, f"[z_scale] factor = {z} is outside [0.5, 1.5]")
         if "uncertainty_rel" in zs:
             zu = _num(p, "[z_scale] uncertainty_rel", zs["uncertainty_rel"], hi=0.5)
+    return z, zu
 
-    cert = d.get("certificate", {})
-    certificate = None
-    if cert:
-        missing = {"id", "date", "valid_until"} - set(cert)
-        if missing:
-            raise ConfigError(p, f"[certificate] needs {', '.join(sorted(missing))}")
-        if not isinstance(cert["id"], str) or not cert["id"].strip():
-            raise ConfigError(p, "[certificate] id must be a non-empty string")
-        if "issuer" in cert and not isinstance(cert["issuer"], str):
-            raise ConfigError(p, "[certificate] issuer must be a string")
-        issued = _date(p, "[certificate] date", cert["date"])
-        until = _date(p, "[certificate] valid_until", cert["valid_until"])
-        if until < issued:
-            raise ConfigError(p, f"[certificate] valid_until {until} is before its date {issued}")
-        certificate = {"id": cert["id"], "date": issued, "valid_until": until,
-                       **({"issuer": cert["issuer"]} if "issuer" in cert else {})}
 
+def _certificate(p, cert: dict[str, Any]) -> dict[str, Any] | None:
+    """[certificate]: id, date, valid_until (not before its date), optional issuer."""
+    if not cert:
+        return None
+    missing = {"id", "date", "valid_until"} - set(cert)
+    if missing:
+        raise ConfigError(p, f"[certificate] needs {', '.join(sorted(missing))}")
+    if not isinstance(cert["id"], str) or not cert["id"].strip():
+        raise ConfigError(p, "[certificate] id must be a non-empty string")
+    if "issuer" in cert and not isinstance(cert["issuer"], str):
+        raise ConfigError(p, "[certificate] issuer must be a string")
+    issued = _date(p, "[certificate] date", cert["date"])
+    until = _date(p, "[certificate] valid_until", cert["valid_until"])
+    if until < issued:
+        raise ConfigError(p, f"[certificate] valid_until {until} is before its date {issued}")
+    return {"id": cert["id"], "date": issued, "valid_until": until,
+            **({"issuer": cert["issuer"]} if "issuer" in cert else {})}
+
+
+def profile_from_file(cf: CalibrationFile) -> Profile:
+    """Validate a loaded instrument file strictly; every problem is a ConfigError naming it."""
+    d, p = cf.data, cf.path
+    _check_keys(p, d)
+    match = _match(p, d.get("match", {}))
+    corr, over, unc = _pixel_size(p, d.get("pixel_size", {}))
+    z, zu = _z_scale(p, d.get("z_scale", {}))
+    certificate = _certificate(p, d.get("certificate", {}))
     if corr is None and over is None and z is None:
         raise ConfigError(p, "profile corrects nothing: give [pixel_size] or [z_scale]")
-    return Profile(id=pid, path=p, match=match, correction_factor=corr, override_um=over,
+    return Profile(id=d["id"], path=p, match=match, correction_factor=corr, override_um=over,
                    pixel_size_uncertainty_rel=unc, z_scale=z, z_scale_uncertainty_rel=zu,
                    certificate=certificate, identity=cf.identity())
 

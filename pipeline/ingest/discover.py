@@ -94,12 +94,8 @@ class Sample:
         return str(self.manifest.get("state", "after"))
 
 
-def load_rules(path: str | Path | None = None) -> CalibrationFile:
-    """calibration/discovery.toml (or `path`), validated."""
-    path = Path(path) if path is not None else calibration_file("discovery.toml")
-    cf = load_versioned(path, "discovery")
-    d = cf.data
-    grouping = d.get("grouping", {})
+def _check_grouping(path, grouping: dict[str, Any]) -> None:
+    """[grouping]: a sample_pattern regex with a (?P<sample>...) group; skip globs."""
     pat = grouping.get("sample_pattern")
     if pat is not None:
         try:
@@ -111,28 +107,42 @@ def load_rules(path: str | Path | None = None) -> CalibrationFile:
     skip = grouping.get("skip", [])
     if not isinstance(skip, list) or not all(isinstance(s, str) for s in skip):
         raise ConfigError(path, "[grouping] skip must be a list of file-name globs")
+
+
+def _check_rule(path, i: int, r: dict[str, Any]) -> None:
+    """[[rule]] number `i`: known keys, a role, a kind, name globs (a single glob becomes a
+    list, in place), positive pixel-size bounds."""
+    extra = set(r) - _RULE_KEYS
+    if extra:
+        raise ConfigError(path, f"[[rule]] {i}: unknown keys {sorted(extra)}")
+    if r.get("role") not in ROLES:
+        raise ConfigError(path, f"[[rule]] {i}: role must be one of {ROLES}, "
+                                f"found {r.get('role')!r}")
+    if r.get("kind") not in (None, "sem", "height"):
+        raise ConfigError(path, f"[[rule]] {i}: kind must be 'sem' or 'height'")
+    names = r.get("name", [])
+    if isinstance(names, str):
+        r["name"] = [names]
+    elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(path, f"[[rule]] {i}: name must be a glob or a list of globs")
+    for k in ("pixel_nm_min", "pixel_nm_max"):
+        v = r.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
+                              or not v > 0):
+            raise ConfigError(path, f"[[rule]] {i}: {k} must be a positive number")
+
+
+def load_rules(path: str | Path | None = None) -> CalibrationFile:
+    """calibration/discovery.toml (or `path`), validated."""
+    path = Path(path) if path is not None else calibration_file("discovery.toml")
+    cf = load_versioned(path, "discovery")
+    d = cf.data
+    _check_grouping(path, d.get("grouping", {}))
     rules = d.get("rule", [])
     if not isinstance(rules, list) or not rules:
         raise ConfigError(path, "discovery rules need at least one [[rule]]")
     for i, r in enumerate(rules, 1):
-        extra = set(r) - _RULE_KEYS
-        if extra:
-            raise ConfigError(path, f"[[rule]] {i}: unknown keys {sorted(extra)}")
-        if r.get("role") not in ROLES:
-            raise ConfigError(path, f"[[rule]] {i}: role must be one of {ROLES}, "
-                                    f"found {r.get('role')!r}")
-        if r.get("kind") not in (None, "sem", "height"):
-            raise ConfigError(path, f"[[rule]] {i}: kind must be 'sem' or 'height'")
-        names = r.get("name", [])
-        if isinstance(names, str):
-            r["name"] = [names]
-        elif not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ConfigError(path, f"[[rule]] {i}: name must be a glob or a list of globs")
-        for k in ("pixel_nm_min", "pixel_nm_max"):
-            v = r.get(k)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
-                                  or not v > 0):
-                raise ConfigError(path, f"[[rule]] {i}: {k} must be a positive number")
+        _check_rule(path, i, r)
     edges = d.get("magnification", {}).get("pixel_nm_edges", [])
     if (not isinstance(edges, list) or any(isinstance(e, bool) or not isinstance(e, (int, float))
                                            or not e > 0 for e in edges)
@@ -214,6 +224,22 @@ def _folder_value(path: Path, sid: str, f: Any) -> str:
     return parts[0] if parts else "."
 
 
+def _check_tables(path: Path, sid: str, out: dict[str, Any]) -> None:
+    """A sample's [recipe] (component -> mass, all required) and [before] (thickness and
+    areal mass before pressing), as numbers, in place."""
+    recipe = out.get("recipe")
+    if recipe is not None:
+        if not isinstance(recipe, dict) or not recipe:
+            raise ConfigError(path, f"sample {sid!r}: recipe must map components to masses")
+        out["recipe"] = {str(k): _num(path, sid, f"recipe {k}", v, required=True)
+                         for k, v in recipe.items()}
+    before = out.get("before")
+    if before is not None:
+        if not isinstance(before, dict) or set(before) - _BEFORE_KEYS:
+            raise ConfigError(path, f"sample {sid!r}: [before] takes only {sorted(_BEFORE_KEYS)}")
+        out["before"] = {k: _num(path, sid, f"before {k}", v) for k, v in before.items()}
+
+
 def _validate_sample(path: Path, s: dict[str, Any]) -> dict[str, Any]:
     sid = s.get("id")
     if not isinstance(sid, str) or not sid.strip():
@@ -235,17 +261,7 @@ def _validate_sample(path: Path, s: dict[str, Any]) -> dict[str, Any]:
               "expected_min_diameter_nm"):
         if k in out:
             out[k] = _num(path, sid, k, out[k])
-    recipe = out.get("recipe")
-    if recipe is not None:
-        if not isinstance(recipe, dict) or not recipe:
-            raise ConfigError(path, f"sample {sid!r}: recipe must map components to masses")
-        out["recipe"] = {str(k): _num(path, sid, f"recipe {k}", v, required=True)
-                         for k, v in recipe.items()}
-    before = out.get("before")
-    if before is not None:
-        if not isinstance(before, dict) or set(before) - _BEFORE_KEYS:
-            raise ConfigError(path, f"sample {sid!r}: [before] takes only {sorted(_BEFORE_KEYS)}")
-        out["before"] = {k: _num(path, sid, f"before {k}", v) for k, v in before.items()}
+    _check_tables(path, sid, out)
     roles = out.get("roles")
     if roles is not None and (not isinstance(roles, dict)
                               or any(v not in ROLES for v in roles.values())):
@@ -596,75 +612,104 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None, single
                  logging.WARNING if notes is None else logging.INFO)
     name = Path(os.path.abspath(folder)).name
     manifest, ident = load_manifest(folder)
-    samples: dict[str, Sample] = {}
-    fixes: dict[str, str] = {}  # sample id -> what to rename if the id is refused
-    found: list[tuple[str, _Entry]] = []
+    found_samples = _Found()
     dirs: set[str] = set()
     top = _Entry(folder, walk.real, True, False, False)
-
-    def sample(sid: str, fix: str) -> Sample:
-        if sid not in samples:
-            samples[sid], fixes[sid] = Sample(sid), fix
-        return samples[sid]
-
     if single:
         manifest, ident, sid = _single_entry(folder, name, manifest, ident)
-        s = sample(sid, "rename the folder")
-        found += [(sid, e) for e in walk.files(top, frozenset(), s.notes, folder)]
+        s = found_samples.sample(sid, "rename the folder")
+        found = [(sid, e) for e in walk.files(top, frozenset(), s.notes, folder)]
     else:
-        by_folder = _map_folders(walk, manifest, ident)
-        # loose files belong to the folder only when the manifest says it is one electrode
-        owner = by_folder.get(".")
-        if owner is None and name in manifest and "folder" not in manifest[name]:
-            owner = name
-        loose = []
-        walk.visited.add(walk.real)
-        for e in walk.entries(top):
-            if e.is_dir:
-                dirs.add(e.path.name)
-                s = sample(by_folder.get(e.path.name, e.path.name), "rename the folder")
-                found += [(s.id, f) for f in
-                          walk.files(e, frozenset({walk.real}), s.notes, e.path)]
-            elif e.path.name in MANIFEST_NAMES:
-                continue
-            elif _skipped(e.path.name, walk.skip):
-                log.info("skipped %s: not an image (discovery skip rule)", e.path)
-            elif m := pattern.match(e.path.name) if pattern else None:
-                s = sample(by_folder.get(m["sample"], m["sample"]),
-                           "rename the files whose names start with it")
-                found.append((s.id, e))
-            elif owner is not None:
-                found.append((sample(owner, "").id, e))
-            else:
-                loose.append(e.path)
-        if loose:
-            walk.note(f"not attributed to a sample: {_names(loose)}; name them "
-                      f"<sample>_psd..., put them in a sub-folder per electrode, or run with "
-                      f"--single-sample")
+        found = _walk_export(walk, top, name, manifest, ident, pattern, found_samples, dirs)
+    samples = found_samples.by_id
     for sid, e in walk.unique(found):
         samples[sid].files.append(e.path)
     for sid, entry in manifest.items():
-        sample(sid, "").manifest = entry
+        found_samples.sample(sid, "").manifest = entry
     out = [s for s in sorted(samples.values(), key=lambda s: s.id)
            if s.files or s.manifest or s.notes]
     for s in out:
         if s.id not in manifest:
-            _check_id(s.id, folder, fixes[s.id])
+            _check_id(s.id, folder, found_samples.fixes[s.id])
     if manifest:
-        candidates = [s.id for s in samples.values() if s.id not in manifest]
-        problems = [p for sid, entry in manifest.items()
-                    if (p := _without_files(sid, entry, samples[sid], Path(ident["path"]).name,
-                                            name if single else None, dirs, candidates))]
-        if problems:
-            raise ConfigError(ident["path"], "\n".join(problems))
-    for s in out:
-        s.files.sort()
-        if not s.files and not s.manifest:
-            s.notes.append("no image files")
+        _check_manifest_files(manifest, ident, samples, name if single else None, dirs)
+    _sort_files(out)
     if notes is not None:
         notes.extend(walk.notes)
     log.info("%s: %d samples, %d files", folder, len(out), sum(len(s.files) for s in out))
     return out, ident
+
+
+def _sort_files(samples: list[Sample]) -> None:
+    """Each sample's files in order; a sample with neither files nor a manifest entry gets a
+    note saying so."""
+    for s in samples:
+        s.files.sort()
+        if not s.files and not s.manifest:
+            s.notes.append("no image files")
+
+
+class _Found:
+    """The samples found so far, by id, with what to rename when an id is refused."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, Sample] = {}
+        self.fixes: dict[str, str] = {}
+
+    def sample(self, sid: str, fix: str) -> Sample:
+        if sid not in self.by_id:
+            self.by_id[sid], self.fixes[sid] = Sample(sid), fix
+        return self.by_id[sid]
+
+
+def _walk_export(walk: _Walk, top: _Entry, name: str, manifest: dict[str, Any], ident,
+                 pattern, found_samples: _Found, dirs: set[str]) -> list[tuple[str, _Entry]]:
+    """(sample id, file) pairs of an export folder: a sub-folder per electrode, files named
+    by `pattern`, loose files for the folder's own sample when the manifest says it is one
+    electrode; the names of the sub-folders go into `dirs`, loose files into a note."""
+    found: list[tuple[str, _Entry]] = []
+    by_folder = _map_folders(walk, manifest, ident)
+    # loose files belong to the folder only when the manifest says it is one electrode
+    owner = by_folder.get(".")
+    if owner is None and name in manifest and "folder" not in manifest[name]:
+        owner = name
+    loose = []
+    walk.visited.add(walk.real)
+    for e in walk.entries(top):
+        if e.is_dir:
+            dirs.add(e.path.name)
+            s = found_samples.sample(by_folder.get(e.path.name, e.path.name), "rename the folder")
+            found += [(s.id, f) for f in
+                      walk.files(e, frozenset({walk.real}), s.notes, e.path)]
+        elif e.path.name in MANIFEST_NAMES:
+            continue
+        elif _skipped(e.path.name, walk.skip):
+            log.info("skipped %s: not an image (discovery skip rule)", e.path)
+        elif m := pattern.match(e.path.name) if pattern else None:
+            s = found_samples.sample(by_folder.get(m["sample"], m["sample"]),
+                                     "rename the files whose names start with it")
+            found.append((s.id, e))
+        elif owner is not None:
+            found.append((found_samples.sample(owner, "").id, e))
+        else:
+            loose.append(e.path)
+    if loose:
+        walk.note(f"not attributed to a sample: {_names(loose)}; name them "
+                  f"<sample>_psd..., put them in a sub-folder per electrode, or run with "
+                  f"--single-sample")
+    return found
+
+
+def _check_manifest_files(manifest: dict[str, Any], ident, samples: dict[str, Sample],
+                          single_name: str | None, dirs: set[str]) -> None:
+    """Every manifest entry finds files (or says ``files = "none"`` and finds none); one
+    ConfigError lists every entry that does not."""
+    candidates = [s.id for s in samples.values() if s.id not in manifest]
+    problems = [p for sid, entry in manifest.items()
+                if (p := _without_files(sid, entry, samples[sid], Path(ident["path"]).name,
+                                        single_name, dirs, candidates))]
+    if problems:
+        raise ConfigError(ident["path"], "\n".join(problems))
 
 
 def assign_role(da, path: str | Path, rules: CalibrationFile,
