@@ -205,6 +205,101 @@ def _find_key(raw: dict[str, str], role: str) -> str:
     return next(k for k in raw if _KEY_ROLES.get(_norm(k)) == role)
 
 
+def _read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the name of its encoding; a file over MAX_CSV_BYTES is refused."""
+    size = path.stat().st_size
+    if size > MAX_CSV_BYTES:
+        raise UnreadableInput(
+            path, f"CSV of {size} bytes exceeds the {MAX_CSV_BYTES}-byte limit"
+        )
+    try:
+        return _decode(path.read_bytes(), final=True)
+    except ValueError as exc:
+        raise UnreadableInput(path, str(exc)) from None
+
+
+def _split_rows(
+    path, text: str, delim: str, decimal_comma: bool
+) -> tuple[list[list[str]], list[tuple[int, list[str]]], list[list[str]]]:
+    """The header rows, the data rows as (line number, cells), and the non-blank rows after
+    the blank line that closes the data block."""
+    reader = csv.reader(io.StringIO(text), delimiter=delim)
+    header_rows: list[list[str]] = []
+    data: list[tuple[int, list[str]]] = []
+    label_seen = False  # the "Height"/"高さ" row right above the matrix
+    try:
+        for row in reader:
+            if not data:
+                if label_seen and not row:
+                    continue
+                if not (label_seen or _is_data_row(row, decimal_comma)):
+                    header_rows.append(row)
+                    label_seen = len(row) == 1 and _norm(row[0]) in _DATA_LABELS
+                    continue
+            elif not row:  # a blank line closes the data block
+                break
+            data.append((reader.line_num, row))
+            if len(data) > 65_536:
+                raise UnreadableInput(path, "more than 65536 data rows; refusing")
+        trailing = [r for r in reader if any(c.strip() for c in r)]
+    except csv.Error as exc:
+        raise UnreadableInput(path, f"malformed CSV at line {reader.line_num}: {exc}") from None
+    return header_rows, data, trailing
+
+
+def _shown_header(roles: dict[str, list[str]]) -> dict[str, str]:
+    """Header entries for the date, model, objective, data type and output, where given."""
+    shown = (("date", "date"), ("model", "model"), ("magnification", "objective_magnification"),
+             ("data_type", "data_type"), ("output", "output_image_data"))  # fmt: skip
+    return {name: roles[role][0] for role, name in shown if roles.get(role) and roles[role][0]}
+
+
+def _drop_trailing_empty_column(
+    data: list[tuple[int, list[str]]], want_cols: int | None
+) -> list[tuple[int, list[str]]]:
+    """The data rows without their last cell when every row ends with an empty cell (a
+    trailing comma on every line) and that agrees with the declared width; else unchanged."""
+    width = len(data[0][1])
+    if all(r and not r[-1].strip() for _, r in data) and (
+        want_cols is None or width - 1 == want_cols
+    ):
+        data = [(n, r[:-1]) for n, r in data]  # a trailing comma on every line
+    return data
+
+
+def _data_row(path, i: int, line: int, row: list[str], width: int, decimal_comma: bool) -> np.ndarray:
+    """One data row as float64, empty cells as NaN; a ragged row or a non-number is refused."""
+    if len(row) != width:
+        raise UnreadableInput(
+            path,
+            f"ragged data: data row {i + 1} (line {line}) has {len(row)} values, "
+            f"row 1 has {width}",
+        )
+    cells = [c.strip() or "nan" for c in row]
+    if decimal_comma:
+        cells = [c.replace(",", ".") for c in cells]
+    try:
+        return np.asarray(cells, dtype=np.float64)
+    except ValueError:
+        j, bad = next(((j, c) for j, c in enumerate(cells) if not _is_number(c)), (-1, "?"))
+        raise UnreadableInput(
+            path, f"data row {i + 1} (line {line}), column {j + 1}: {bad!r} is not a number"
+        ) from None
+
+
+def _check_declared_size(path, want_cols: int | None, want_rows: int | None, cols: int,
+                         rows: int) -> None:
+    """Returns None; refuses a matrix whose size differs from the declared Horizontal x Vertical."""
+    if (want_cols is not None and want_cols != cols) or (
+        want_rows is not None and want_rows != rows
+    ):
+        raise UnreadableInput(
+            path,
+            f"Keyence CSV header declares {want_cols} x {want_rows} (horizontal x vertical) "
+            f"but the data block has {cols} columns x {rows} rows (truncated or ragged file)",
+        )
+
+
 class KeyenceCsvReader:
     """Keyence VK-X / VR CSV height export (English, Japanese and German headers)."""
 
@@ -225,38 +320,10 @@ class KeyenceCsvReader:
 
     def open(self, path: Path):
         path = Path(path)
-        size = path.stat().st_size
-        if size > MAX_CSV_BYTES:
-            raise UnreadableInput(
-                path, f"CSV of {size} bytes exceeds the {MAX_CSV_BYTES}-byte limit"
-            )
-        try:
-            text, encoding = _decode(path.read_bytes(), final=True)
-        except ValueError as exc:
-            raise UnreadableInput(path, str(exc)) from None
+        text, encoding = _read_text(path)
         delim = _delimiter(text)
         decimal_comma = delim == ";"
-        reader = csv.reader(io.StringIO(text), delimiter=delim)
-        header_rows: list[list[str]] = []
-        data: list[tuple[int, list[str]]] = []
-        label_seen = False  # the "Height"/"高さ" row right above the matrix
-        try:
-            for row in reader:
-                if not data:
-                    if label_seen and not row:
-                        continue
-                    if not (label_seen or _is_data_row(row, decimal_comma)):
-                        header_rows.append(row)
-                        label_seen = len(row) == 1 and _norm(row[0]) in _DATA_LABELS
-                        continue
-                elif not row:  # a blank line closes the data block
-                    break
-                data.append((reader.line_num, row))
-                if len(data) > 65_536:
-                    raise UnreadableInput(path, "more than 65536 data rows; refusing")
-            trailing = [r for r in reader if any(c.strip() for c in r)]
-        except csv.Error as exc:
-            raise UnreadableInput(path, f"malformed CSV at line {reader.line_num}: {exc}") from None
+        header_rows, data, trailing = _split_rows(path, text, delim, decimal_comma)
         roles, raw = _header_rows(header_rows)
         self._check_kind(path, roles)
 
@@ -280,11 +347,7 @@ class KeyenceCsvReader:
             "invalid_rule": INVALID_RULE,
             "header_rows": raw,
         }
-        shown = (("date", "date"), ("model", "model"), ("magnification", "objective_magnification"),
-                 ("data_type", "data_type"), ("output", "output_image_data"))  # fmt: skip
-        for role, name in shown:
-            if roles.get(role) and roles[role][0]:
-                header[name] = roles[role][0]
+        header.update(_shown_header(roles))
         return height_dataarray(
             z_um * z_factor,
             path=path,
@@ -317,42 +380,16 @@ class KeyenceCsvReader:
             raise UnreadableInput(path, "Keyence CSV has a header but no rows of height values")
         want_cols = _count(roles.get("cols", []))
         want_rows = _count(roles.get("rows", []))
-        width = len(data[0][1])
-        if all(r and not r[-1].strip() for _, r in data) and (
-            want_cols is None or width - 1 == want_cols
-        ):
-            data = [(n, r[:-1]) for n, r in data]  # a trailing comma on every line
+        data = _drop_trailing_empty_column(data, want_cols)
         width = len(data[0][1])
         check_shape(path, len(data), width, what="Keyence CSV height matrix")
         if len(data) * width > MAX_PIXELS:
             raise UnreadableInput(path, "Keyence CSV height matrix is too large")
         z = np.empty((len(data), width), dtype=np.float64)
         for i, (line, row) in enumerate(data):
-            if len(row) != width:
-                raise UnreadableInput(
-                    path,
-                    f"ragged data: data row {i + 1} (line {line}) has {len(row)} values, "
-                    f"row 1 has {width}",
-                )
-            cells = [c.strip() or "nan" for c in row]
-            if decimal_comma:
-                cells = [c.replace(",", ".") for c in cells]
-            try:
-                z[i] = np.asarray(cells, dtype=np.float64)
-            except ValueError:
-                j, bad = next(((j, c) for j, c in enumerate(cells) if not _is_number(c)), (-1, "?"))
-                raise UnreadableInput(
-                    path, f"data row {i + 1} (line {line}), column {j + 1}: {bad!r} is not a number"
-                ) from None
+            z[i] = _data_row(path, i, line, row, width, decimal_comma)
         rows, cols = z.shape
-        if (want_cols is not None and want_cols != cols) or (
-            want_rows is not None and want_rows != rows
-        ):
-            raise UnreadableInput(
-                path,
-                f"Keyence CSV header declares {want_cols} x {want_rows} (horizontal x vertical) "
-                f"but the data block has {cols} columns x {rows} rows (truncated or ragged file)",
-            )
+        _check_declared_size(path, want_cols, want_rows, cols, rows)
         return z, cols, rows
 
     @staticmethod

@@ -161,69 +161,152 @@ def _section(ini: dict, name: str) -> dict[str, str]:
     return ini.get(name) or {}
 
 
-def _build(path: Path, image, ini: dict, code: int):
-    ny, nx = image.shape
+def _header(ini: dict, code: int) -> dict[str, object]:
+    """The header: the metadata tag code, then every ``Section.Key`` of the known sections."""
     header: dict[str, object] = {"metadata_tag": code}
     for sect in _HEADER_SECTIONS:
         for k, v in _section(ini, sect).items():
             header[f"{sect}.{k}"] = v
-    img_sec, scan = _section(ini, "Image"), ini.get("Scan")
-    detector = _section(ini, "Detectors").get("Name") or None
-    beam_name = _section(ini, "Beam").get("Beam", "")
-    beam = _section(ini, beam_name) if beam_name else {}
-    is_navcam = (detector or "").lower().replace("-", "") == "navcam" or "Nav-Cam" in ini
+    return header
 
-    # ---- data bar: appended below the [Image] ResolutionY raster
-    res_y = img_sec.get("ResolutionY")
+
+def _active_beam(ini: dict) -> tuple[str, dict[str, str]]:
+    """The ``[Beam] Beam`` name ("EBeam", "IBeam", ... or "") and that beam's section ({} if none)."""
+    beam_name = _section(ini, "Beam").get("Beam", "")
+    return beam_name, (_section(ini, beam_name) if beam_name else {})
+
+
+def _is_navcam(ini: dict, detector: str | None) -> bool:
+    """True for a Nav-Cam image: the detector is the Nav-Cam, or a ``[Nav-Cam]`` section exists."""
+    return (detector or "").lower().replace("-", "") == "navcam" or "Nav-Cam" in ini
+
+
+def _databar(path: Path, ini: dict, ny: int) -> tuple[int, str]:
+    """Rows of the data bar appended below the raster, and how they were found.
+
+    The page height minus ``[Image] ResolutionY`` when that is given (refused if it does not
+    fit the page); else ``[PrivateFei] DatabarHeight`` when it is > 0 and fits; else no bar.
+    """
+    res_y = _section(ini, "Image").get("ResolutionY")
     if res_y is not None and res_y != "":
         ry = _float(res_y)
         if ry is None or ry != int(ry) or not 0 < ry <= ny:
             raise UnreadableInput(
                 path, f"FEI [Image] ResolutionY = {res_y!r} does not fit the {ny}-row page: "
                       "corrupt metadata")
-        bar, method = ny - int(ry), "metadata: page height - [Image] ResolutionY"
-    else:
-        dbh = _float(_section(ini, "PrivateFei").get("DatabarHeight"))
-        if dbh is not None and 0 < dbh < ny and dbh == int(dbh):
-            bar, method = int(dbh), "metadata: [PrivateFei] DatabarHeight"
-        else:
-            bar, method = 0, "none"
-    res_x = _float(img_sec.get("ResolutionX"))
-    if res_x is not None and int(res_x) != nx:
-        header["note_resolution"] = (f"[Image] ResolutionX = {res_x:g} differs from the page "
-                                     f"width {nx}; pixel size kept as written")
-        log.warning("%s: FEI [Image] ResolutionX %g differs from the page width %d",
-                    path, res_x, nx)
+        return ny - int(ry), "metadata: page height - [Image] ResolutionY"
+    return _private_databar(ini, ny)
 
-    # ---- pixel size
-    pixel, source = None, None
-    memento = _memento_pixel_size(ini) if code == TAG_FEI_SFEG and scan is None else None
+
+def _private_databar(ini: dict, ny: int) -> tuple[int, str]:
+    """Bar rows and method from ``[PrivateFei] DatabarHeight`` (used only when > 0), else (0, "none").
+
+    Teneo and Scios write 0 there while storing a 68-70 row bar: 0 is not a bar height.
+    """
+    dbh = _float(_section(ini, "PrivateFei").get("DatabarHeight"))
+    if dbh is not None and 0 < dbh < ny and dbh == int(dbh):
+        return int(dbh), "metadata: [PrivateFei] DatabarHeight"
+    return 0, "none"
+
+
+def _resolution_x_note(path: Path, res_x: float | None, nx: int) -> str | None:
+    """A note (also logged) when ``[Image] ResolutionX`` differs from the page width, else None."""
+    if res_x is None or int(res_x) == nx:
+        return None
+    log.warning("%s: FEI [Image] ResolutionX %g differs from the page width %d",
+                path, res_x, nx)
+    return (f"[Image] ResolutionX = {res_x:g} differs from the page "
+            f"width {nx}; pixel size kept as written")
+
+
+def _scan_pixel_size(path: Path, scan: dict[str, str]) -> tuple[tuple[float, float], str]:
+    """(x, y) pixel size in um from ``[Scan] PixelWidth`` / ``PixelHeight`` (metres), and its source.
+
+    PixelHeight defaults to PixelWidth; a PixelWidth that is not a number is refused.
+    """
+    pw, ph = _float(scan.get("PixelWidth")), _float(scan.get("PixelHeight"))
+    if pw is None:
+        raise UnreadableInput(path, f"FEI [Scan] PixelWidth = {scan.get('PixelWidth')!r} "
+                                    "is not a number")
+    pixel = (pw * 1e6, (ph if ph is not None else pw) * 1e6)
+    return pixel, "FEI [Scan] PixelWidth" + ("/PixelHeight" if ph is not None else "")
+
+
+def _beam_field_pixel(ini: dict, res_x: float | None) -> tuple[float, str] | None:
+    """Pixel size in um from the active e-/ion-beam ``HFW / [Image] ResolutionX``, and that beam's
+    name; None when the active beam is neither EBeam nor IBeam or either number is missing or 0.
+
+    Only the e-beam and ion-beam sections qualify: the ``[IRBeam] HFW`` of Nav-Cam files is the
+    ion column's field, not the camera's.
+    """
+    beam_name, beam = _active_beam(ini)
+    hfw = _float(beam.get("HFW"))
+    if beam_name not in ("EBeam", "IBeam") or not hfw or not res_x:
+        return None
+    return hfw * 1e6 / res_x, beam_name
+
+
+def _pixel_size(
+    path: Path, ini: dict, code: int, res_x: float | None, is_navcam: bool
+) -> tuple[tuple[float, float] | None, str | None, str | None]:
+    """Pixel size (x, y) in um or None, its source or None, and a note for the header or None.
+
+    In this order: ``[Scan]``; the 34680 Memento XML ``PixelSize`` (no ``[Scan]``); none for a
+    Nav-Cam image; the active beam's field width over ``ResolutionX``; else uncalibrated.
+    """
+    scan = ini.get("Scan")
     if scan is not None:
-        pw, ph = _float(scan.get("PixelWidth")), _float(scan.get("PixelHeight"))
-        if pw is None:
-            raise UnreadableInput(path, f"FEI [Scan] PixelWidth = {scan.get('PixelWidth')!r} "
-                                        "is not a number")
-        pixel = (pw * 1e6, (ph if ph is not None else pw) * 1e6)
-        source = "FEI [Scan] PixelWidth" + ("/PixelHeight" if ph is not None else "")
-    elif memento is not None:
+        pixel, source = _scan_pixel_size(path, scan)
+        return pixel, source, None
+    memento = _memento_pixel_size(ini) if code == TAG_FEI_SFEG else None
+    if memento is not None:
         sect, pw, ph = memento
-        pixel, source = (pw * 1e6, ph * 1e6), f"FEI 34680 XML {sect}.Width/Height"
-    elif is_navcam:
-        header["note"] = ("Nav-Cam optical navigation image (no [Scan] section): not an "
-                          "electron image and uncalibrated; the [IRBeam] HFW is the ion "
-                          "column's field and is not used")
-    elif beam_name in ("EBeam", "IBeam") and _float(beam.get("HFW")) and res_x:
-        hfw = _float(beam.get("HFW"))
-        p = hfw * 1e6 / res_x
-        pixel, source = (p, p), f"FEI [{beam_name}] HFW / [Image] ResolutionX"
-        header["note"] = "no [Scan] section: pixel size from the field width of the active beam"
-    else:
-        header["note"] = "no [Scan] section and no usable beam field width: uncalibrated"
+        return (pw * 1e6, ph * 1e6), f"FEI 34680 XML {sect}.Width/Height", None
+    if is_navcam:
+        return None, None, ("Nav-Cam optical navigation image (no [Scan] section): not an "
+                            "electron image and uncalibrated; the [IRBeam] HFW is the ion "
+                            "column's field and is not used")
+    field = _beam_field_pixel(ini, res_x)
+    if field is not None:
+        p, beam_name = field
+        return ((p, p), f"FEI [{beam_name}] HFW / [Image] ResolutionX",
+                "no [Scan] section: pixel size from the field width of the active beam")
+    return None, None, "no [Scan] section and no usable beam field width: uncalibrated"
 
+
+def _kv(ini: dict, beam: dict[str, str]) -> float | None:
+    """Accelerating voltage in kV from ``[Beam] HV``, else the active beam's HV (volts); None if 0."""
     hv = _float(_section(ini, "Beam").get("HV")) or _float(beam.get("HV"))
+    return hv / 1e3 if hv else None
+
+
+def _working_distance(ini: dict, beam: dict[str, str]) -> float | None:
+    """Working distance in metres: the active beam's WD, else ``[Stage] WorkingDistance``."""
     wd = _float(beam.get("WD")) if beam else None
     if wd is None:
         wd = _float(_section(ini, "Stage").get("WorkingDistance"))
+    return wd
+
+
+def _build(path: Path, image, ini: dict, code: int):
+    ny, nx = image.shape
+    header = _header(ini, code)
+    detector = _section(ini, "Detectors").get("Name") or None
+    _, beam = _active_beam(ini)
+
+    # ---- data bar: appended below the [Image] ResolutionY raster
+    bar, method = _databar(path, ini, ny)
+    res_x = _float(_section(ini, "Image").get("ResolutionX"))
+    note = _resolution_x_note(path, res_x, nx)
+    if note is not None:
+        header["note_resolution"] = note
+
+    # ---- pixel size
+    pixel, source, note = _pixel_size(path, ini, code, res_x, _is_navcam(ini, detector))
+    if note is not None:
+        header["note"] = note
+
+    wd = _working_distance(ini, beam)
     hfw = _float(beam.get("HFW")) if beam else None
     if wd is not None:
         header["working_distance_mm"] = wd * 1e3
@@ -241,7 +324,7 @@ def _build(path: Path, image, ini: dict, code: int):
         databar_rows=bar,
         databar_method=method,
         magnification=None,
-        kv=hv / 1e3 if hv else None,
+        kv=_kv(ini, beam),
         detector=detector,
         header=header,
     )

@@ -68,44 +68,73 @@ class FibicsReader:
                 raise UnreadableInput(path, "no FibicsXML tag (51023) on the first page")
             root = parse_tag_xml(path, blob, "Fibics XML (tag 51023)")
             image = read_page(path, page)
-        scan = root.find("Scan")
-        if scan is None:
-            raise UnreadableInput(path, "Fibics XML has no <Scan> element: corrupt metadata")
-        ux, vy = _num(path, scan, "Ux"), _num(path, scan, "Vy")
-        uy = _num(path, scan, "Uy") if scan.find("Uy") is not None else 0.0
-        vx = _num(path, scan, "Vx") if scan.find("Vx") is not None else 0.0
-        dx, dy = math.hypot(ux, uy), math.hypot(vx, vy)
-        header: dict[str, object] = {
-            f"Scan.{el.tag}": (el.text or "").strip() for el in scan if len(el) == 0
-        }
+        scan = _scan(path, root)
+        dx, dy, vy = _pixel_size(path, scan)
         img = root.find("Image")
-        if img is not None:
-            header.update({f"Image.{el.tag}": (el.text or "").strip() for el in img
-                           if len(el) == 0})
-        header["y_axis"] = (
-            "Vy < 0: stage y is opposite to image rows; raster kept as stored, row 0 = top"
-            if vy < 0 else "Vy >= 0: stage y runs with image rows; raster kept as stored")
-        header["software"] = root.findtext("Application/Version") or ""
-        kv = None
-        aperture = (img.findtext("Aperture") if img is not None else "") or ""
-        if "kV)" in aperture:  # e.g. "[1] 30 µm [HC] (5.0 kV)"
-            try:
-                kv = float(aperture.rsplit("(", 1)[1].split("kV")[0])
-            except (IndexError, ValueError):
-                kv = None
         return sem_dataarray(
             image,
             path=path,
             pixel_size_um=(dx, dy),
             pixel_size_source="Fibics <Scan> Ux/Vy",
             vendor="Zeiss (Fibics Atlas)",
-            instrument=(img.findtext("Machine") if img is not None else "") or "",
+            instrument=_image_text(img, "Machine"),
             fmt="fibics-tiff",
             databar_rows=0,
             databar_method="none",
             magnification=None,
-            kv=kv,
-            detector=(img.findtext("Detector") if img is not None else None) or None,
-            header=header,
+            kv=_aperture_kv(img),
+            detector=_image_text(img, "Detector") or None,
+            header=_header(root, scan, img, vy),
             y_axis_flipped=vy < 0,
         )
+
+
+def _scan(path: Path, root):
+    """The ``<Scan>`` element of the Fibics XML; refused when there is none."""
+    scan = root.find("Scan")
+    if scan is None:
+        raise UnreadableInput(path, "Fibics XML has no <Scan> element: corrupt metadata")
+    return scan
+
+
+def _pixel_size(path: Path, scan) -> tuple[float, float, float]:
+    """Pixel size in um along x and y (the lengths of the U and V step vectors), and ``Vy``.
+
+    ``Ux`` and ``Vy`` are required; ``Uy`` and ``Vx`` (scan rotation) default to 0.
+    """
+    ux, vy = _num(path, scan, "Ux"), _num(path, scan, "Vy")
+    uy = _num(path, scan, "Uy") if scan.find("Uy") is not None else 0.0
+    vx = _num(path, scan, "Vx") if scan.find("Vx") is not None else 0.0
+    return math.hypot(ux, uy), math.hypot(vx, vy), vy
+
+
+def _image_text(img, name: str) -> str:
+    """The text of ``<Image><name>``; "" when there is no ``<Image>``, no such child or no text."""
+    return (img.findtext(name) if img is not None else "") or ""
+
+
+def _header(root, scan, img, vy: float) -> dict[str, object]:
+    """The header: every childless ``<Scan>`` and ``<Image>`` element, the relation of the
+    stage y axis to the image rows, and the Atlas software version."""
+    header: dict[str, object] = {
+        f"Scan.{el.tag}": (el.text or "").strip() for el in scan if len(el) == 0
+    }
+    if img is not None:
+        header.update({f"Image.{el.tag}": (el.text or "").strip() for el in img
+                       if len(el) == 0})
+    header["y_axis"] = (
+        "Vy < 0: stage y is opposite to image rows; raster kept as stored, row 0 = top"
+        if vy < 0 else "Vy >= 0: stage y runs with image rows; raster kept as stored")
+    header["software"] = root.findtext("Application/Version") or ""
+    return header
+
+
+def _aperture_kv(img) -> float | None:
+    """Accelerating voltage in kV from the end of ``<Image><Aperture>``; None if it gives none."""
+    aperture = _image_text(img, "Aperture")
+    if "kV)" not in aperture:  # e.g. "[1] 30 µm [HC] (5.0 kV)"
+        return None
+    try:
+        return float(aperture.rsplit("(", 1)[1].split("kV")[0])
+    except (IndexError, ValueError):
+        return None

@@ -85,48 +85,89 @@ class PhenomReader:
         return _build(path, image, root)
 
 
-def _build(path: Path, image, root):
-    ny = image.shape[0]
+def _leaf_header(root) -> dict[str, object]:
+    """The header: each childless element of the root as ``{tag: "text unit"}``."""
     header: dict[str, object] = {}
     for el in root:
         if len(el) == 0:
             header[el.tag] = (el.text or "").strip() + (f" {el.get('unit')}" if el.get("unit")
                                                           else "")
+    return header
+
+
+def _pixel_size(path: Path, root) -> tuple[tuple[float, float] | None, str | None]:
+    """(x, y) pixel size in um from ``<pixelWidth>`` / ``<pixelHeight>``, and its source;
+    (None, None) without ``<pixelWidth>``. The height defaults to the width."""
     pw = _length_um(path, root.find("pixelWidth"), "pixelWidth")
     ph = _length_um(path, root.find("pixelHeight"), "pixelHeight")
-    if pw is not None:
-        pixel = (pw, ph if ph is not None else pw)
-        source = "Phenom <pixelWidth>" + ("/<pixelHeight>" if ph is not None else "")
-    else:
-        pixel, source = None, None
-        header["note"] = "no <pixelWidth>: uncalibrated"
+    if pw is None:
+        return None, None
+    pixel = (pw, ph if ph is not None else pw)
+    return pixel, "Phenom <pixelWidth>" + ("/<pixelHeight>" if ph is not None else "")
+
+
+def _databar(path: Path, root, ny: int) -> tuple[int, str]:
+    """Rows of the data bar appended below the image (``<databarHeight>``), and the method.
+
+    A height that is not a whole number of rows within the page is refused.
+    """
     bar_el = root.find("databarHeight")
-    bar, method = 0, "none"
-    if bar_el is not None:
-        b = _num(bar_el)
-        if b is None or b != int(b) or not 0 <= b < ny:
-            raise UnreadableInput(path, f"Phenom <databarHeight> = {bar_el.text!r} does not fit "
-                                        f"the {ny}-row page: corrupt metadata")
-        bar = int(b)
-        method = "metadata: <databarHeight>" if bar else "none"
+    if bar_el is None:
+        return 0, "none"
+    b = _num(bar_el)
+    if b is None or b != int(b) or not 0 <= b < ny:
+        raise UnreadableInput(path, f"Phenom <databarHeight> = {bar_el.text!r} does not fit "
+                                    f"the {ny}-row page: corrupt metadata")
+    bar = int(b)
+    return bar, "metadata: <databarHeight>" if bar else "none"
+
+
+def _kv(root) -> float | None:
+    """Accelerating voltage in kV from ``<highVoltage unit=...>``; None if absent or of an unknown unit.
+
+    A negative value is the electron accelerating potential: its magnitude is used.
+    """
     hv_el = root.find("acquisition/scan/highVoltage")
     hv = _num(hv_el)
-    kv = None
-    if hv is not None:
-        factor = _VOLT.get(hv_el.get("unit", "V"))
-        kv = abs(hv) * factor if factor else None
+    if hv is None:
+        return None
+    factor = _VOLT.get(hv_el.get("unit", "V"))
+    return abs(hv) * factor if factor else None
+
+
+def _working_distance_mm(root) -> float | None:
+    """Working distance in mm from ``<workingDistance unit=...>``; None if absent or not a length."""
     wd = root.find("workingDistance")
     if wd is not None and _num(wd) is not None and length_unit_to_um(wd.get("unit", "")):
-        header["working_distance_mm"] = _num(wd) * length_unit_to_um(wd.get("unit")) / 1e3
+        return _num(wd) * length_unit_to_um(wd.get("unit")) / 1e3
+    return None
+
+
+def _instrument(root) -> str:
+    """``<instrument><type>`` and ``<uniqueID>`` joined by a space (either may be missing)."""
     instrument = " ".join(x for x in (root.findtext("instrument/type") or "",
                                       root.findtext("instrument/uniqueID") or "") if x)
+    return instrument.strip()
+
+
+def _build(path: Path, image, root):
+    ny = image.shape[0]
+    header = _leaf_header(root)
+    pixel, source = _pixel_size(path, root)
+    if pixel is None:
+        header["note"] = "no <pixelWidth>: uncalibrated"
+    bar, method = _databar(path, root, ny)
+    kv = _kv(root)
+    wd_mm = _working_distance_mm(root)
+    if wd_mm is not None:
+        header["working_distance_mm"] = wd_mm
     return sem_dataarray(
         image[: ny - bar],
         path=path,
         pixel_size_um=pixel,
         pixel_size_source=source,
         vendor="Phenom",
-        instrument=instrument.strip(),
+        instrument=_instrument(root),
         fmt="phenom-tiff",
         databar_rows=bar,
         databar_method=method,

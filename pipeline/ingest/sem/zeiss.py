@@ -189,48 +189,84 @@ def _numeric_block_pixel(unnamed: list[str], nx: int) -> float | None:
     return v * 1e6 * 1024.0 / nx
 
 
-def _build(path: Path, image, named: dict, unnamed: list[str], colour_idx=None):
-    ny, nx = image.shape
+def _header(named: dict, unnamed: list[str], colour_idx) -> dict[str, object]:
+    """The header: the known parameters' values, the palette's colour entries and unnamed [3]."""
     header: dict[str, object] = {k: named[k][1] for k in _HEADER_KEYS if k in named}
     if colour_idx is not None:
         header["palette_colour_entries"] = ", ".join(str(int(i)) for i in colour_idx)
     if len(unnamed) > 3:
         header["unnamed[3]"] = unnamed[3]
+    return header
 
-    pixel = source = None
+
+def _named_pixel_size(path: Path, named: dict, nx: int) -> tuple[float | None, str | None]:
+    """Pixel size in um and its source: AP_IMAGE_PIXEL_SIZE, else AP_WIDTH / image width;
+    (None, None) without either. AP_PIXEL_SIZE is never used (see the module docstring)."""
     ips = _length_um(path, "ap_image_pixel_size", named.get("ap_image_pixel_size"))
     if ips is not None:
-        pixel, source = ips, "Zeiss AP_IMAGE_PIXEL_SIZE"
-    else:
-        width = _length_um(path, "ap_width", named.get("ap_width"))
-        if width is not None:
-            pixel, source = width / nx, f"Zeiss AP_WIDTH / image width ({nx})"
+        return ips, "Zeiss AP_IMAGE_PIXEL_SIZE"
+    width = _length_um(path, "ap_width", named.get("ap_width"))
+    if width is not None:
+        return width / nx, f"Zeiss AP_WIDTH / image width ({nx})"
+    return None, None
+
+
+def _ap_pixel_size_note(path: Path, named: dict, pixel: float | None) -> str | None:
+    """A note saying AP_PIXEL_SIZE is not used (with its factor to `pixel`), or None without a
+    readable AP_PIXEL_SIZE."""
     try:
         aps = _length_um(path, "ap_pixel_size", named.get("ap_pixel_size"))
     except UnreadableInput:
         aps = None
-    if aps is not None:
-        header["note_ap_pixel_size"] = (
-            "AP_PIXEL_SIZE refers to a 1024-wide raster and is not used"
-            + (f"; it is {aps / pixel:.4g} x the pixel size used" if pixel else "")
-        )
+    if aps is None:
+        return None
+    return ("AP_PIXEL_SIZE refers to a 1024-wide raster and is not used"
+            + (f"; it is {aps / pixel:.4g} x the pixel size used" if pixel else ""))
+
+
+def _refine_pixel(pixel: float, source: str, unnamed: list[str], nx: int) -> tuple[float, str]:
+    """The pixel size and source, taken to 7 digits from the numeric block when it agrees."""
+    precise = _numeric_block_pixel(unnamed, nx)
+    # The named values are printed to 4 digits; the numeric block carries the same pixel
+    # (re a 1024-wide raster, in metres) to 7. Use it when it agrees within the print.
+    if precise is not None and abs(precise / pixel - 1) <= 5e-4:
+        return precise, source + " (7 digits from the numeric block [3] x 1024 / width)"
+    return pixel, source
+
+
+def _kv(named: dict) -> float | None:
+    """Accelerating voltage in kV from AP_ACTUALKV (kV or V); None if absent or another unit."""
+    kv = zeiss_quantity(named.get("ap_actualkv", ("", ""))[1])
+    if kv is None:
+        return None
+    factor = {"kV": 1.0, "V": 1e-3}.get(kv[1])
+    return kv[0] * factor if factor is not None else None
+
+
+def _magnification(named: dict) -> float | None:
+    """Magnification from AP_MAG (``"50.00 K X"`` -> 50000.0); None if absent or not in X."""
+    mag = zeiss_quantity(named.get("ap_mag", ("", ""))[1])
+    return mag[0] if mag and mag[1] == "X" else None
+
+
+def _detector(named: dict) -> str | None:
+    """The detector: DP_DETECTOR_TYPE, else DP_DETECTOR_CHANNEL; None if neither has a value."""
+    detector = (named.get("dp_detector_type") or named.get("dp_detector_channel") or ("", ""))[1]
+    return detector or None
+
+
+def _build(path: Path, image, named: dict, unnamed: list[str], colour_idx=None):
+    ny, nx = image.shape
+    header = _header(named, unnamed, colour_idx)
+
+    pixel, source = _named_pixel_size(path, named, nx)
+    note = _ap_pixel_size_note(path, named, pixel)
+    if note is not None:
+        header["note_ap_pixel_size"] = note
     if pixel is None:
         header["note"] = "neither AP_IMAGE_PIXEL_SIZE nor AP_WIDTH: uncalibrated"
     else:
-        precise = _numeric_block_pixel(unnamed, nx)
-        # The named values are printed to 4 digits; the numeric block carries the same pixel
-        # (re a 1024-wide raster, in metres) to 7. Use it when it agrees within the print.
-        if precise is not None and abs(precise / pixel - 1) <= 5e-4:
-            pixel = precise
-            source += " (7 digits from the numeric block [3] x 1024 / width)"
-
-    mag = zeiss_quantity(named.get("ap_mag", ("", ""))[1])
-    kv = zeiss_quantity(named.get("ap_actualkv", ("", ""))[1])
-    kv_value = None
-    if kv is not None:
-        factor = {"kV": 1.0, "V": 1e-3}.get(kv[1])
-        kv_value = kv[0] * factor if factor is not None else None
-    detector = (named.get("dp_detector_type") or named.get("dp_detector_channel") or ("", ""))[1]
+        pixel, source = _refine_pixel(pixel, source, unnamed, nx)
 
     bar = data_zone_rows(image)
     return sem_dataarray(
@@ -243,8 +279,8 @@ def _build(path: Path, image, named: dict, unnamed: list[str], colour_idx=None):
         fmt="zeiss-smartsem-tiff",
         databar_rows=bar,
         databar_method="detected: uniform rows" if bar else "none",
-        magnification=mag[0] if mag and mag[1] == "X" else None,
-        kv=kv_value,
-        detector=detector or None,
+        magnification=_magnification(named),
+        kv=_kv(named),
+        detector=_detector(named),
         header=header,
     )
