@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from pipeline.cli_calibrate import calibrate_app
+from pipeline.cli_standards import calibrate_app
 from pipeline.cli_common import emit_json as _emit_json
 from pipeline.cli_common import err as _err
 from pipeline.cli_common import error_text as _error_text
