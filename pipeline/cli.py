@@ -15,11 +15,11 @@ from typing import Any
 
 import typer
 
-from pipeline.cli_standards import calibrate_app
 from pipeline.cli_common import emit_json as _emit_json
 from pipeline.cli_common import err as _err
 from pipeline.cli_common import error_text as _error_text
 from pipeline.cli_common import guard as _guard
+from pipeline.cli_standards import calibrate_app
 from pipeline.errors import (
     EXIT_INTERNAL,
     EXIT_OK,

@@ -369,6 +369,62 @@ def _two_level(z: np.ndarray, valid: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- profile
 
 
+def _toml_str(value: Any) -> str:
+    """`value` as a TOML basic string."""
+    return json.dumps(value)  # TOML basic strings accept JSON string escapes
+
+
+def _header_lines(profile_id: str, title: str | None, match: dict[str, str]) -> list[str]:
+    """The profile's first lines: schema version, id, optional title and the ``[match]``
+    table."""
+    lines = ["# Instrument profile written by electrode-qc calibrate.", "schema_version = 1",
+             f"id = {_toml_str(profile_id)}"]
+    if title:
+        lines.append(f"title = {_toml_str(title)}")
+    lines += ["", "[match]"] + [f"{k} = {_toml_str(v)}" for k, v in match.items()]
+    return lines
+
+
+def _pixel_size_lines(grating: dict[str, Any], square_pixels: bool, path: Path) -> list[str]:
+    """The ``[pixel_size]`` table from a grating result: ``correction_factor`` when the file
+    had a pixel size, else ``override_um``. Raises ConfigError for a single measured axis
+    without `square_pixels`."""
+    key = "correction_factor" if (grating.get("x") or grating.get("y") or {}).get(
+        "correction_factor") is not None else "override_um"
+    field = "correction_factor" if key == "correction_factor" else "pixel_size_um"
+    vals = {ax: (grating[ax] or {}).get(field) for ax in ("x", "y")}
+    if None in vals.values():
+        if not square_pixels:
+            raise ConfigError(path, "the grating gave only one axis; pass square_pixels to "
+                                    "use it for both, or measure a crossed grating")
+        known = vals["x"] if vals["x"] is not None else vals["y"]
+        vals = {"x": known, "y": known}
+    unc = max((grating[ax] or {}).get("uncertainty_rel", 0.0) for ax in ("x", "y"))
+    return ["", "[pixel_size]",
+            f"# grating pitch {grating.get('pitch_nm')} nm",
+            f"{key} = {{ x = {vals['x']!r}, y = {vals['y']!r} }}",
+            f"uncertainty_rel = {max(unc, 1e-6)!r}"]
+
+
+def _z_scale_lines(step: dict[str, Any], path: Path) -> list[str]:
+    """The ``[z_scale]`` table from a step-height result. Raises ConfigError when the step
+    was measured without a certified height (no ``z_scale``)."""
+    if step.get("z_scale") is None:
+        raise ConfigError(path, "step result has no z_scale (measure with certified_um)")
+    return ["", "[z_scale]",
+            f"# step {step['step_um']!r} um measured, {step['certified_um']!r} um certified",
+            f"factor = {step['z_scale']!r}",
+            f"uncertainty_rel = {max(step['z_scale_uncertainty_rel'], 1e-6)!r}"]
+
+
+def _certificate_lines(certificate: dict[str, Any]) -> list[str]:
+    """The ``[certificate]`` table: dates as TOML dates, everything else as strings."""
+    lines = ["", "[certificate]"]
+    for k, v in certificate.items():
+        lines.append(f"{k} = {v.isoformat() if isinstance(v, _dt.date) else _toml_str(v)}")
+    return lines
+
+
 def write_profile(
     path: str | Path,
     *,
@@ -392,39 +448,13 @@ def write_profile(
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConfigError(path, "profile exists; pass overwrite to replace it")
-    s = json.dumps  # TOML basic strings accept JSON string escapes
-    lines = ["# Instrument profile written by electrode-qc calibrate.", "schema_version = 1",
-             f"id = {s(profile_id)}"]
-    if title:
-        lines.append(f"title = {s(title)}")
-    lines += ["", "[match]"] + [f"{k} = {s(v)}" for k, v in match.items()]
+    lines = _header_lines(profile_id, title, match)
     if grating is not None:
-        key = "correction_factor" if (grating.get("x") or grating.get("y") or {}).get(
-            "correction_factor") is not None else "override_um"
-        field = "correction_factor" if key == "correction_factor" else "pixel_size_um"
-        vals = {ax: (grating[ax] or {}).get(field) for ax in ("x", "y")}
-        if None in vals.values():
-            if not square_pixels:
-                raise ConfigError(path, "the grating gave only one axis; pass square_pixels to "
-                                        "use it for both, or measure a crossed grating")
-            known = vals["x"] if vals["x"] is not None else vals["y"]
-            vals = {"x": known, "y": known}
-        unc = max((grating[ax] or {}).get("uncertainty_rel", 0.0) for ax in ("x", "y"))
-        lines += ["", "[pixel_size]",
-                  f"# grating pitch {grating.get('pitch_nm')} nm",
-                  f"{key} = {{ x = {vals['x']!r}, y = {vals['y']!r} }}",
-                  f"uncertainty_rel = {max(unc, 1e-6)!r}"]
+        lines += _pixel_size_lines(grating, square_pixels, path)
     if step is not None:
-        if step.get("z_scale") is None:
-            raise ConfigError(path, "step result has no z_scale (measure with certified_um)")
-        lines += ["", "[z_scale]",
-                  f"# step {step['step_um']!r} um measured, {step['certified_um']!r} um certified",
-                  f"factor = {step['z_scale']!r}",
-                  f"uncertainty_rel = {max(step['z_scale_uncertainty_rel'], 1e-6)!r}"]
+        lines += _z_scale_lines(step, path)
     if certificate:
-        lines += ["", "[certificate]"]
-        for k, v in certificate.items():
-            lines.append(f"{k} = {v.isoformat() if isinstance(v, _dt.date) else s(v)}")
+        lines += _certificate_lines(certificate)
 
     ensure_folder(path.parent)
     with atomic_path(path, suffix=".toml") as tmp:

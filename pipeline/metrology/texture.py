@@ -125,18 +125,21 @@ def surface_texture(
         raise MeasurementError(src, f"{type(exc).__name__}: {exc}") from None
 
 
-def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
-    recipe, level, ls, lc = _resolve(recipe, level, lambda_s, lambda_c)
-    src = height.attrs.get("source_path")
-    if height.attrs.get("kind", "height") != "height" or height.ndim != 2:
-        raise MeasurementError(src, "surface texture needs a 2-D height map")
-    dx, dy = require_pixel_size(height)
-    z = np.asarray(height.values, dtype=np.float64)
+def _invalid_fraction(z: np.ndarray, src) -> float:
+    """The share of unmeasured (non-finite) points of the height map `z`. Raises
+    MeasurementError under 9 measured points."""
     valid = np.isfinite(z)
     n_valid = int(np.count_nonzero(valid))
     if n_valid < 9:
         raise MeasurementError(src, f"height map has {n_valid} valid points; at least 9 are needed")
-    invalid_fraction = 1.0 - n_valid / z.size
+    return 1.0 - n_valid / z.size
+
+
+def _sampling_flags(shape: tuple[int, ...], dx: float, dy: float, ls, lc, invalid_fraction: float,
+                    recipe: Recipe, src) -> list[str]:
+    """The flags of a map's sampling: too many unmeasured points, an undersampled S-filter,
+    an L-filter wider than the field. Raises MeasurementError for a filter more than ten
+    times the field."""
     flags: list[str] = []
     if invalid_fraction > recipe.max_invalid_fraction:
         flags.append(
@@ -145,8 +148,8 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
         )
     if ls and ls < 2.0 * max(dx, dy):
         flags.append(f"lambda_s {ls} um is below two pixels ({max(dx, dy):.4g} um): S-filter undersampled")
-    field = min(z.shape[0] * dy, z.shape[1] * dx)
-    widest = max(z.shape[0] * dy, z.shape[1] * dx)
+    field = min(shape[0] * dy, shape[1] * dx)
+    widest = max(shape[0] * dy, shape[1] * dx)
     for name, lam in (("lambda_s", ls), ("lambda_c", lc)):
         if lam and lam > 10 * widest:
             raise MeasurementError(
@@ -156,12 +159,13 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
             )
     if lc and lc > field:
         flags.append(f"lambda_c {lc} um exceeds the field ({field:.4g} um)")
+    return flags
 
-    try:
-        s = scale_limited_surface(z, dx, dy, level=level, lambda_s_um=ls, lambda_c_um=lc)
-    except ValueError as exc:
-        raise MeasurementError(src, str(exc)) from None
 
+def _outlier_heights(s: np.ndarray, recipe: Recipe, flags: list[str]):
+    """(the surface parameters are computed on, its height parameters, Sz with the outliers,
+    Sz without them, the number of outliers); a ``sz_spike_sensitive`` flag in `flags` when
+    the outliers make Sz more than the recipe's ratio larger."""
     mask = outlier_mask(
         s,
         recipe.outlier_policy,
@@ -180,6 +184,13 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
             f"sz_spike_sensitive: Sz {sz_all:.4g} um with {n_out} outlier points, "
             f"{sz_clean:.4g} um without ({recipe.outlier_policy})"
         )
+    return surf, hp, sz_all, sz_clean, n_out
+
+
+def _autocorrelation(surf: np.ndarray, dx: float, dy: float, recipe: Recipe,
+                     flags: list[str]) -> dict[str, Any]:
+    """The ACF parameters (``Sal_um``, ``Str``, ``str_upper_bound``; None where undefined,
+    with a flag in `flags`); a ``str_upper_bound`` flag when Str is an upper bound."""
     acf = _optional(flags, "Sal_Str", acf_decay, surf, dx, dy, s=recipe.acf_threshold) or {
         "Sal_um": None, "Str": None, "str_upper_bound": False
     }
@@ -188,6 +199,26 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
             f"str_upper_bound: the ACF stays above {recipe.acf_threshold} to half the field in "
             f"{acf['n_censored']} of {acf['n_directions']} directions; Str is at most the value given"
         )
+    return acf
+
+
+def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
+    recipe, level, ls, lc = _resolve(recipe, level, lambda_s, lambda_c)
+    src = height.attrs.get("source_path")
+    if height.attrs.get("kind", "height") != "height" or height.ndim != 2:
+        raise MeasurementError(src, "surface texture needs a 2-D height map")
+    dx, dy = require_pixel_size(height)
+    z = np.asarray(height.values, dtype=np.float64)
+    invalid_fraction = _invalid_fraction(z, src)
+    flags = _sampling_flags(z.shape, dx, dy, ls, lc, invalid_fraction, recipe, src)
+
+    try:
+        s = scale_limited_surface(z, dx, dy, level=level, lambda_s_um=ls, lambda_c_um=lc)
+    except ValueError as exc:
+        raise MeasurementError(src, str(exc)) from None
+
+    surf, hp, sz_all, sz_clean, n_out = _outlier_heights(s, recipe, flags)
+    acf = _autocorrelation(surf, dx, dy, recipe, flags)
     peaks = _optional(flags, "Spd", spd, surf, dx, dy, pruning_pct_sz=recipe.spd_pruning_pct_sz)
     return {
         "Sa_um": hp["Sa_um"],

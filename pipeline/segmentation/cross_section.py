@@ -249,18 +249,12 @@ def _first_from_far(char: np.ndarray, approx: np.ndarray, far: int, stop: int,
     return median_filter(first, size=min(TOP_WINDOW, first.size), mode="nearest") if smooth else first
 
 
-def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
-    """The layer of an oriented-or-not image: collector band, side, per-column top rows
-    (in the image's own rows), cover band. Raises MeasurementError without a collector."""
-    from scipy.ndimage import uniform_filter
-
-    ny, nx = g.shape
-    t0 = _otsu(g[valid])
-    bands = _dense_bands(g, valid, t0)
-    if not bands:
-        raise MeasurementError(path, "no current collector or substrate: no band of >= "
-                               f"{max(3, ny // 100)} rows across the image that is uniformly "
-                               "bright, without pores")
+def _layer_candidates(g: np.ndarray, valid: np.ndarray, bands: list[tuple[int, int]], t0: float,
+                      path) -> tuple[float, list[dict[str, Any]]]:
+    """(the solid/pore threshold of the image without its dense bands, the porous layers next
+    to the bands): each candidate a dict of ``band``, ``side`` ("above"/"below"), ``n``
+    (rows) and ``rows`` (a slice). Raises MeasurementError when no band has a layer."""
+    ny = g.shape[0]
     rest = ~np.zeros(ny, bool)
     for b0, b1 in bands:
         rest[b0:b1] = False
@@ -278,6 +272,14 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
         raise MeasurementError(path, f"no porous layer next to the dense band(s) at rows "
                                f"{', '.join(f'{a}-{b - 1}' for a, b in bands)}: no current "
                                "collector with a layer on it")
+    return t_rest, candidates
+
+
+def _collector(g: np.ndarray, valid: np.ndarray, bands: list[tuple[int, int]],
+               candidates: list[dict[str, Any]], t_rest: float, path) -> dict[str, Any]:
+    """The candidate whose band is the collector: a band brighter than the solid of the layer
+    next to it by `COLLECTOR_MARGIN` of the solid/pore contrast, the brightest (then the
+    thickest layer) among several. Raises MeasurementError when no band is."""
     band_level = {b: float(np.median(g[b[0]:b[1]][valid[b[0]:b[1]]])) for b in bands}
     good = []
     for c in candidates:
@@ -294,7 +296,16 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
                                f"{band_level[c['band']]:.0f}) is not brighter than the solid "
                                f"next to it ({c['solid_level']:.0f}); it is not a metal foil "
                                "(a cap, an electrolyte or a milled face?)")
-    best = max(good, key=lambda c: (band_level[c["band"]], c["n"]))
+    return max(good, key=lambda c: (band_level[c["band"]], c["n"]))
+
+
+def _orient(g: np.ndarray, valid: np.ndarray, bands: list[tuple[int, int]],
+            best: dict[str, Any]) -> tuple[bool, np.ndarray, np.ndarray, int, int, bool]:
+    """(flip, oriented image, oriented valid mask, the collector's first oriented row, the far
+    row, whether a dense band lies beyond the layer): the image turned so that the collector
+    lies at the foot, and the far side of the layer (the next dense band beyond it, a cover,
+    or the image's edge)."""
+    ny = g.shape[0]
     b0, b1 = best["band"]
     flip = best["side"] == "below"   # orient: collector at the foot (layer above it)
     go = g[::-1] if flip else g
@@ -304,15 +315,20 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     covers = [((ny - e) if flip else s, (ny - s) if flip else e) for s, e in bands if (s, e) != (b0, b1)]
     far = max((c[1] for c in covers if c[1] <= c0), default=0)
     band_beyond = any(c[1] <= c0 for c in covers)
-    # the layer is where both phases are seen: above it lies vacuum (no solid) or a dense
-    # cover (no pores)
-    w = min(TOP_WINDOW, nx)
+    return flip, go, vo, c0, far, band_beyond
+
+
+def _local_phases(go: np.ndarray, vo: np.ndarray, far: int, c0: int, n_layer: int, path):
+    """(region, local pore level, local solid level, core rows, solid, pore) of the oriented
+    image between the far row and the collector: pores and solid only where the local
+    contrast is at least half the layer's next to the collector (the core rows). Raises
+    MeasurementError when the core rows are all masked."""
     region = np.zeros_like(vo)
     region[far:c0] = vo[far:c0]
     # local pores / solid threshold (shading cancels), where the local contrast is that of
     # the layer: a uniform region (vacuum, a cap) has none and holds neither phase
     _, t_loc, p_loc, s_loc = _phases(go, region)
-    n_core = max(10, best["n"] // 3)
+    n_core = max(10, n_layer // 3)
     core = slice(max(c0 - n_core, far), c0)
     if not region[core].any():
         raise MeasurementError(path, f"the rows next to the collector (rows {core.start}-"
@@ -321,11 +337,25 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     zone = region & (contrast >= 0.5 * float(np.median(contrast[core][region[core]])))
     solid = (go > t_loc) & zone
     pore = (go <= t_loc) & zone
-    # from the collector outward, full-width rows keep both phases up to the top; beyond it
-    # the solid ends (vacuum) or the pores do (a dense cover: cap, electrolyte)
-    extent = slice(max(c0 - best["n"], far), c0)
+    return region, p_loc, s_loc, core, solid, pore
+
+
+def _phase_shares(solid: np.ndarray, pore: np.ndarray, vo: np.ndarray,
+                  extent: slice) -> tuple[float, float]:
+    """(pore share, solid share) of the valid pixels of the layer's rows `extent`, each at
+    least 1e-3: the references the phases' shares elsewhere are measured against."""
     p_ref = max(float(pore[extent].sum()) / max(float(vo[extent].sum()), 1.0), 1e-3)
     s_ref = max(float(solid[extent].sum()) / max(float(vo[extent].sum()), 1.0), 1e-3)
+    return p_ref, s_ref
+
+
+def _layer_end(solid: np.ndarray, pore: np.ndarray, vo: np.ndarray, far: int, c0: int,
+               s_ref: float, p_ref: float) -> tuple[int, str]:
+    """(the layer's highest row, about; the cover: "dense" when the pores end before the
+    solid, else "none"): coming out from the collector, where full-width rows lose a phase
+    (under `END_LEVEL` of its share for `TOP_RUN` rows)."""
+    from scipy.ndimage import uniform_filter
+
     rows_o = slice(far, c0)
     s_row = uniform_filter(_row_share(solid[rows_o], vo[rows_o]), 5, mode="nearest")[::-1] / s_ref
     p_row = uniform_filter(_row_share(pore[rows_o], vo[rows_o]), 5, mode="nearest")[::-1] / p_ref
@@ -336,58 +366,93 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
     end_p = int(np.argmax(no_pore)) if no_pore.any() else c0 - far
     cover = "dense" if end_p < end_s else "none"
     end = c0 - min(end_s, end_p)                   # the layer's highest row, about
+    return end, cover
+
+
+def _dense_beyond(go: np.ndarray, vo: np.ndarray, p_loc: np.ndarray, s_loc: np.ndarray,
+                  region: np.ndarray, core: slice, far: int, end: int, band_beyond: bool) -> bool:
+    """True when a dense cover lies beyond the layer's end: the layer reaches the dense band
+    beyond it, or the region beyond is uniform and brighter than the pores."""
     if band_beyond and end - far <= TALL_ROWS:
-        cover = "dense"   # the layer reaches the dense band beyond it
-    elif end - TOP_RUN > far:
+        return True   # the layer reaches the dense band beyond it
+    if end - TOP_RUN > far:
         # a uniform region beyond (no local contrast, or read as pores): a cover is brighter
         # than the pores, vacuum is not
         beyond = go[max(end - 3 * TOP_RUN, far):end - TOP_RUN][vo[max(end - 3 * TOP_RUN, far):end - TOP_RUN]]
         lp = float(np.median(p_loc[core][region[core]]))
         ls = float(np.median(s_loc[core][region[core]]))
         if beyond.size and float(np.median(beyond)) > lp + 0.3 * (ls - lp):
-            cover = "dense"
-    start = max(end - TOP_RUN, far)
+            return True
+    return False
+
+
+def _both_phases(solid: np.ndarray, pores: np.ndarray, vo: np.ndarray, s_ref: float, p_ref: float,
+                 edges: np.ndarray | None, rows: int, cols: int | None) -> np.ndarray:
+    """Per window (rows x cols valid pixels, or, when `cols` is None, rows x a strip's between
+    `edges`), the lesser of the solid and pore shares relative to the layer's: 0 where either
+    phase is missing."""
+    out = []
+    for phase, ref in ((solid, s_ref), (pores, p_ref)):
+        if cols is None:
+            sh = np.stack([_window_share(phase[:, a:b], vo[:, a:b], (rows, b - a))[:, (b - a) // 2]
+                           for a, b in itertools.pairwise(edges)], 1)
+        else:
+            sh = _window_share(phase, vo, (rows, cols))
+        out.append(sh / ref)
+    return np.minimum(*out)
+
+
+def _top_surface(solid: np.ndarray, pore: np.ndarray, vo: np.ndarray, s_ref: float, p_ref: float,
+                 start: int, c0: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top rows, top rows at half the level, top rows at twice the level) per column of the
+    oriented image: first in vertical strips, then per column near the strips' line."""
+    nx = solid.shape[1]
     # the top: coming from the far side, where both phases reach TOP_LEVEL of their shares in
     # the layer (vacuum lacks solid, a cover lacks pores or reads as pores throughout), first
     # in vertical strips (rows averaged over many particles), then per column near it
     n_strips = max(1, nx // STRIP_PX)
     edges = np.linspace(0, nx, n_strips + 1).astype(int)
-
-    def both(rows: int, cols: int | None, pores: np.ndarray = pore) -> np.ndarray:
-        """Per window (rows x cols valid pixels, or rows x a strip's), the lesser of the
-        solid and pore shares relative to the layer's: 0 where either phase is missing."""
-        out = []
-        for phase, ref in ((solid, s_ref), (pores, p_ref)):
-            if cols is None:
-                sh = np.stack([_window_share(phase[:, a:b], vo[:, a:b], (rows, b - a))[:, (b - a) // 2]
-                               for a, b in itertools.pairwise(edges)], 1)
-            else:
-                sh = _window_share(phase, vo, (rows, cols))
-            out.append(sh / ref)
-        return np.minimum(*out)
-
-    strip_top = _first_from_far(both(5, None), np.full(n_strips, start + TALL_ROWS), start, c0,
+    strip_top = _first_from_far(_both_phases(solid, pore, vo, s_ref, p_ref, edges, 5, None),
+                                np.full(n_strips, start + TALL_ROWS), start, c0,
                                 TOP_LEVEL, reach=c0 - start, smooth=False)
     centres = 0.5 * (edges[:-1] + edges[1:])
     approx = np.rint(np.interp(np.arange(nx), centres, strip_top)).astype(int)
-    thin = both(3, 2 * w + 1)
+    thin = _both_phases(solid, pore, vo, s_ref, p_ref, edges, 3, 2 * w + 1)
     top_o = _first_from_far(thin, approx, start, c0, TOP_LEVEL)
     top_lo = _first_from_far(thin, approx, start, c0, 0.5 * TOP_LEVEL)
     top_hi = _first_from_far(thin, approx, start, c0, 2.0 * TOP_LEVEL)
+    return top_o, top_lo, top_hi
+
+
+def _cover_shift(go: np.ndarray, vo: np.ndarray, solid: np.ndarray, pore: np.ndarray,
+                 s_ref: float, p_ref: float, top_o: np.ndarray, far: int, end: int, start: int,
+                 c0: int, w: int) -> np.ndarray:
+    """Per column, the rows (0 to 2 `TALL_ROWS`) by which the top may sit too high under a
+    dense cover; zeros when the cover's own grey level cannot be sampled."""
+    nx = go.shape[1]
     cover_shift = np.zeros(nx)
-    if cover == "dense":
-        # a cover darker than the solid can read as pores next to the layer and lift the top
-        # into it: the top found without pixels at the cover's own grey level (well beyond
-        # the top) estimates that shift, up to 2 TALL_ROWS rows (it also drops real pores of
-        # that level, so it widens U rather than moving the top)
-        deep = slice(max(end - 2 * TALL_ROWS - 4 * TOP_RUN, far), max(end - 2 * TALL_ROWS, far))
-        cv = go[deep][vo[deep]]
-        if cv.size >= 100:
-            med = float(np.median(cv))
-            spread = 3.0 * mad_sigma(cv)
-            strict = _first_from_far(both(3, 2 * w + 1, pore & (np.abs(go - med) > spread)),
-                                     top_o, start, c0, TOP_LEVEL, reach=2 * TALL_ROWS)
-            cover_shift = np.clip(strict - top_o, 0, 2 * TALL_ROWS).astype(float)
+    # a cover darker than the solid can read as pores next to the layer and lift the top
+    # into it: the top found without pixels at the cover's own grey level (well beyond
+    # the top) estimates that shift, up to 2 TALL_ROWS rows (it also drops real pores of
+    # that level, so it widens U rather than moving the top)
+    deep = slice(max(end - 2 * TALL_ROWS - 4 * TOP_RUN, far), max(end - 2 * TALL_ROWS, far))
+    cv = go[deep][vo[deep]]
+    if cv.size >= 100:
+        med = float(np.median(cv))
+        spread = 3.0 * mad_sigma(cv)
+        strict = _first_from_far(_both_phases(solid, pore & (np.abs(go - med) > spread), vo, s_ref,
+                                              p_ref, None, 3, 2 * w + 1),
+                                 top_o, start, c0, TOP_LEVEL, reach=2 * TALL_ROWS)
+        cover_shift = np.clip(strict - top_o, 0, 2 * TALL_ROWS).astype(float)
+    return cover_shift
+
+
+def _analysed_columns(top_o: np.ndarray, top_lo: np.ndarray, top_hi: np.ndarray, vo: np.ndarray,
+                      c0: int, path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(columns with valid pixels in the layer, top rows, top rows at half and at twice the
+    level), the masked columns' tops interpolated from their neighbours'. Raises
+    MeasurementError when every column is masked."""
+    ny, nx = vo.shape
     # columns with no valid pixel between the top and the collector say nothing of the top
     rows = np.arange(ny)[:, None]
     columns = ((rows >= top_o[None, :]) & (rows < c0) & vo).any(axis=0)
@@ -397,6 +462,40 @@ def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
         idx = np.flatnonzero(columns)
         top_o, top_lo, top_hi = (np.rint(np.interp(np.arange(nx), idx, t[idx])).astype(int)
                                  for t in (top_o, top_lo, top_hi))
+    return columns, top_o, top_lo, top_hi
+
+
+def _geometry(g: np.ndarray, valid: np.ndarray, path) -> dict[str, Any]:
+    """The layer of an oriented-or-not image: collector band, side, per-column top rows
+    (in the image's own rows), cover band. Raises MeasurementError without a collector."""
+    ny, nx = g.shape
+    t0 = _otsu(g[valid])
+    bands = _dense_bands(g, valid, t0)
+    if not bands:
+        raise MeasurementError(path, "no current collector or substrate: no band of >= "
+                               f"{max(3, ny // 100)} rows across the image that is uniformly "
+                               "bright, without pores")
+    t_rest, candidates = _layer_candidates(g, valid, bands, t0, path)
+    best = _collector(g, valid, bands, candidates, t_rest, path)
+    b0, b1 = best["band"]
+    flip, go, vo, c0, far, band_beyond = _orient(g, valid, bands, best)
+    # the layer is where both phases are seen: above it lies vacuum (no solid) or a dense
+    # cover (no pores)
+    w = min(TOP_WINDOW, nx)
+    region, p_loc, s_loc, core, solid, pore = _local_phases(go, vo, far, c0, best["n"], path)
+    # from the collector outward, full-width rows keep both phases up to the top; beyond it
+    # the solid ends (vacuum) or the pores do (a dense cover: cap, electrolyte)
+    extent = slice(max(c0 - best["n"], far), c0)
+    p_ref, s_ref = _phase_shares(solid, pore, vo, extent)
+    end, cover = _layer_end(solid, pore, vo, far, c0, s_ref, p_ref)
+    if _dense_beyond(go, vo, p_loc, s_loc, region, core, far, end, band_beyond):
+        cover = "dense"
+    start = max(end - TOP_RUN, far)
+    top_o, top_lo, top_hi = _top_surface(solid, pore, vo, s_ref, p_ref, start, c0, w)
+    cover_shift = np.zeros(nx)
+    if cover == "dense":
+        cover_shift = _cover_shift(go, vo, solid, pore, s_ref, p_ref, top_o, far, end, start, c0, w)
+    columns, top_o, top_lo, top_hi = _analysed_columns(top_o, top_lo, top_hi, vo, c0, path)
     top = (ny - 1 - top_o) if flip else top_o    # the layer's far edge in image rows
     return {"collector": (b0, b1), "side": "top" if flip else "bottom", "flip": flip,
             "c0": c0, "top_o": top_o, "cover": cover, "top_rows": top, "top_lo": top_lo,
@@ -524,18 +623,7 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "mid-median":
         return _porosity_mid_median(sem, smooth_sigma_px=smooth_sigma_px)
-    import cv2
-
-    src, img, scale = _checked(sem)
-    raw = img.astype(np.float32)
-    g = cv2.GaussianBlur(raw, (0, 0), smooth_sigma_px) if smooth_sigma_px > 0 else raw
-    valid = valid_mask(sem)
-    if not valid.any():
-        raise MeasurementError(src, "the whole cross-section is masked")
-    p_lo, p_hi = np.percentile(g[valid], [0.5, 99.5])
-    if p_hi - p_lo < 5 * scale:
-        raise MeasurementError(src, f"cross-section has no contrast (grey levels {p_lo:.0f}-"
-                                    f"{p_hi:.0f}); no layer or current collector is visible")
+    src, raw, g, valid = _smoothed_image(sem, smooth_sigma_px)
     flags: list[str] = []
     geo = _geometry(g, valid, src)
     layer = _layer_mask(geo, g.shape) & valid
@@ -545,26 +633,10 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         raise MeasurementError(src, "the layer on the collector is less than 3 rows thick")
     solid, t, p_loc, s_loc = _phases(g, layer)
     contrast = np.maximum(s_loc - p_loc, 1e-6)
-    gv = cv2.GaussianBlur(raw, (0, 0), VALLEY_SIGMA_PX)
-    valley = _valley_ratio(((gv - p_loc) / contrast)[layer])
-    noise = _noise_sigma(raw, layer)
-    c_med = float(np.median(contrast[layer]))
-    if valley > VALLEY_MAX or (noise > 0 and c_med < MIN_CONTRAST_NOISE * noise):
-        raise MeasurementError(src, "the layer's grey levels show no two phases (pores and "
-                               f"solid): histogram valley {valley:.2f} of its lower peak (> "
-                               f"{VALLEY_MAX}) or contrast {c_med:.1f} < {MIN_CONTRAST_NOISE:g} x "
-                               f"noise {noise:.1f}; not a porous layer, or its pores and "
-                               "particles are finer than the image resolves")
-    chord_solid = _mean_chord(solid, layer)
-    chord_pore = _mean_chord(~solid & layer, layer)
-    r_solid = _feature_radius(solid, layer)
-    r_pore = _feature_radius(~solid & layer, layer)
+    _refuse_single_phase(raw, layer, p_loc, contrast, src)
+    chord_solid, chord_pore, r_solid, r_pore = _feature_sizes(solid, layer)
     thickness_px = float(np.mean(n_rows))
-    if thickness_px < MIN_LAYER_FEATURES * 2.0 * r_solid:
-        raise MeasurementError(src, f"the layer ({thickness_px:.0f} px) is thinner than "
-                               f"{MIN_LAYER_FEATURES:g} particle diameters (median particle "
-                               f"section {2 * r_solid:.1f} px); its porosity would be that of a "
-                               "few particles")
+    _refuse_few_features(thickness_px, r_solid, src)
     area = float(layer.sum())
     porosity0 = 1.0 - float(solid.sum()) / area
 
@@ -573,29 +645,11 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     porosity = float(np.clip(porosity0 - rim["offset_px"] * perimeter / area, 0.0, 1.0))
     if abs(rim["offset_px"]) >= rim["offset_limit_px"]:
         flags.append("rim_fit_at_limit")
-    band = [1.0 - float(((g > t + THRESHOLD_STEP * contrast) & layer).sum()) / area,
-            1.0 - float(((g > t - THRESHOLD_STEP * contrast) & layer).sum()) / area]
-    band = sorted(float(np.clip(b + porosity - porosity0, 0.0, 1.0)) for b in band)
+    band = _threshold_band(g, t, contrast, layer, area, porosity, porosity0)
     if band[1] - band[0] > 0.10:
         flags.append("threshold_sensitive")
-    # the top surface: its detection level halved and doubled
-    u_top = _top_sensitivity(g > t, valid, geo)
-    # the method's worst bias on the realistic model, as a rectangular distribution, by the
-    # particles' section size (pores between touching particles are crevices: not a size)
-    u_bias = _method_bias(r_solid) / math.sqrt(3)
-    comps = {"method_bias": u_bias, "top_surface": u_top}
-    if r_solid < RESOLVED_PX:
-        flags.append(f"under_resolved: median feature radius {r_solid:.1f} px < {RESOLVED_PX} px")
-        comps["under_resolved"] = UNDER_RESOLVED_U
-    u = math.sqrt(sum(v * v for v in comps.values()))
-    # the top surface's position (px): its detection (levels halved and doubled, a
-    # rectangular distribution) and its spread along the layer (standard error over
-    # independent windows of TOP_WINDOW columns)
-    u_level = float(np.mean(np.abs(geo["top_hi"] - geo["top_lo"])[cols])) / (2 * math.sqrt(3))
-    u_spread = float(np.std(n_rows)) / math.sqrt(max(n_rows.size / TOP_WINDOW, 1.0))
-    # under a dense cover, the top may sit up to `cover_shift` rows too high (one-sided)
-    u_cover = float(np.mean(geo["cover_shift"][cols])) / math.sqrt(3)
-    u_top_px = math.sqrt(u_level ** 2 + u_spread ** 2 + u_cover ** 2)
+    comps, u = _porosity_uncertainty(g > t, valid, geo, r_solid, flags)
+    u_top_px = _top_position_u_px(geo, n_rows)
 
     orient = (lambda a: a[::-1]) if geo["flip"] else (lambda a: a)
     layers = sublayers(orient(solid), geo["top_o"], geo["c0"], valid=orient(valid),
@@ -604,21 +658,10 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         flags.append("porosity_at_limit")
     if geo["cover"] == "dense":
         flags.append("covered_layer")
-    ps = sem.attrs.get("pixel_size_um")
-    thickness_um = U_thickness_um = None
-    if ps:
-        py = float(ps["y"])
-        thickness_um = thickness_px * py
-        U_thickness_um = 2.0 * math.hypot(u_top_px, 0.5) * py   # half a row at the collector
-    else:
-        flags.append("no_pixel_size")
+    thickness_um, U_thickness_um = _thickness_um(sem, thickness_px, u_top_px, flags)
     if not valid.all():
         flags.append("masked_regions_excluded")
-    top_row = float(np.mean(geo["top_rows"][cols]))
-    if geo["flip"]:
-        top_i, bottom_i = geo["collector"][1], round(top_row)
-    else:
-        top_i, bottom_i = round(top_row), geo["collector"][0] - 1
+    top_i, bottom_i = _layer_image_rows(geo)
     log.debug("cross-section: collector %s, layer %d-%d, porosity %.4f (rim offset %.3f px)",
               geo["collector"], top_i, bottom_i, porosity, rim["offset_px"])
     return {
@@ -643,6 +686,132 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
                   "half-height threshold, rim offset fitted on the edge profile",
         "flags": flags,
     }
+
+
+def _smoothed_image(sem, smooth_sigma_px: float):
+    """(source path, image as float32, the image smoothed by a Gaussian of `smooth_sigma_px`,
+    valid mask) of a cross-section with contrast. Raises MeasurementError for an image wholly
+    masked or without contrast (UnreadableInput for a blank one)."""
+    import cv2
+
+    src, img, scale = _checked(sem)
+    raw = img.astype(np.float32)
+    g = cv2.GaussianBlur(raw, (0, 0), smooth_sigma_px) if smooth_sigma_px > 0 else raw
+    valid = valid_mask(sem)
+    if not valid.any():
+        raise MeasurementError(src, "the whole cross-section is masked")
+    p_lo, p_hi = np.percentile(g[valid], [0.5, 99.5])
+    if p_hi - p_lo < 5 * scale:
+        raise MeasurementError(src, f"cross-section has no contrast (grey levels {p_lo:.0f}-"
+                                    f"{p_hi:.0f}); no layer or current collector is visible")
+    return src, raw, g, valid
+
+
+def _refuse_single_phase(raw: np.ndarray, layer: np.ndarray, p_loc: np.ndarray,
+                         contrast: np.ndarray, src) -> None:
+    """Returns None when the layer shows two phases; raises MeasurementError when its locally
+    normalised grey levels have no histogram valley deeper than `VALLEY_MAX` or its contrast
+    is under `MIN_CONTRAST_NOISE` x the pixel noise."""
+    import cv2
+
+    gv = cv2.GaussianBlur(raw, (0, 0), VALLEY_SIGMA_PX)
+    valley = _valley_ratio(((gv - p_loc) / contrast)[layer])
+    noise = _noise_sigma(raw, layer)
+    c_med = float(np.median(contrast[layer]))
+    if valley > VALLEY_MAX or (noise > 0 and c_med < MIN_CONTRAST_NOISE * noise):
+        raise MeasurementError(src, "the layer's grey levels show no two phases (pores and "
+                               f"solid): histogram valley {valley:.2f} of its lower peak (> "
+                               f"{VALLEY_MAX}) or contrast {c_med:.1f} < {MIN_CONTRAST_NOISE:g} x "
+                               f"noise {noise:.1f}; not a porous layer, or its pores and "
+                               "particles are finer than the image resolves")
+
+
+def _feature_sizes(solid: np.ndarray, layer: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean chord of the solid, mean chord of the pores, median inscribed radius of the
+    solid, of the pores), in pixels, inside the layer."""
+    chord_solid = _mean_chord(solid, layer)
+    chord_pore = _mean_chord(~solid & layer, layer)
+    r_solid = _feature_radius(solid, layer)
+    r_pore = _feature_radius(~solid & layer, layer)
+    return chord_solid, chord_pore, r_solid, r_pore
+
+
+def _refuse_few_features(thickness_px: float, r_solid: float, src) -> None:
+    """Returns None when the layer is at least `MIN_LAYER_FEATURES` particle diameters thick;
+    raises MeasurementError otherwise."""
+    if thickness_px < MIN_LAYER_FEATURES * 2.0 * r_solid:
+        raise MeasurementError(src, f"the layer ({thickness_px:.0f} px) is thinner than "
+                               f"{MIN_LAYER_FEATURES:g} particle diameters (median particle "
+                               f"section {2 * r_solid:.1f} px); its porosity would be that of a "
+                               "few particles")
+
+
+def _threshold_band(g: np.ndarray, t: np.ndarray, contrast: np.ndarray, layer: np.ndarray,
+                    area: float, porosity: float, porosity0: float) -> list[float]:
+    """[lo, hi]: the porosities at the local threshold -/+ `THRESHOLD_STEP` of the local
+    contrast, moved by the rim correction (`porosity` - `porosity0`, the porosity with and
+    without it) and clipped to 0..1."""
+    band = [1.0 - float(((g > t + THRESHOLD_STEP * contrast) & layer).sum()) / area,
+            1.0 - float(((g > t - THRESHOLD_STEP * contrast) & layer).sum()) / area]
+    return sorted(float(np.clip(b + porosity - porosity0, 0.0, 1.0)) for b in band)
+
+
+def _porosity_uncertainty(solid_all: np.ndarray, valid: np.ndarray, geo: dict[str, Any],
+                          r_solid: float, flags: list[str]) -> tuple[dict[str, float], float]:
+    """(the components of the porosity's standard uncertainty, their quadrature sum u, k = 1):
+    the top surface, the method's bias and, for under-resolved features (flagged in
+    `flags`), `UNDER_RESOLVED_U`."""
+    # the top surface: its detection level halved and doubled
+    u_top = _top_sensitivity(solid_all, valid, geo)
+    # the method's worst bias on the realistic model, as a rectangular distribution, by the
+    # particles' section size (pores between touching particles are crevices: not a size)
+    u_bias = _method_bias(r_solid) / math.sqrt(3)
+    comps = {"method_bias": u_bias, "top_surface": u_top}
+    if r_solid < RESOLVED_PX:
+        flags.append(f"under_resolved: median feature radius {r_solid:.1f} px < {RESOLVED_PX} px")
+        comps["under_resolved"] = UNDER_RESOLVED_U
+    u = math.sqrt(sum(v * v for v in comps.values()))
+    return comps, u
+
+
+def _top_position_u_px(geo: dict[str, Any], n_rows: np.ndarray) -> float:
+    """Standard uncertainty (px) of the top surface's position: its detection level, its
+    spread along the layer and, under a dense cover, its possible shift into the cover."""
+    cols = geo["columns"]
+    # the top surface's position (px): its detection (levels halved and doubled, a
+    # rectangular distribution) and its spread along the layer (standard error over
+    # independent windows of TOP_WINDOW columns)
+    u_level = float(np.mean(np.abs(geo["top_hi"] - geo["top_lo"])[cols])) / (2 * math.sqrt(3))
+    u_spread = float(np.std(n_rows)) / math.sqrt(max(n_rows.size / TOP_WINDOW, 1.0))
+    # under a dense cover, the top may sit up to `cover_shift` rows too high (one-sided)
+    u_cover = float(np.mean(geo["cover_shift"][cols])) / math.sqrt(3)
+    return math.sqrt(u_level ** 2 + u_spread ** 2 + u_cover ** 2)
+
+
+def _thickness_um(sem, thickness_px: float, u_top_px: float,
+                  flags: list[str]) -> tuple[float | None, float | None]:
+    """(thickness, its expanded uncertainty U, k = 2) in micrometres; (None, None) and a
+    ``no_pixel_size`` flag in `flags` without a pixel size."""
+    ps = sem.attrs.get("pixel_size_um")
+    thickness_um = U_thickness_um = None
+    if ps:
+        py = float(ps["y"])
+        thickness_um = thickness_px * py
+        U_thickness_um = 2.0 * math.hypot(u_top_px, 0.5) * py   # half a row at the collector
+    else:
+        flags.append("no_pixel_size")
+    return thickness_um, U_thickness_um
+
+
+def _layer_image_rows(geo: dict[str, Any]) -> tuple[int, int]:
+    """(first, last) image rows of the layer: its mean top row and its last row at the
+    collector, top < bottom."""
+    top_row = float(np.mean(geo["top_rows"][geo["columns"]]))
+    if geo["flip"]:
+        top_i, bottom_i = geo["collector"][1], round(top_row)
+    else:
+        top_i, bottom_i = round(top_row), geo["collector"][0] - 1
+    return top_i, bottom_i
 
 
 def _top_sensitivity(solid_all: np.ndarray, valid: np.ndarray, geo: dict[str, Any]) -> float:
@@ -721,56 +890,12 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
     MeasurementError
         An image without contrast, without a current collector or without a layer on it.
     """
-    from scipy.ndimage import gaussian_filter
-
-    src, img, scale = _checked(sem)
+    src, img, scale, g, valid = _mid_median_image(sem, smooth_sigma_px)
     flags: list[str] = []
-    g = gaussian_filter(img.astype(np.float64), smooth_sigma_px) if smooth_sigma_px > 0 \
-        else img.astype(np.float64)
-    p_lo, p_hi = np.percentile(g, [0.5, 99.5])
-    if p_hi - p_lo < 5 * scale:
-        raise MeasurementError(src, f"cross-section has no contrast (grey levels {p_lo:.0f}-{p_hi:.0f}); "
-                                    "no layer or current collector is visible")
-    valid = valid_mask(sem)
-    if not valid.any():
-        raise MeasurementError(src, "the whole cross-section is masked")
-    rows_ok = valid.any(axis=1)  # rows with at least one analysed pixel
     masked = not valid.all()
-    gv = np.where(valid, g, np.nan) if masked else g
-    t0 = _otsu(g[valid] if masked else g)
-    row_p5 = np.full(g.shape[0], -np.inf)
-    row_p5[rows_ok] = (np.nanpercentile(gv[rows_ok], 5, axis=1) if masked
-                       else np.percentile(g, 5, axis=1))
-    runs = [r for r in _runs(row_p5 > t0) if r[1] - r[0] >= 3]
-    if not runs:
-        raise MeasurementError(src, "no current collector visible: no band of >= 3 rows that is "
-                                    "uniformly brighter than the pore/solid threshold")
-    c0, c1 = max(runs, key=lambda r: r[1] - r[0])
-    rest = np.concatenate([g[:c0][valid[:c0]], g[c1:][valid[c1:]]])
-    if rest.size == 0 or np.ptp(rest) < 5 * scale:
-        raise MeasurementError(src, f"no porous layer visible: outside the current collector "
-                                    f"(rows {c0}-{c1 - 1}) the image has no contrast")
-    t_solid = _otsu(rest)  # pores/background vs solid, collector left out
-    n_row = valid.sum(axis=1)
-    solid = ((g > t_solid) & valid).sum(axis=1) / np.maximum(n_row, 1)
-    if not rows_ok.all():  # fully masked rows take their neighbours' fraction
-        idx = np.flatnonzero(rows_ok)
-        solid = np.interp(np.arange(solid.size), idx, solid[idx])
-    n_above = _layer_rows(solid[:c0][::-1])
-    n_below = _layer_rows(solid[c1:])
-    above = n_above if n_above >= 3 else None
-    below = n_below if n_below >= 3 else None
-    if above is None and below is None:
-        raise MeasurementError(src, f"no porous layer visible on the current collector (rows "
-                                    f"{c0}-{c1 - 1}): no rows with solid next to it on either side")
-    if above is not None and below is not None:
-        flags.append("layers_on_both_sides")
-    if below is None or (above is not None and above >= below):
-        n = above
-        top, bottom, side = c0 - n, c0 - 1, "bottom"
-    else:
-        n = below
-        top, bottom, side = c1, c1 + n - 1, "top"
+    c0, c1 = _brightest_band(g, valid, src)
+    solid = _row_solid_fraction(g, valid, c0, c1, scale, src)
+    n, top, bottom, side = _thicker_layer(solid, c0, c1, src, flags)
     if top == 0 and side == "bottom" or bottom == img.shape[0] - 1 and side == "top":
         flags.append("layer_reaches_image_edge")
     vals = g[top:bottom + 1][valid[top:bottom + 1]]
@@ -779,12 +904,8 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
     t_otsu = _otsu(vals)
     thr = _midpoint_threshold(vals, t_otsu)
     step = 10.0 * scale
-
-    def pore_frac(t: float) -> float:
-        return float(np.count_nonzero(vals <= t)) / vals.size
-
-    porosity = pore_frac(thr)
-    band = [pore_frac(thr - step), pore_frac(thr + step)]
+    porosity = _pore_fraction(vals, thr)
+    band = [_pore_fraction(vals, thr - step), _pore_fraction(vals, thr + step)]
     if band[1] - band[0] > 0.10:
         flags.append("threshold_sensitive")
     if porosity < 0.01 or porosity > 0.99:
@@ -814,3 +935,87 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
                   f"(Gaussian sigma {smooth_sigma_px:g} px)",
         "flags": flags,
     }
+
+
+def _mid_median_image(sem, smooth_sigma_px: float):
+    """(source path, image, grey scale: 257 for 16-bit, the image smoothed by a Gaussian of
+    `smooth_sigma_px` as float64, valid mask). Raises MeasurementError for an image without
+    contrast or wholly masked (UnreadableInput for a blank one)."""
+    from scipy.ndimage import gaussian_filter
+
+    src, img, scale = _checked(sem)
+    g = gaussian_filter(img.astype(np.float64), smooth_sigma_px) if smooth_sigma_px > 0 \
+        else img.astype(np.float64)
+    p_lo, p_hi = np.percentile(g, [0.5, 99.5])
+    if p_hi - p_lo < 5 * scale:
+        raise MeasurementError(src, f"cross-section has no contrast (grey levels {p_lo:.0f}-{p_hi:.0f}); "
+                                    "no layer or current collector is visible")
+    valid = valid_mask(sem)
+    if not valid.any():
+        raise MeasurementError(src, "the whole cross-section is masked")
+    return src, img, scale, g, valid
+
+
+def _brightest_band(g: np.ndarray, valid: np.ndarray, src) -> tuple[int, int]:
+    """(first row, end row, half-open) of the current collector: the longest run of >= 3 rows
+    whose 5th percentile lies above the whole-image Otsu threshold. Raises MeasurementError
+    when there is none."""
+    rows_ok = valid.any(axis=1)  # rows with at least one analysed pixel
+    masked = not valid.all()
+    gv = np.where(valid, g, np.nan) if masked else g
+    t0 = _otsu(g[valid] if masked else g)
+    row_p5 = np.full(g.shape[0], -np.inf)
+    row_p5[rows_ok] = (np.nanpercentile(gv[rows_ok], 5, axis=1) if masked
+                       else np.percentile(g, 5, axis=1))
+    runs = [r for r in _runs(row_p5 > t0) if r[1] - r[0] >= 3]
+    if not runs:
+        raise MeasurementError(src, "no current collector visible: no band of >= 3 rows that is "
+                                    "uniformly brighter than the pore/solid threshold")
+    return max(runs, key=lambda r: r[1] - r[0])
+
+
+def _row_solid_fraction(g: np.ndarray, valid: np.ndarray, c0: int, c1: int, scale: float,
+                        src) -> np.ndarray:
+    """Per row, the share of its valid pixels above the Otsu threshold of the image without
+    the collector (rows `c0`-`c1`); fully masked rows take their neighbours'. Raises
+    MeasurementError when the image has no contrast outside the collector."""
+    rows_ok = valid.any(axis=1)  # rows with at least one analysed pixel
+    rest = np.concatenate([g[:c0][valid[:c0]], g[c1:][valid[c1:]]])
+    if rest.size == 0 or np.ptp(rest) < 5 * scale:
+        raise MeasurementError(src, f"no porous layer visible: outside the current collector "
+                                    f"(rows {c0}-{c1 - 1}) the image has no contrast")
+    t_solid = _otsu(rest)  # pores/background vs solid, collector left out
+    n_row = valid.sum(axis=1)
+    solid = ((g > t_solid) & valid).sum(axis=1) / np.maximum(n_row, 1)
+    if not rows_ok.all():  # fully masked rows take their neighbours' fraction
+        idx = np.flatnonzero(rows_ok)
+        solid = np.interp(np.arange(solid.size), idx, solid[idx])
+    return solid
+
+
+def _thicker_layer(solid: np.ndarray, c0: int, c1: int, src,
+                   flags: list[str]) -> tuple[int, int, int, str]:
+    """(rows, first row, last row, collector side "top"/"bottom") of the thicker layer next
+    to the collector (rows `c0`-`c1`), from the row solid fraction `solid`; a
+    ``layers_on_both_sides`` flag in `flags`. Raises MeasurementError without a layer."""
+    n_above = _layer_rows(solid[:c0][::-1])
+    n_below = _layer_rows(solid[c1:])
+    above = n_above if n_above >= 3 else None
+    below = n_below if n_below >= 3 else None
+    if above is None and below is None:
+        raise MeasurementError(src, f"no porous layer visible on the current collector (rows "
+                                    f"{c0}-{c1 - 1}): no rows with solid next to it on either side")
+    if above is not None and below is not None:
+        flags.append("layers_on_both_sides")
+    if below is None or (above is not None and above >= below):
+        n = above
+        top, bottom, side = c0 - n, c0 - 1, "bottom"
+    else:
+        n = below
+        top, bottom, side = c1, c1 + n - 1, "top"
+    return n, top, bottom, side
+
+
+def _pore_fraction(vals: np.ndarray, t: float) -> float:
+    """Share of `vals` at or below the threshold `t`."""
+    return float(np.count_nonzero(vals <= t)) / vals.size

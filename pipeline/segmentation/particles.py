@@ -672,6 +672,136 @@ def _label_learned(img, sm, valid, t_ag, r_given):
     return labels, labels > 0, silver, r_px, scale
 
 
+def _resolution_flags(px_nm: float, min_diameter_nm: float | None, path) -> list[str]:
+    """The flags of the resolution gate: a coarse-pixel flag when the pixel is coarser than
+    1/20 of `min_diameter_nm`. Raises MeasurementError when it is coarser than 1/10."""
+    flags: list[str] = []
+    if min_diameter_nm is not None:
+        if px_nm > min_diameter_nm / 10.0:
+            raise MeasurementError(path, f"pixel {px_nm:.3g} nm is coarser than a tenth of the "
+                                   f"smallest diameter {min_diameter_nm:g} nm; sizes would "
+                                   "not be measurable")
+        if px_nm > min_diameter_nm / 20.0:
+            flags.append(f"coarse pixel: {px_nm:.3g} nm > 1/20 of {min_diameter_nm:g} nm")
+    return flags
+
+
+def _grey_image(sem, path) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 image on a 0..255 (uint8) or 0..1023 (uint16) grey scale, valid mask).
+    Raises MeasurementError for a non-2-D or wholly masked image, UnreadableInput for a
+    blank one."""
+    img = np.asarray(sem.values).astype(np.float32)
+    if img.ndim != 2 or img.size == 0:
+        raise MeasurementError(path, "SEM image must be a non-empty 2-D array")
+    valid = valid_mask(sem)
+    if not valid.any():
+        raise MeasurementError(path, "the whole image is masked")
+    refuse_blank(sem)
+    # grey levels on a 0..255 (uint8) or 0..1023 (uint16, 64 levels a bin) scale
+    grey = 1.0 if sem.dtype == np.uint8 else 64.0
+    img = img / np.float32(grey) if grey != 1.0 else img
+    return img, valid
+
+
+def _smoothed_levels(img: np.ndarray, valid: np.ndarray, path):
+    """(the image smoothed by a Gaussian of sigma 1 px, background level, carbon level,
+    silver level, silver threshold, pixel noise). Raises MeasurementError when the particle
+    contrast is under `CONTRAST_NOISE_MIN` x the noise."""
+    import cv2
+
+    sm = cv2.GaussianBlur(img, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
+    q = np.clip(sm + 0.5, 0, 1023).astype(np.uint16)
+    b, c, s, t_ag = _levels(q, valid, path)
+    noise = _noise_sigma(img, valid & (sm <= b + DETECT_LEVEL * (c - b)))
+    if c - b < CONTRAST_NOISE_MIN * max(noise, 1e-6):
+        raise MeasurementError(path, f"no particles found (particle contrast {c - b:.3g} "
+                               f"is below {CONTRAST_NOISE_MIN:g} x noise {noise:.3g})")
+    return sm, b, c, s, t_ag, noise
+
+
+def _labels(method: str, sem, sm: np.ndarray, valid: np.ndarray, b: float, c: float,
+            t_ag: float | None, r_given: float | None):
+    """(labels, particle mask, silver mask, smallest radius in px, the scale the network ran
+    at or None) by `method`."""
+    net_scale = None
+    if method == "seams":
+        labels, fg, silver, r_px = _label_seams(sm, valid, b, c, t_ag, r_given)
+    elif method == "learned":
+        labels, fg, silver, r_px, net_scale = _label_learned(np.asarray(sem.values), sm, valid,
+                                                             t_ag, r_given)
+    else:
+        labels, fg, silver, r_px = _label_classic(sm, valid, b, c, t_ag, r_given)
+    return labels, fg, silver, r_px, net_scale
+
+
+def _edge_touches(labels: np.ndarray, valid: np.ndarray, n: int) -> np.ndarray:
+    """(n + 1,) bool, indexed by label: True where the label reaches the image border or a
+    masked region."""
+    import cv2
+
+    # edge: image border or masked region
+    edge_zone = ~valid
+    if (~valid).any():
+        edge_zone = cv2.dilate((~valid).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    edge_labels = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1],
+                                  labels[edge_zone]])
+    touches = np.zeros(n + 1, bool)
+    touches[edge_labels] = True
+    return touches
+
+
+def _particle_table(labels: np.ndarray, silver: np.ndarray, valid: np.ndarray, n: int,
+                    dx_nm: float, dy_nm: float):
+    """The particle table (a DataFrame, every column of `COLUMNS` but ``merge_suspect``), one
+    row per label with pixels."""
+    import pandas as pd
+
+    area, cx, cy, fmax, fmin, hull = _region_geometry(labels, n)
+    keep = area > 0
+    ag_px = np.bincount(labels[silver], minlength=n + 1)[1:]
+    touches = _edge_touches(labels, valid, n)
+    pix_area_nm2 = dx_nm * dy_nm
+    ecd = 2.0 * np.sqrt(area * pix_area_nm2 / math.pi)
+    scale = math.sqrt(dx_nm * dy_nm)
+    is_carbon = np.concatenate([[False], ag_px <= 0.5 * area])
+    agg, agg_primary = particle_aggregates(labels, is_carbon, touches, scale)
+    return pd.DataFrame({
+        "label": np.arange(1, n + 1),
+        "x_nm": (cx + 0.5) * dx_nm,
+        "y_nm": (cy + 0.5) * dy_nm,
+        "ecd_nm": ecd,
+        "feret_max_nm": fmax * scale,
+        "feret_min_nm": fmin * scale,
+        "aspect_ratio": fmax / fmin,
+        "solidity": np.minimum(area / np.maximum(hull, 1e-9), 1.0),
+        "phase": np.where(is_carbon[1:], "carbon", "silver"),
+        "touches_edge": touches[1:],
+        "area_px": area.astype(np.int64),
+        "aggregate": agg[1:],
+        "aggregate_primary_nm": agg_primary[1:],
+    })[keep].reset_index(drop=True)
+
+
+def _merge_suspects(df, method: str) -> np.ndarray:
+    """Per row of the particle table, True for a region that looks like merged neighbours:
+    concave ("classic": solidity under `SOLIDITY_MIN`), or oversized for its phase and
+    elongated ("classic") or concave (otherwise)."""
+    merge = np.zeros(len(df), bool)
+    if method == "classic":
+        merge |= df["solidity"].to_numpy() < SOLIDITY_MIN
+    for ph in ("carbon", "silver"):
+        sel = (df["phase"] == ph).to_numpy()
+        inner = sel & ~df["touches_edge"].to_numpy()
+        if inner.any():
+            med = float(np.median(df["ecd_nm"].to_numpy()[inner]))
+            big = df["ecd_nm"].to_numpy() > OVERSIZED_FACTOR[method] * med
+            if method == "classic":
+                merge |= sel & (df["aspect_ratio"].to_numpy() >= ELONGATED_AR) & big
+            else:
+                merge |= sel & (df["solidity"].to_numpy() < MERGE_SOLIDITY) & big
+    return merge
+
+
 def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: bool = False,
                    method: str = "learned"):
     """Segment the particles of an SEM image and measure each.
@@ -725,95 +855,22 @@ def find_particles(sem, *, min_diameter_nm: float | None = None, return_labels: 
     >>> len(table) > 1000, "ecd_nm" in table.columns
     (True, True)
     """
-    import cv2
-    import pandas as pd
-
     path = sem.attrs.get("source_path")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     dx_um, dy_um = require_pixel_size(sem)
     dx_nm, dy_nm = dx_um * 1e3, dy_um * 1e3
     px_nm = max(dx_nm, dy_nm)
-    flags: list[str] = []
-    if min_diameter_nm is not None:
-        if px_nm > min_diameter_nm / 10.0:
-            raise MeasurementError(path, f"pixel {px_nm:.3g} nm is coarser than a tenth of the "
-                                   f"smallest diameter {min_diameter_nm:g} nm; sizes would "
-                                   "not be measurable")
-        if px_nm > min_diameter_nm / 20.0:
-            flags.append(f"coarse pixel: {px_nm:.3g} nm > 1/20 of {min_diameter_nm:g} nm")
-    img = np.asarray(sem.values).astype(np.float32)
-    if img.ndim != 2 or img.size == 0:
-        raise MeasurementError(path, "SEM image must be a non-empty 2-D array")
-    valid = valid_mask(sem)
-    if not valid.any():
-        raise MeasurementError(path, "the whole image is masked")
-    refuse_blank(sem)
-    # grey levels on a 0..255 (uint8) or 0..1023 (uint16, 64 levels a bin) scale
-    grey = 1.0 if sem.dtype == np.uint8 else 64.0
-    img = img / np.float32(grey) if grey != 1.0 else img
-    sm = cv2.GaussianBlur(img, (0, 0), 1.0, borderType=cv2.BORDER_REFLECT)
-    q = np.clip(sm + 0.5, 0, 1023).astype(np.uint16)
-    b, c, s, t_ag = _levels(q, valid, path)
-    noise = _noise_sigma(img, valid & (sm <= b + DETECT_LEVEL * (c - b)))
-    if c - b < CONTRAST_NOISE_MIN * max(noise, 1e-6):
-        raise MeasurementError(path, f"no particles found (particle contrast {c - b:.3g} "
-                               f"is below {CONTRAST_NOISE_MIN:g} x noise {noise:.3g})")
+    flags = _resolution_flags(px_nm, min_diameter_nm, path)
+    img, valid = _grey_image(sem, path)
+    sm, b, c, s, t_ag, noise = _smoothed_levels(img, valid, path)
     r_given = min_diameter_nm / 2.0 / px_nm if min_diameter_nm is not None else None
-    if method == "seams":
-        labels, fg, silver, r_px = _label_seams(sm, valid, b, c, t_ag, r_given)
-    elif method == "learned":
-        labels, fg, silver, r_px, net_scale = _label_learned(np.asarray(sem.values), sm, valid,
-                                                             t_ag, r_given)
-    else:
-        labels, fg, silver, r_px = _label_classic(sm, valid, b, c, t_ag, r_given)
+    labels, fg, silver, r_px, net_scale = _labels(method, sem, sm, valid, b, c, t_ag, r_given)
     n = int(labels.max())
     if n == 0:
         raise MeasurementError(path, "no particles found")
-    area, cx, cy, fmax, fmin, hull = _region_geometry(labels, n)
-    keep = area > 0
-    ag_px = np.bincount(labels[silver], minlength=n + 1)[1:]
-    # edge: image border or masked region
-    edge_zone = ~valid
-    if (~valid).any():
-        edge_zone = cv2.dilate((~valid).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    edge_labels = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1],
-                                  labels[edge_zone]])
-    touches = np.zeros(n + 1, bool)
-    touches[edge_labels] = True
-    pix_area_nm2 = dx_nm * dy_nm
-    ecd = 2.0 * np.sqrt(area * pix_area_nm2 / math.pi)
-    scale = math.sqrt(dx_nm * dy_nm)
-    is_carbon = np.concatenate([[False], ag_px <= 0.5 * area])
-    agg, agg_primary = particle_aggregates(labels, is_carbon, touches, scale)
-    df = pd.DataFrame({
-        "label": np.arange(1, n + 1),
-        "x_nm": (cx + 0.5) * dx_nm,
-        "y_nm": (cy + 0.5) * dy_nm,
-        "ecd_nm": ecd,
-        "feret_max_nm": fmax * scale,
-        "feret_min_nm": fmin * scale,
-        "aspect_ratio": fmax / fmin,
-        "solidity": np.minimum(area / np.maximum(hull, 1e-9), 1.0),
-        "phase": np.where(is_carbon[1:], "carbon", "silver"),
-        "touches_edge": touches[1:],
-        "area_px": area.astype(np.int64),
-        "aggregate": agg[1:],
-        "aggregate_primary_nm": agg_primary[1:],
-    })[keep].reset_index(drop=True)
-    merge = np.zeros(len(df), bool)
-    if method == "classic":
-        merge |= df["solidity"].to_numpy() < SOLIDITY_MIN
-    for ph in ("carbon", "silver"):
-        sel = (df["phase"] == ph).to_numpy()
-        inner = sel & ~df["touches_edge"].to_numpy()
-        if inner.any():
-            med = float(np.median(df["ecd_nm"].to_numpy()[inner]))
-            big = df["ecd_nm"].to_numpy() > OVERSIZED_FACTOR[method] * med
-            if method == "classic":
-                merge |= sel & (df["aspect_ratio"].to_numpy() >= ELONGATED_AR) & big
-            else:
-                merge |= sel & (df["solidity"].to_numpy() < MERGE_SOLIDITY) & big
+    df = _particle_table(labels, silver, valid, n, dx_nm, dy_nm)
+    merge = _merge_suspects(df, method)
     df["merge_suspect"] = merge
     df = df[COLUMNS]
     valid_px = float(valid.sum())

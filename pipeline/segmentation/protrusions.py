@@ -192,6 +192,115 @@ def _hmaxima_peaks(r: np.ndarray, valid: np.ndarray, h: float, step: int) -> np.
     return np.asarray(idx, dtype=int).reshape(-1, 2) * step
 
 
+def _given_diameter_px(dx: float, dy: float, bump_diameter_um: float | None,
+                       bump_diameter_px: float | None) -> tuple[float | None, float | None]:
+    """(x, y) bump diameter in pixels from the one given in micrometres or pixels; (None,
+    None) when neither is. Raises ValueError for a non-positive or non-finite diameter."""
+    d_x = d_y = None
+    if bump_diameter_um is not None:
+        d_x, d_y = bump_diameter_um / dx, bump_diameter_um / dy
+    elif bump_diameter_px is not None:
+        d_x = d_y = float(bump_diameter_px)
+    if d_x is not None and not (d_x > 0 and d_y > 0 and math.isfinite(d_x * d_y)):
+        raise ValueError(f"bump diameter must be > 0 and finite, got {d_x:g} x {d_y:g} px")
+    return d_x, d_y
+
+
+def _specimen_area(image, img: np.ndarray, field: np.ndarray,
+                   d_mean: float) -> tuple[np.ndarray, int, float]:
+    """(the analysed area: the specimen within the unmasked `field`, its pixel count, the
+    share of the field left out as not specimen or its border). Raises MeasurementError
+    when no specimen is left."""
+    valid = specimen_mask(img, field, d_mean)
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise MeasurementError(image.attrs.get("source_path"),
+                               "no specimen area left once the specimen's border is left out")
+    border_share = 1.0 - n_valid / float(field.sum())
+    return valid, n_valid, border_share
+
+
+def _protrusion_rows(r: np.ndarray, valid: np.ndarray, peaks: np.ndarray, step: int,
+                     d_max: float, fwhm_s2: float) -> list[dict]:
+    """One dict per peak in the analysed area (``x_px``, ``y_px``, ``height``, ``area_px``,
+    ``diameter_px``, ``touches_edge``): the peaks moved to the full-resolution maximum,
+    sized on their half-height region within their Voronoi cell, smoothing (`fwhm_s2`,
+    the smoothing's squared FWHM) removed."""
+    refined = [_refine(r, y, x, step) for y, x in peaks]
+    py = np.array([p[0] for p in refined])
+    px = np.array([p[1] for p in refined])
+    keep = valid[py, px]
+    refined = [p for p, k in zip(refined, keep) if k]
+    half = math.ceil(1.5 * d_max) + 2
+    cy = np.array([p[0] for p in refined], dtype=float)
+    cx = np.array([p[1] for p in refined], dtype=float)
+    return [_protrusion_row(r, valid, i, peak, cy, cx, half, fwhm_s2)
+            for i, peak in enumerate(refined)]
+
+
+def _half_height_region(r: np.ndarray, valid: np.ndarray, i: int, iy: int, ix: int, cy: np.ndarray,
+                        cx: np.ndarray, half: int) -> tuple[np.ndarray, int, int, int, int]:
+    """(the region around peak `i` at (`iy`, `ix`) above half its height, within its Voronoi
+    cell among the peaks (`cy`, `cx`), and the window rows y0:y1, columns x0:x1 it is cut
+    from)."""
+    from scipy import ndimage as ndi
+
+    ny, nx = r.shape
+    peak = float(r[iy, ix])
+    y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
+    x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
+    win = r[y0:y1, x0:x1] >= 0.5 * peak
+    win &= valid[y0:y1, x0:x1]
+    near = (np.abs(cy - iy) <= 2 * half) & (np.abs(cx - ix) <= 2 * half)
+    near[i] = False
+    if near.any():  # Voronoi cell: closer to this peak than to any other
+        gy, gx = np.mgrid[y0:y1, x0:x1]
+        own = (gy - iy) ** 2 + (gx - ix) ** 2
+        for j in np.flatnonzero(near):
+            win &= own <= (gy - cy[j]) ** 2 + (gx - cx[j]) ** 2
+    lab, _ = ndi.label(win)
+    region = lab == lab[iy - y0, ix - x0]
+    return region, y0, y1, x0, x1
+
+
+def _protrusion_row(r: np.ndarray, valid: np.ndarray, i: int, refined_peak: tuple, cy: np.ndarray,
+                    cx: np.ndarray, half: int, fwhm_s2: float) -> dict:
+    """The table row of peak `i` (`refined_peak`: full-resolution row, column, sub-pixel row,
+    column): position, height and half-height size with the smoothing removed, and whether
+    the region reaches the image border."""
+    ny, nx = r.shape
+    iy, ix, fy, fx = refined_peak
+    peak = float(r[iy, ix])
+    region, y0, y1, x0, x1 = _half_height_region(r, valid, i, iy, ix, cy, cx, half)
+    area_px = int(region.sum())
+    d_meas2 = 4.0 * area_px / math.pi
+    d2 = max(d_meas2 - fwhm_s2, 0.25 * d_meas2)
+    touches = bool(
+        (y0 == 0 and region[0].any()) or (y1 == ny and region[-1].any())
+        or (x0 == 0 and region[:, 0].any()) or (x1 == nx and region[:, -1].any())
+    )
+    return {
+        "x_px": fx, "y_px": fy, "height": peak * d_meas2 / d2,
+        "area_px": math.pi * d2 / 4.0, "diameter_px": math.sqrt(d2),
+        "touches_edge": touches,
+    }
+
+
+def _protrusion_table(rows: list[dict], dx: float, dy: float):
+    """The protrusions' DataFrame: the pixel columns of `rows` and their micrometre
+    equivalents for a pixel of `dx` x `dy` um (no ``attrs`` yet)."""
+    import pandas as pd
+
+    cols = ["x_px", "y_px", "height", "area_px", "diameter_px", "touches_edge"]
+    df = pd.DataFrame(rows, columns=cols)
+    df["touches_edge"] = df["touches_edge"].astype(bool)
+    df.insert(0, "y_um", (df["y_px"] + 0.5) * dy)
+    df.insert(0, "x_um", (df["x_px"] + 0.5) * dx)
+    df["area_um2"] = df["area_px"] * dx * dy
+    df["diameter_um"] = df["diameter_px"] * math.sqrt(dx * dy)
+    return df
+
+
 def find_protrusions(image, *, bump_diameter_um: float | None = None,
                      bump_diameter_px: float | None = None, h_sigma: float = 5.0):
     """Protrusions (bright bumps) on an SEM surface image.
@@ -242,9 +351,6 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     >>> bumps.attrs["count"], round(bumps.attrs["per_mm2"], 1)
     (5, 16.3)
     """
-    import pandas as pd
-    from scipy import ndimage as ndi
-
     img = np.asarray(image.values, dtype=np.float32)
     if img.ndim != 2:
         raise MeasurementError(image.attrs.get("source_path"),
@@ -252,14 +358,7 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     if h_sigma <= 0:
         raise ValueError(f"h_sigma must be > 0, got {h_sigma}")
     dx, dy = require_pixel_size(image)
-    d_x = d_y = None
-    if bump_diameter_um is not None:
-        d_x, d_y = bump_diameter_um / dx, bump_diameter_um / dy
-    elif bump_diameter_px is not None:
-        d_x = d_y = float(bump_diameter_px)
-    if d_x is not None and not (d_x > 0 and d_y > 0 and math.isfinite(d_x * d_y)):
-        raise ValueError(f"bump diameter must be > 0 and finite, got {d_x:g} x {d_y:g} px")
-    ny, nx = img.shape
+    d_x, d_y = _given_diameter_px(dx, dy, bump_diameter_um, bump_diameter_px)
     valid = valid_mask(image)
     n_valid = int(valid.sum())
     if n_valid == 0:
@@ -270,13 +369,7 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
         d_x = d_y = estimate_bump_diameter_px(img)
         log.info("bump diameter estimated at %.1f px", d_x)
     d_mean = 0.5 * (d_x + d_y)
-    field = valid
-    valid = specimen_mask(img, valid, d_mean)
-    n_valid = int(valid.sum())
-    if n_valid == 0:
-        raise MeasurementError(image.attrs.get("source_path"),
-                               "no specimen area left once the specimen's border is left out")
-    border_share = 1.0 - n_valid / float(field.sum())
+    valid, n_valid, border_share = _specimen_area(image, img, valid, d_mean)
     weight = valid.astype(np.float32)
 
     bg = _background(img, weight, _BACKGROUND_PER_DIAMETER * d_mean)
@@ -292,49 +385,8 @@ def find_protrusions(image, *, bump_diameter_um: float | None = None,
     peaks = _hmaxima_peaks(r, valid, h, step)
     rows = []
     if len(peaks):
-        refined = [_refine(r, y, x, step) for y, x in peaks]
-        py = np.array([p[0] for p in refined])
-        px = np.array([p[1] for p in refined])
-        keep = valid[py, px]
-        refined = [p for p, k in zip(refined, keep) if k]
-        half = math.ceil(1.5 * max(d_x, d_y)) + 2
-        cy = np.array([p[0] for p in refined], dtype=float)
-        cx = np.array([p[1] for p in refined], dtype=float)
-        fwhm_s2 = (FWHM_PER_SIGMA ** 2) * ss_x * ss_y
-        for i, (iy, ix, fy, fx) in enumerate(refined):
-            peak = float(r[iy, ix])
-            y0, y1 = max(iy - half, 0), min(iy + half + 1, ny)
-            x0, x1 = max(ix - half, 0), min(ix + half + 1, nx)
-            win = r[y0:y1, x0:x1] >= 0.5 * peak
-            win &= valid[y0:y1, x0:x1]
-            near = (np.abs(cy - iy) <= 2 * half) & (np.abs(cx - ix) <= 2 * half)
-            near[i] = False
-            if near.any():  # Voronoi cell: closer to this peak than to any other
-                gy, gx = np.mgrid[y0:y1, x0:x1]
-                own = (gy - iy) ** 2 + (gx - ix) ** 2
-                for j in np.flatnonzero(near):
-                    win &= own <= (gy - cy[j]) ** 2 + (gx - cx[j]) ** 2
-            lab, _ = ndi.label(win)
-            region = lab == lab[iy - y0, ix - x0]
-            area_px = int(region.sum())
-            d_meas2 = 4.0 * area_px / math.pi
-            d2 = max(d_meas2 - fwhm_s2, 0.25 * d_meas2)
-            touches = bool(
-                (y0 == 0 and region[0].any()) or (y1 == ny and region[-1].any())
-                or (x0 == 0 and region[:, 0].any()) or (x1 == nx and region[:, -1].any())
-            )
-            rows.append({
-                "x_px": fx, "y_px": fy, "height": peak * d_meas2 / d2,
-                "area_px": math.pi * d2 / 4.0, "diameter_px": math.sqrt(d2),
-                "touches_edge": touches,
-            })
-    cols = ["x_px", "y_px", "height", "area_px", "diameter_px", "touches_edge"]
-    df = pd.DataFrame(rows, columns=cols)
-    df["touches_edge"] = df["touches_edge"].astype(bool)
-    df.insert(0, "y_um", (df["y_px"] + 0.5) * dy)
-    df.insert(0, "x_um", (df["x_px"] + 0.5) * dx)
-    df["area_um2"] = df["area_px"] * dx * dy
-    df["diameter_um"] = df["diameter_px"] * math.sqrt(dx * dy)
+        rows = _protrusion_rows(r, valid, peaks, step, max(d_x, d_y), (FWHM_PER_SIGMA ** 2) * ss_x * ss_y)
+    df = _protrusion_table(rows, dx, dy)
     area_mm2 = n_valid * dx * dy * 1e-6
     df.attrs.update(
         count=len(df),

@@ -461,7 +461,6 @@ def _render(m: SemModel, b: dict[str, np.ndarray], ny: int, nx: int):
     pixel centre), per-body stats and, per aggregate, the area and perimeter (pixels) of
     the union of its silhouettes.
     """
-    p = m.pixel_nm
     n = b["d"].size
     zbuf = np.zeros((ny, nx), np.float32)
     col = np.zeros((ny, nx), np.float32)
@@ -473,72 +472,127 @@ def _render(m: SemModel, b: dict[str, np.ndarray], ny: int, nx: int):
     level = np.where(b["silver"], m.level_silver, m.level_particle) * b["gain"]
     light_az = math.radians(m.light_azimuth_deg)
     for i in np.argsort(b["z"] + b["c"], kind="stable"):
-        x, y, rm = b["x"][i], b["y"][i], b["rmax"][i]
-        c0, c1 = max(int((x - rm) / p), 0), min(int((x + rm) / p) + 2, nx)
-        r0, r1 = max(int((y - rm) / p), 0), min(int((y + rm) / p) + 2, ny)
-        if c0 >= c1 or r0 >= r1:
+        seen = _draw_body(m, b, i, level[i], light_az, zbuf, col, cover, owner)
+        if seen is None:
             continue
-        dx = ((np.arange(c0, c1) + 0.5) * p - x)[None, :]
-        dy = ((np.arange(r0, r1) + 0.5) * p - y)[:, None]
-        if b["kind"][i]:
-            rr = b["r0"][i] * np.interp(np.arctan2(dy, dx), _PHI, b["tab"][i], period=2 * math.pi)
-        else:
-            rr = b["r0"][i]
-        rn = np.sqrt(dx * dx + dy * dy) / rr
-        depth = (1.0 - rn) * rr  # nm inside the silhouette edge (radially)
-        alpha = np.clip(depth / p + 0.5, 0.0, 1.0)
-        inside = depth > 0
-        if not inside.any():
-            continue
+        r0, c0, inside = seen
         sil[i] = np.count_nonzero(inside)
-        touch[i] = bool((r0 == 0 and inside[0].any()) or (r1 == ny and inside[-1].any())
-                        or (c0 == 0 and inside[:, 0].any()) or (c1 == nx and inside[:, -1].any()))
-        masks[i] = (r0, c0, inside)
-        hgt = np.sqrt(np.clip(1.0 - rn * rn, 0.0, None))
-        zt = b["z"][i] + b["c"][i] * hgt
-        zb = zbuf[r0:r1, c0:c1]
-        front = (alpha > 0) & (zt > zb)
-        win = front & inside
-        tan = b["c"][i] * rn / (rr * np.maximum(hgt, 1e-3))
-        sec = np.minimum(np.sqrt(1.0 + tan * tan), m.tilt_cap)
-        d_in = np.maximum(depth, 0.0)
-        rim = np.exp(-d_in / m.rim_decay_nm)
-        if m.rim_rise_nm > 0:
-            rim -= np.exp(-d_in / m.rim_rise_nm)
-        val = level[i] * (1.0 + m.rim_gain * (rim + m.tilt_weight * (sec - 1.0)))
-        if m.light_weight or (m.facet_contrast and b["kind"][i] == 2):
-            az = np.arctan2(dy, dx)
-            sin_t = tan / np.sqrt(1.0 + tan * tan)
-            if b["kind"][i] == 2:  # flat facets: one direction and one brightness per facet
-                w = 2 * math.pi / b["sides"][i]
-                j = np.floor(np.mod(az - b["phi0"][i], 2 * math.pi) / w).astype(np.int64)
-                j = np.where(rn < FACET_TOP, 8, np.minimum(j, 7))
-                az = b["phi0"][i] + (j + 0.5) * w
-                sin_t = np.where(j == 8, 0.0, sin_t)
-                val = val * (1.0 + b["facet_gain"][i][j])
-            val = val * (1.0 + m.light_weight * sin_t * np.cos(az - light_az))
-        a = alpha[front]
-        cb, vb = col[r0:r1, c0:c1], cover[r0:r1, c0:c1]
-        cb[front] = a * val[front] + (1.0 - a) * cb[front]
-        vb[front] = a + (1.0 - a) * vb[front]
-        zb[win] = zt[win]
-        owner[r0:r1, c0:c1][win] = i + 1
+        touch[i] = _touches_border(inside, r0, c0, ny, nx)
+        masks[i] = seen
+    groups = _aggregate_unions(b, masks)
+    vis = np.bincount(owner.ravel(), minlength=n + 1)[1:]
+    return col, cover, zbuf, owner, {"silhouette": sil, "visible": vis, "touches": touch}, groups
+
+
+def _draw_body(m: SemModel, b: dict[str, np.ndarray], i, level_i, light_az: float, zbuf: np.ndarray,
+               col: np.ndarray, cover: np.ndarray, owner: np.ndarray):
+    """Draw body `i` (signal level `level_i`) into the buffers where it lies in front of what
+    is drawn, blending edge pixels by coverage. Returns (first row, first column, the pixel
+    centres inside its silhouette) of its window, or None when no pixel centre is inside."""
+    p = m.pixel_nm
+    ny, nx = zbuf.shape
+    x, y, rm = b["x"][i], b["y"][i], b["rmax"][i]
+    c0, c1 = max(int((x - rm) / p), 0), min(int((x + rm) / p) + 2, nx)
+    r0, r1 = max(int((y - rm) / p), 0), min(int((y + rm) / p) + 2, ny)
+    if c0 >= c1 or r0 >= r1:
+        return None
+    dx = ((np.arange(c0, c1) + 0.5) * p - x)[None, :]
+    dy = ((np.arange(r0, r1) + 0.5) * p - y)[:, None]
+    rr = _body_radius(b, i, dx, dy)
+    rn = np.sqrt(dx * dx + dy * dy) / rr
+    depth = (1.0 - rn) * rr  # nm inside the silhouette edge (radially)
+    alpha = np.clip(depth / p + 0.5, 0.0, 1.0)
+    inside = depth > 0
+    if not inside.any():
+        return None
+    hgt = np.sqrt(np.clip(1.0 - rn * rn, 0.0, None))
+    zt = b["z"][i] + b["c"][i] * hgt
+    zb = zbuf[r0:r1, c0:c1]
+    front = (alpha > 0) & (zt > zb)
+    win = front & inside
+    val = _body_signal(m, b, i, level_i, light_az, rr, rn, hgt, depth, dx, dy)
+    a = alpha[front]
+    cb, vb = col[r0:r1, c0:c1], cover[r0:r1, c0:c1]
+    cb[front] = a * val[front] + (1.0 - a) * cb[front]
+    vb[front] = a + (1.0 - a) * vb[front]
+    zb[win] = zt[win]
+    owner[r0:r1, c0:c1][win] = i + 1
+    return r0, c0, inside
+
+
+def _body_radius(b: dict[str, np.ndarray], i, dx: np.ndarray, dy: np.ndarray):
+    """The silhouette radius (nm) of body `i` towards each pixel centre (`dx`, `dy` nm from
+    its centre): the tabulated outline of an irregular or faceted body, a sphere's radius."""
+    if b["kind"][i]:
+        return b["r0"][i] * np.interp(np.arctan2(dy, dx), _PHI, b["tab"][i], period=2 * math.pi)
+    return b["r0"][i]
+
+
+def _body_signal(m: SemModel, b: dict[str, np.ndarray], i, level_i, light_az: float, rr, rn: np.ndarray,
+                 hgt: np.ndarray, depth: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The SE signal of body `i` over its window: its level with the edge effect (rim) and
+    the tilt of its surface, then facets and directional light where the model has them."""
+    tan = b["c"][i] * rn / (rr * np.maximum(hgt, 1e-3))
+    sec = np.minimum(np.sqrt(1.0 + tan * tan), m.tilt_cap)
+    d_in = np.maximum(depth, 0.0)
+    rim = np.exp(-d_in / m.rim_decay_nm)
+    if m.rim_rise_nm > 0:
+        rim -= np.exp(-d_in / m.rim_rise_nm)
+    val = level_i * (1.0 + m.rim_gain * (rim + m.tilt_weight * (sec - 1.0)))
+    if m.light_weight or (m.facet_contrast and b["kind"][i] == 2):
+        val = _lit(m, b, i, val, light_az, tan, rn, dx, dy)
+    return val
+
+
+def _lit(m: SemModel, b: dict[str, np.ndarray], i, val: np.ndarray, light_az: float, tan: np.ndarray,
+         rn: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """The signal `val` of body `i` with its facets' own brightness (faceted bodies) and the
+    directional light on its surface (slope `tan`)."""
+    az = np.arctan2(dy, dx)
+    sin_t = tan / np.sqrt(1.0 + tan * tan)
+    if b["kind"][i] == 2:  # flat facets: one direction and one brightness per facet
+        w = 2 * math.pi / b["sides"][i]
+        j = np.floor(np.mod(az - b["phi0"][i], 2 * math.pi) / w).astype(np.int64)
+        j = np.where(rn < FACET_TOP, 8, np.minimum(j, 7))
+        az = b["phi0"][i] + (j + 0.5) * w
+        sin_t = np.where(j == 8, 0.0, sin_t)
+        val = val * (1.0 + b["facet_gain"][i][j])
+    return val * (1.0 + m.light_weight * sin_t * np.cos(az - light_az))
+
+
+def _touches_border(inside: np.ndarray, r0: int, c0: int, ny: int, nx: int) -> bool:
+    """True when the silhouette `inside`, cut from rows r0.. and columns c0.. of an (ny, nx)
+    image, reaches the image's border."""
+    r1, c1 = r0 + inside.shape[0], c0 + inside.shape[1]
+    return bool((r0 == 0 and inside[0].any()) or (r1 == ny and inside[-1].any())
+                or (c0 == 0 and inside[:, 0].any()) or (c1 == nx and inside[:, -1].any()))
+
+
+def _aggregate_unions(b: dict[str, np.ndarray], masks: list) -> list[dict[str, Any]]:
+    """Per aggregate (a run of clustered bodies), its members and the area and perimeter
+    (pixels) of the union of their silhouettes (`masks`: (row, column, mask) or None)."""
+    n = b["d"].size
     groups: list[dict[str, Any]] = []
     for members in np.split(np.arange(n), np.flatnonzero(np.diff(b["cluster"])) + 1):
         if not b["clustered"][members[0]]:
             continue
-        seen = [masks[i] for i in members if masks[i] is not None]
-        union = np.zeros((1, 1), bool)
-        if seen:
-            g0 = min(s[0] for s in seen), min(s[1] for s in seen)
-            g1 = max(s[0] + s[2].shape[0] for s in seen), max(s[1] + s[2].shape[1] for s in seen)
-            union = np.zeros((g1[0] - g0[0], g1[1] - g0[1]), bool)
-            for r0, c0, ins in seen:
-                union[r0 - g0[0]:r0 - g0[0] + ins.shape[0], c0 - g0[1]:c0 - g0[1] + ins.shape[1]] |= ins
+        union = _silhouette_union([masks[i] for i in members if masks[i] is not None])
         groups.append({"members": members, "area_px": int(np.count_nonzero(union)),
                        "perimeter_px": _perimeter(union)})
-    vis = np.bincount(owner.ravel(), minlength=n + 1)[1:]
-    return col, cover, zbuf, owner, {"silhouette": sil, "visible": vis, "touches": touch}, groups
+    return groups
+
+
+def _silhouette_union(seen: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """The union of silhouettes ((row, column, mask) each) on the grid that bounds them; a
+    1 x 1 False array when there is none."""
+    union = np.zeros((1, 1), bool)
+    if seen:
+        g0 = min(s[0] for s in seen), min(s[1] for s in seen)
+        g1 = max(s[0] + s[2].shape[0] for s in seen), max(s[1] + s[2].shape[1] for s in seen)
+        union = np.zeros((g1[0] - g0[0], g1[1] - g0[1]), bool)
+        for r0, c0, ins in seen:
+            union[r0 - g0[0]:r0 - g0[0] + ins.shape[0], c0 - g0[1]:c0 - g0[1] + ins.shape[1]] |= ins
+    return union
 
 
 def _perimeter(mask: np.ndarray) -> float:
