@@ -53,7 +53,7 @@ def calibrate_grating(
 
     def body() -> int:
         from pipeline.ingest.registry import read
-        from pipeline.metrology.calibrate import grating_pixel_size, write_profile
+        from pipeline.metrology.standards import grating_pixel_size, write_profile
 
         da = read(image)
         res = grating_pixel_size(da.values, pitch_nm, pixel_size_um=da.attrs.get("pixel_size_um"))
@@ -84,7 +84,7 @@ def calibrate_step(
 
     def body() -> int:
         from pipeline.ingest.registry import read
-        from pipeline.metrology.calibrate import step_height, write_profile
+        from pipeline.metrology.standards import step_height, write_profile
 
         da = read(height_map, kind="height")
         res = step_height(da.values, certified_um=height_um)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import ConfigError, MeasurementError
 from pipeline.instruments import load_profile
-from pipeline.metrology.calibrate import grating_pixel_size, step_height, write_profile
+from pipeline.metrology.standards import grating_pixel_size, step_height, write_profile
 
 PITCH_NM = 463.0
 

@@ -1,4 +1,4 @@
-"""Calibration measurements: pixel size from a grating, z scale from a step-height standard.
+"""Calibration standards: pixel size from a grating, z scale from a step-height standard.
 
 Pure functions on arrays; `write_profile` turns their results into an instrument profile
 (calibration/instruments/*.toml, schema_version 1) that `pipeline.instruments` loads.
