@@ -62,7 +62,11 @@ class Profile:
     z_scale: float | None = None
     z_scale_uncertainty_rel: float | None = None
     certificate: dict[str, Any] | None = None
-    identity: dict[str, Any] = field(default_factory=dict)
+    file_identity: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The profile file's identity (id, path, SHA-256, schema version)."""
+        return dict(self.file_identity)
 
     @property
     def source(self) -> str:
@@ -203,7 +207,7 @@ def profile_from_file(cf: CalibrationFile) -> Profile:
         raise ConfigError(p, "profile corrects nothing: give [pixel_size] or [z_scale]")
     return Profile(id=d["id"], path=p, match=match, correction_factor=corr, override_um=over,
                    pixel_size_uncertainty_rel=unc, z_scale=z, z_scale_uncertainty_rel=zu,
-                   certificate=certificate, identity=cf.identity())
+                   certificate=certificate, file_identity=cf.identity())
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -333,7 +337,7 @@ def apply_profile(da, profile: Profile, *, today: _dt.date):
         a["z_scale"] = profile.z_scale
         a["z_scale_uncertainty_rel"] = profile.z_scale_uncertainty_rel
     a["pixel_size_uncertainty_rel"] = profile.pixel_size_uncertainty_rel
-    a["calibration_profile"] = {**profile.identity, "id": profile.id}
+    a["calibration_profile"] = {**profile.identity(), "id": profile.id}
     if profile.certificate:
         a["calibration_certificate"] = {k: (v.isoformat() if isinstance(v, _dt.date) else v)
                                         for k, v in profile.certificate.items()}

@@ -79,7 +79,7 @@ def test_site_files_and_defaults_together(site):
     for rel in ("specs/claim15.toml", "specs/gate-production.toml", "recipes/default.toml",
                 "discovery.toml", "materials.toml"):
         assert calibration_file(rel) == defaults / rel
-    assert load_recipe().identity["id"] == "default"
+    assert load_recipe().identity()["id"] == "default"
     assert calibration_dirs("instruments") == [site / "instruments", defaults / "instruments"]
     assert calibration_dirs() == [site, defaults]
 
@@ -100,7 +100,7 @@ def test_a_site_file_overrides_the_default_of_the_same_name(site):
         'schema_version = 1\nid = "site-band"\n[filters]\nlambda_s_um = 2.5\nlambda_c_um = 80\n')
     assert default_recipe_path() == site / "recipes" / "default.toml"
     recipe = load_recipe()
-    assert (recipe.identity["id"], recipe.lambda_c_um) == ("site-band", 80.0)
+    assert (recipe.identity()["id"], recipe.lambda_c_um) == ("site-band", 80.0)
 
     (site / "instruments" / "example-fei-helios.toml").write_text(
         PROFILE.format(id="site-helios", serial="H-1"))

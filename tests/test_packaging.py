@@ -82,7 +82,7 @@ print(json.dumps({
     "package": pipeline.__file__,
     "defaults": str(defaults_dir()),
     "claim15": str(calibration_file("specs/claim15.toml")),
-    "recipe": load_recipe().identity["path"],
+    "recipe": load_recipe().identity()["path"],
     "profiles": [p.path for p in load_profiles()],
 }))
 """

@@ -37,7 +37,7 @@ class RunConfig:
         return {"spec": self.spec.identity(), "gate_spec": self.gate_spec.identity(),
                 "particle_claims": self.particle_claims.identity(),
                 "layer_claims": self.layer_claims.identity(),
-                "recipe": dict(self.recipe.identity), "discovery": self.rules.identity(),
+                "recipe": self.recipe.identity(), "discovery": self.rules.identity(),
                 "materials": self.materials.identity(),
                 "instrument_profiles": [{"id": p.id, "path": p.path} for p in self.profiles]}
 

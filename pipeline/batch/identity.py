@@ -31,7 +31,7 @@ def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
         "config": {k: (v.get("sha256") if isinstance(v, dict) else
                        [p.get("path") for p in v] if isinstance(v, list) else v)
                    for k, v in ident.items()},
-        "profiles": [p.identity for p in cfg.profiles],
+        "profiles": [p.identity() for p in cfg.profiles],
         # a certificate that lapses turns a verdict indeterminate: the key changes that day
         "expired_profiles": _expired(cfg),
         "package_version": __version__,

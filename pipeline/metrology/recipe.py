@@ -38,7 +38,11 @@ class Recipe:
     spike_flag_ratio: float = 1.5
     acf_threshold: float = 0.2
     spd_pruning_pct_sz: float = 5.0
-    identity: dict[str, Any] = field(default_factory=dict)
+    file_identity: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The recipe file's identity (id, path, SHA-256, schema version)."""
+        return dict(self.file_identity)
 
 
 def default_recipe_path() -> Path:
@@ -116,7 +120,7 @@ def recipe_from_file(cf: CalibrationFile) -> Recipe:
             p, "features", "spd_pruning_pct_sz", g("features", "spd_pruning_pct_sz", 5.0),
             lo=0, hi=100,
         ),
-        identity=cf.identity(),
+        file_identity=cf.identity(),
     )
 
 

@@ -245,5 +245,5 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
         "pixel_size_um": {"x": dx, "y": dy},
         "n_valid": hp["n_valid"],
         "flags": flags,
-        "recipe": dict(recipe.identity),
+        "recipe": recipe.identity(),
     }

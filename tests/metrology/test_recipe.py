@@ -8,9 +8,9 @@ def test_default_recipe_loads_with_identity():
     r = load_recipe()
     assert r.level == "plane" and r.lambda_s_um is None and r.lambda_c_um is None
     assert r.outlier_policy in ("none", "n_sigma", "material_ratio")
-    assert r.identity["id"] == "default"
-    assert len(r.identity["sha256"]) == 64
-    assert r.identity["path"] == str(default_recipe_path())
+    assert r.identity()["id"] == "default"
+    assert len(r.identity()["sha256"]) == 64
+    assert r.identity()["path"] == str(default_recipe_path())
 
 
 def _write(tmp_path, text):
@@ -49,4 +49,4 @@ def test_bad_values(tmp_path):
 
 def test_custom_recipe_identity(tmp_path):
     r = load_recipe(_write(tmp_path, 'schema_version = 1\nid = "band"\n[filters]\nlambda_s_um = 2.5\nlambda_c_um = 80\n'))
-    assert (r.lambda_s_um, r.lambda_c_um, r.identity["id"]) == (2.5, 80.0, "band")
+    assert (r.lambda_s_um, r.lambda_c_um, r.identity()["id"]) == (2.5, 80.0, "band")
