@@ -6,7 +6,7 @@ instrument profile applied, as in production), ``pipeline.measure`` (one file as
 measures it), the steps (``surface_texture``, ``find_particles``, ``size_distribution``,
 ``porosity_from_cross_section``, ``find_protrusions``, ``gravimetric_porosity``,
 ``void_reduction``), the decisions (``load_spec``, ``evaluate_spec``, ``judge``,
-``load_recipe``), and the main job (``run``, ``gate``, ``RunResult``). Reading a file
+``load_recipe``), and the main job (``run``, ``gate``, ``RunOptions``, ``RunResult``). Reading a file
 registers the ``da.eqc`` accessor that chains the steps on a DataArray.
 """
 
@@ -31,13 +31,14 @@ _LAZY = {
     "run": ("pipeline.batch.runner", "run"),
     "gate": ("pipeline.batch.runner", "gate"),
     "RunResult": ("pipeline.batch.runner", "RunResult"),
+    "RunOptions": ("pipeline.batch.runner", "RunOptions"),
 }
 
 __all__ = [  # noqa: RUF022 - the version first, then the API as listed in _LAZY
     "__version__", "read", "measure", "load_spec", "evaluate_spec", "judge", "load_recipe",
     "surface_texture", "find_protrusions", "find_particles",
     "size_distribution", "porosity_from_cross_section", "gravimetric_porosity", "void_reduction",
-    "run", "gate", "RunResult",
+    "run", "gate", "RunResult", "RunOptions",
 ]
 
 

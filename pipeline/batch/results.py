@@ -96,12 +96,7 @@ def write_results(records: list[dict[str, Any]], artifacts: dict[str, Any], *, f
     run's exit code: the worst file's, or the verdict's with `strict`, or 130 for an
     interrupted run, whose missing samples `not_measured` counts."""
     pairs(records)
-    if strict:
-        code = verdict_exit_code(records)
-    else:
-        code = worst_exit_code(im["exit_code"] for r in records for im in r["images"])
-    if not_measured is not None:
-        code = EXIT_INTERRUPTED
+    code = _run_exit_code(records, strict, not_measured)
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "package_version": __version__,
@@ -109,17 +104,7 @@ def write_results(records: list[dict[str, Any]], artifacts: dict[str, Any], *, f
         "folder": str(folder),
         "out": None if out is None else str(out),
         "exit_code": code,
-        "counts": {
-            "samples": len(records),
-            "files": sum(len(r["images"]) for r in records),
-            "measured_files": sum(im["status"] == "ok" for r in records for im in r["images"]),
-            "failed_files": sum(im["status"] == "error" for r in records for im in r["images"]),
-            "unreadable_files": sum(im["exit_code"] == EXIT_UNREADABLE
-                                    for r in records for im in r["images"]),
-            "reused_from_store": sum(bool((r.get("stored") or {}).get("reused"))
-                                     for r in records),
-            **({} if not_measured is None else {"not_measured": not_measured}),
-        },
+        "counts": _counts(records, not_measured),
         **cfg.identities(),
         "manifest": manifest_id,
         "notes": list(notes or []),
@@ -131,3 +116,31 @@ def write_results(records: list[dict[str, Any]], artifacts: dict[str, Any], *, f
         result.files_written = write_outputs(Path(out), results, artifacts, html=report,
                                              trends=trends)
     return result
+
+
+def _run_exit_code(records: list[dict[str, Any]], strict: bool,
+                   not_measured: int | None) -> int:
+    """The run's exit code: 130 when it was interrupted (`not_measured` not None), else the
+    verdict's with `strict`, else the worst file's."""
+    if strict:
+        code = verdict_exit_code(records)
+    else:
+        code = worst_exit_code(im["exit_code"] for r in records for im in r["images"])
+    if not_measured is not None:
+        code = EXIT_INTERRUPTED
+    return code
+
+
+def _counts(records: list[dict[str, Any]], not_measured: int | None) -> dict[str, int]:
+    """results.json's counts: samples, their files (measured, failed, unreadable), samples
+    reused from the store, and of an interrupted run the samples not measured."""
+    images = [im for r in records for im in r["images"]]
+    return {
+        "samples": len(records),
+        "files": len(images),
+        "measured_files": sum(im["status"] == "ok" for im in images),
+        "failed_files": sum(im["status"] == "error" for im in images),
+        "unreadable_files": sum(im["exit_code"] == EXIT_UNREADABLE for im in images),
+        "reused_from_store": sum(bool((r.get("stored") or {}).get("reused")) for r in records),
+        **({} if not_measured is None else {"not_measured": not_measured}),
+    }

@@ -287,53 +287,19 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     ({"particles": DataFrame or None, "images": list of records}).
     """
     entry = sample.manifest
-    ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
-           "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
-           "expected_min_diameter_nm": entry.get("expected_min_diameter_nm"),
-           "max_memory": cfg.max_memory}
-    images, tables = [], []
-    art: dict[str, Any] = {"sem": [], "height": [], "histogram": None}
-    for f in sample.files:
-        res = measure_file(f, ctx)
-        rec = res["record"]
-        images.append(rec)
-        if res["table"] is not None:
-            tables.append(res["table"].assign(path=str(f)))
-        if res["artifact"] is not None:
-            art["height" if rec["role"] == "height" else "sem"].append(res["artifact"])
-        if rec["status"] == "error":
-            log.warning("%s", rec["error"])
-        if advance:
-            advance()
+    images, tables, art = _measure_files(sample, _file_context(entry, cfg, previews), advance)
     # failed files are in the decisions' reasons; skipped ones (no role) are flagged here
     flags = [im["error"] for im in images if im["status"] == "skipped"] + image_flags(images)
     pooled = _pool(tables) if tables else None  # every psd field's particles, once
     m = _metrics(images, pooled, entry, cfg.gate_spec, flags)
-    values = _claim_values(m)
-    failed = failed_inputs(images)
-    claim15 = evaluate_spec(cfg.spec, values, blockers=failed)
-    gate = evaluate_spec(cfg.gate_spec, values,
-                         blockers=failed + _gate_blockers(images, m, cfg.gate_spec))
-    min_n = int(cfg.gate_spec.data.get("min_particles_per_mode", 500))
-    pclaims = evaluate_particle_claims(cfg.particle_claims, m["psd"],
-                                       median_aspect_ratio=m["median_aspect_ratio"],
-                                       min_particles_per_mode=min_n)
-    vr = None
-    g, gb = m["porosity_gravimetric"], m["porosity_gravimetric_before"]
-    if g is not None and gb is not None:
-        vr = 100.0 * void_reduction(gb["value"], g["value"])
+    claim15, gate, pclaims = _decide(images, m, cfg)
+    vr = _void_reduction_pct(m)
     if sample.state == "before":
         flags.append("before pressing: claim 15 is judged on the pressed electrode")
-    if previews and m["layers"] is not None:
-        layers = m["layers"]
-        art["layer_profile"] = {"profile": layers["profile"],
-                                "boundary_depth_px": (layers["boundary_depth_px"]
-                                                      if layers["n_layers"] == 2 else None)}
+    if previews:
+        _add_previews(art, m, pooled)
     if m["psd"] is not None:
         flags += [f"particles: {f}" for f in m["psd"]["flags"]]
-        if previews:
-            art["histogram"] = {"ecd_nm": _inner_carbon(pooled)["ecd_nm"].to_numpy(),
-                                "modes": m["psd"]["modes"]}
     record = {
         "sample_id": sample.id,
         "title": entry.get("title", sample.id),
@@ -349,13 +315,89 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         "images": images,
         "flags": flags,
         "notes": list(sample.notes),
-        "provenance": {"inputs": [{"path": im["path"], "sha256": im.get("sha256"),
-                                   "reader": im.get("reader"), "role": im.get("role"),
-                                   "pixel_size_source": im.get("pixel_size_source"),
-                                   "calibration": im.get("calibration")} for im in images]},
+        "provenance": {"inputs": _input_provenance(images)},
     }
-    particles = None
-    if pooled is not None:
-        particles = pooled.assign(sample_id=sample.id)
-        particles.attrs = {}
-    return record, art, {"sample_id": sample.id, "particles": particles, "images": images}
+    return record, art, {"sample_id": sample.id, "particles": _particles(pooled, sample.id),
+                         "images": images}
+
+
+def _file_context(entry: dict[str, Any], cfg, previews: bool) -> dict[str, Any]:
+    """What `measure_file` needs of the run and of the sample's manifest `entry`."""
+    return {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
+            "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
+            "expected_min_diameter_nm": entry.get("expected_min_diameter_nm"),
+            "max_memory": cfg.max_memory}
+
+
+def _measure_files(sample, ctx: dict[str, Any], advance) -> tuple[list, list, dict[str, Any]]:
+    """Measure each file of `sample`: its records, its particle tables (with the file's path)
+    and the report previews of its SEM images and height maps; `advance()` after each."""
+    images, tables = [], []
+    art: dict[str, Any] = {"sem": [], "height": [], "histogram": None}
+    for f in sample.files:
+        res = measure_file(f, ctx)
+        rec = res["record"]
+        images.append(rec)
+        if res["table"] is not None:
+            tables.append(res["table"].assign(path=str(f)))
+        if res["artifact"] is not None:
+            art["height" if rec["role"] == "height" else "sem"].append(res["artifact"])
+        if rec["status"] == "error":
+            log.warning("%s", rec["error"])
+        if advance:
+            advance()
+    return images, tables, art
+
+
+def _decide(images: list[dict], m: dict[str, Any], cfg) -> tuple[dict, dict, dict]:
+    """Claim 15's and the production gate's decisions (each held back by the failed files,
+    the gate also by its own blockers) and the particle claims'."""
+    values = _claim_values(m)
+    failed = failed_inputs(images)
+    claim15 = evaluate_spec(cfg.spec, values, blockers=failed)
+    gate = evaluate_spec(cfg.gate_spec, values,
+                         blockers=failed + _gate_blockers(images, m, cfg.gate_spec))
+    min_n = int(cfg.gate_spec.data.get("min_particles_per_mode", 500))
+    pclaims = evaluate_particle_claims(cfg.particle_claims, m["psd"],
+                                       median_aspect_ratio=m["median_aspect_ratio"],
+                                       min_particles_per_mode=min_n)
+    return claim15, gate, pclaims
+
+
+def _void_reduction_pct(m: dict[str, Any]) -> float | None:
+    """The void reduction (%) from the gravimetric porosity before and after pressing, when
+    the manifest gives both."""
+    g, gb = m["porosity_gravimetric"], m["porosity_gravimetric_before"]
+    if g is not None and gb is not None:
+        return 100.0 * void_reduction(gb["value"], g["value"])
+    return None
+
+
+def _add_previews(art: dict[str, Any], m: dict[str, Any], pooled) -> None:
+    """Add the layer depth profile and the particle-size histogram to the report previews
+    `art`, for the sample's metrics that have them."""
+    if m["layers"] is not None:
+        layers = m["layers"]
+        art["layer_profile"] = {"profile": layers["profile"],
+                                "boundary_depth_px": (layers["boundary_depth_px"]
+                                                      if layers["n_layers"] == 2 else None)}
+    if m["psd"] is not None:
+        art["histogram"] = {"ecd_nm": _inner_carbon(pooled)["ecd_nm"].to_numpy(),
+                            "modes": m["psd"]["modes"]}
+
+
+def _input_provenance(images: list[dict]) -> list[dict[str, Any]]:
+    """Each measured file's provenance: path, SHA-256, reader, role, pixel size source and
+    calibration."""
+    return [{"path": im["path"], "sha256": im.get("sha256"), "reader": im.get("reader"),
+             "role": im.get("role"), "pixel_size_source": im.get("pixel_size_source"),
+             "calibration": im.get("calibration")} for im in images]
+
+
+def _particles(pooled, sample_id: str):
+    """The sample's particle table (its rows named by `sample_id`, no attributes), or None."""
+    if pooled is None:
+        return None
+    particles = pooled.assign(sample_id=sample_id)
+    particles.attrs = {}
+    return particles

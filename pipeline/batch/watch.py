@@ -378,59 +378,91 @@ class Watcher:
 
     # -- samples -------------------------------------------------------------------------
     def _process(self) -> None:
+        """Hand on each sample whose files have all settled and that changed since it was
+        last handed on (a file ready or quarantined anew, or its manifest entry)."""
         if not (self._dirty or self._manifest_changed) or self._discover_error is not None:
             return
+        samples = self._discover()
+        if samples is None:
+            return
+        listed: set[Path] = set()
+        for s in samples:
+            if self._stop.is_set():
+                return
+            listed.update(s.files)
+            self._hint_unseen(s)
+            if any(f in self._settling for f in s.files):
+                continue  # wait until all its files have settled
+            checked, key = self._sample_key(s)
+            if self._is_new(s, checked, key):
+                self._hand_on(s, checked, key)
+        self._dirty &= listed
 
+    def _discover(self) -> list | None:
+        """The folder's samples (`discover`), logging its notes not logged before; None when
+        it cannot be grouped into samples (then nothing is tried until something changes)."""
         notes: list[str] = []
         try:
             samples, _ = discover(self.folder, rules=self._rules, notes=notes)
         except ConfigError as exc:  # e.g. a manifest being edited: wait for it to change
             self._discover_error = str(exc)
             log.error("cannot group the folder into samples (%s); waiting for a change", exc)
-            return
+            return None
         self._manifest_changed = False
         for note in notes:
             if note not in self._notes:
                 log.warning("%s", note)
         self._notes = set(notes)
-        listed: set[Path] = set()
-        for s in samples:
-            if self._stop.is_set():
-                return
-            listed.update(s.files)
-            for f in s.files:
-                if f not in self._checked and f not in self._settling:
-                    self._hint(f)  # listed but never hinted (an event lost)
-            if any(f in self._settling for f in s.files):
-                continue  # wait until all its files have settled
-            checked = [f for f in s.files if f in self._checked]
-            ready = [f for f in checked if self._checked[f].reason is None]
-            entry = json.dumps(s.manifest, sort_keys=True, default=str)
-            key = (tuple((str(f), self._checked[f].sha256, self._checked[f].sidecars)
-                         for f in checked), entry)
-            prev = self._done.get(s.id)
-            news = any(f in self._dirty for f in s.files) or entry != (prev[1] if prev else "{}")
-            self._dirty.difference_update(s.files)
-            if not news or key == prev or not (checked or s.manifest):
-                continue
-            bad = [f for f in checked if self._checked[f].reason]
-            notes = list(s.notes) + [f"quarantined {f.relative_to(self.folder)}: "
-                                     f"{self._checked[f].reason}" for f in bad]
-            # a quarantined file stays one of the sample's files: it fails again when
-            # measured, so the sample is indeterminate until the file is replaced
-            sample = replace(s, files=checked, notes=notes)
-            log.info("processing sample %s (%d ready files, %d quarantined)", s.id,
-                     len(ready), len(bad))
-            try:
-                self.process_sample(sample)
-            except ConfigError:
-                raise
-            except Exception:
-                log.exception("processing sample %s failed; tried again at the next scan", s.id)
-                self._retry.update(ready)
-                continue
-            self._done[s.id] = key
-        self._dirty &= listed
+        return samples
+
+    def _hint_unseen(self, s) -> None:
+        """Hint the files of sample `s` the watcher has neither read nor seen settling."""
+        for f in s.files:
+            if f not in self._checked and f not in self._settling:
+                self._hint(f)  # listed but never hinted (an event lost)
+
+    def _sample_key(self, s) -> tuple[list[Path], tuple]:
+        """The files of sample `s` that were read (ready or quarantined), and what it would
+        be handed on with: each such file's path, SHA-256 and sidecars, and its manifest
+        entry."""
+        checked = [f for f in s.files if f in self._checked]
+        entry = json.dumps(s.manifest, sort_keys=True, default=str)
+        key = (tuple((str(f), self._checked[f].sha256, self._checked[f].sidecars)
+                     for f in checked), entry)
+        return checked, key
+
+    def _is_new(self, s, checked: list[Path], key: tuple) -> bool:
+        """Whether sample `s` is to be handed on: one of its files was read anew or its
+        manifest entry changed, its `key` differs from the one it was last handed on with,
+        and it has a file read or a manifest entry. Its files are no longer dirty."""
+        entry = key[1]
+        prev = self._done.get(s.id)
+        news = any(f in self._dirty for f in s.files) or entry != (prev[1] if prev else "{}")
+        self._dirty.difference_update(s.files)
+        return news and key != prev and bool(checked or s.manifest)
+
+    def _hand_on(self, s, checked: list[Path], key: tuple) -> None:
+        """`process_sample` of sample `s` with its `checked` files (quarantined ones named in
+        its notes); remembered under `key` once processed, its ready files tried again at the
+        next scan when processing fails."""
+        ready = [f for f in checked if self._checked[f].reason is None]
+        bad = [f for f in checked if self._checked[f].reason]
+        notes = list(s.notes) + [f"quarantined {f.relative_to(self.folder)}: "
+                                 f"{self._checked[f].reason}" for f in bad]
+        # a quarantined file stays one of the sample's files: it fails again when
+        # measured, so the sample is indeterminate until the file is replaced
+        sample = replace(s, files=checked, notes=notes)
+        log.info("processing sample %s (%d ready files, %d quarantined)", s.id,
+                 len(ready), len(bad))
+        try:
+            self.process_sample(sample)
+        except ConfigError:
+            raise
+        except Exception:
+            log.exception("processing sample %s failed; tried again at the next scan", s.id)
+            self._retry.update(ready)
+            return
+        self._done[s.id] = key
 
 
 def _store_process_sample(store: Any, out: Path | None,

@@ -212,40 +212,52 @@ def _property_rows(claim15: Mapping, gate: Mapping) -> list[dict]:
     c15 = claim15.get("properties") or {}
     gp = gate.get("properties") or {}
     names = dict.fromkeys([n for n in _C15_ORDER if n in c15 or n in gp] + list(c15) + list(gp))
-    rows = []
-    for name in names:
-        p, g = c15.get(name), gp.get(name)
-        src = p or g or {}
-        percent = _is_porosity(name)  # porosity values are fractions; shown in %
-        scale, unit = (100.0, "%") if percent else (1.0, _unit(src.get("unit")))
-        v, u = _num(src.get("value")), _num(src.get("U"))
-        margin = _num(src.get("margin"))
-        dec = None if v is None else _decimals(v * scale, None if u is None else u * scale)
-        if margin is None:
-            margin_text = _NA
-        else:
-            m = fmt(margin * scale) if dec is None else _fixed(margin * scale, dec)
-            margin_text = f"{m} {'points' if percent else unit}".strip()
-        notes = []  # where the gate judges otherwise than claim 15
-        if g is not None and p is not None:
-            if (g.get("limit"), g.get("comparison")) != (p.get("limit"), p.get("comparison")):
-                notes.append(f"limit {_limit_text(g, scale, unit)}")
-            if (g.get("value"), g.get("U")) != (p.get("value"), p.get("U")):
-                notes.append(f"judged on {fmt_pm(g.get('value'), g.get('U'), scale=scale, unit=unit)}")
-        rows.append({
-            "name": name,
-            "value": fmt_pm(src.get("value"), src.get("U"), scale=scale, unit=unit),
-            "limit": _limit_text(p if p is not None else src, scale, unit),
-            "margin": margin_text,
-            "met": (_badge(p.get("met")) if p is not None
-                    else {"text": "not in claim 15", "cls": "na", "key": "none"}),
-            "gate": (_statement_badge(g.get("statement")) if g is not None
-                     else {"text": "not gated" if gp else _NA, "cls": "na", "key": "none"}),
-            "gate_note": ", ".join(notes),
-            "source": fmt(src.get("source")) if src.get("source") is not None else "",
-            "short": fmt_pm(src.get("value"), None, scale=scale, unit=unit),
-        })
-    return rows
+    return [_property_row(name, c15.get(name), gp.get(name), gated=bool(gp)) for name in names]
+
+
+def _property_row(name: str, p: Mapping | None, g: Mapping | None, *, gated: bool) -> dict:
+    """The row of property `name`: its claim-15 entry `p` and its gate entry `g` (either may
+    be None; `gated` is whether the gate judges any property)."""
+    src = p or g or {}
+    percent = _is_porosity(name)  # porosity values are fractions; shown in %
+    scale, unit = (100.0, "%") if percent else (1.0, _unit(src.get("unit")))
+    return {
+        "name": name,
+        "value": fmt_pm(src.get("value"), src.get("U"), scale=scale, unit=unit),
+        "limit": _limit_text(p if p is not None else src, scale, unit),
+        "margin": _margin_text(src, scale, "points" if percent else unit),
+        "met": (_badge(p.get("met")) if p is not None
+                else {"text": "not in claim 15", "cls": "na", "key": "none"}),
+        "gate": (_statement_badge(g.get("statement")) if g is not None
+                 else {"text": "not gated" if gated else _NA, "cls": "na", "key": "none"}),
+        "gate_note": ", ".join(_gate_notes(p, g, scale, unit)),
+        "source": fmt(src.get("source")) if src.get("source") is not None else "",
+        "short": fmt_pm(src.get("value"), None, scale=scale, unit=unit),
+    }
+
+
+def _margin_text(src: Mapping, scale: float, unit: str) -> str:
+    """The margin of property `src` to its limit, to the decimal place of its value ± U, in
+    `unit` (percentage points for porosity)."""
+    v, u = _num(src.get("value")), _num(src.get("U"))
+    margin = _num(src.get("margin"))
+    dec = None if v is None else _decimals(v * scale, None if u is None else u * scale)
+    if margin is None:
+        return _NA
+    m = fmt(margin * scale) if dec is None else _fixed(margin * scale, dec)
+    return f"{m} {unit}".strip()
+
+
+def _gate_notes(p: Mapping | None, g: Mapping | None, scale: float, unit: str) -> list[str]:
+    """Where the gate judges a property otherwise than claim 15: its own limit, or its own
+    value ± U."""
+    notes: list[str] = []
+    if g is not None and p is not None:
+        if (g.get("limit"), g.get("comparison")) != (p.get("limit"), p.get("comparison")):
+            notes.append(f"limit {_limit_text(g, scale, unit)}")
+        if (g.get("value"), g.get("U")) != (p.get("value"), p.get("U")):
+            notes.append(f"judged on {fmt_pm(g.get('value'), g.get('U'), scale=scale, unit=unit)}")
+    return notes
 
 
 def _metric_unit(name: str) -> tuple[float, str]:
@@ -516,52 +528,81 @@ def _input_rows(images: Iterable[Mapping]) -> list[dict]:
 
 
 def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
+    """The template's view of sample `s`, the `index`-th of the results, with its report
+    pictures `art` (None when it has none)."""
     sid = str(s.get("sample_id", f"sample {index + 1}"))
     claim15 = s.get("claim15") or {}
-    particle = s.get("particle_claims") or {}
     gate = s.get("gate") or {}
     metrics = s.get("metrics") or {}
     images = s.get("images") or []
     art = art or {}
     rows = _property_rows(claim15, gate)
-    by_name = {r["name"]: r for r in rows}
     psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
     c15_rule = claim15.get("rule") or "one or more"
-    combine = gate.get("combine")
     prov = flatten(s.get("provenance") or {})
     return {
         "anchor": f"sample-{index + 1}",
         "sample_id": sid,
         "title": fmt(s.get("title")) if s.get("title") else "",
         "state": s.get("state") or "",
-        "outcome": _gate_badge(gate),
-        "gate_rule": _DECISION_RULES.get(gate.get("rule"), fmt(gate.get("rule"))),
-        "gate_combine": _COMBINE.get(combine, f"combine: {fmt(combine)}"),
-        "gate_reasons": [str(r) for r in gate.get("reasons") or []],
+        **_gate_view(gate),
         "claim15_met": _badge(claim15.get("met"), yes=f"met ({c15_rule})"),
         "claim15_rule": c15_rule,
         "claim15_reasons": [str(r) for r in claim15.get("reasons") or []],
         "property_rows": rows,
-        "c15_summary": [{"text": by_name[n]["short"], "met": by_name[n]["met"]} if n in by_name
-                        else {"text": _NA, "met": None} for n in _C15_ORDER],
-        "particle_met": _badge(particle.get("met")),
-        "particle_rows": _claim_rows(particle, _claim_value),
-        "layer_rows": _claim_rows(s.get("layer_claims") or {}, _layer_value(metrics)),
+        "c15_summary": _c15_summary(rows),
+        **_claims_view(s, metrics),
         "layer_profile": _profile_view(art.get("layer_profile"), sid),
         "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,
         "mode_rows": mode_rows,
         "flags": _flags(s, images),
-        "failed": [{"path": fmt(im.get("path")), "file": os.path.basename(fmt(im.get("path"))),
-                    "role": fmt(im.get("role")), "error": fmt(im.get("error"))}
-                   for im in images if im.get("status") == "error"],
+        "failed": _failed_rows(images),
         "inputs": _input_rows(images),
         "provenance_rows": prov,
         "sem": _sem_views(art.get("sem") or []),
         "histogram": _histogram_view(art.get("histogram"), sid),
         "heights": _height_views(art.get("height") or []),
     }
+
+
+def _gate_view(gate: Mapping) -> dict:
+    """The production gate's outcome badge, decision rule, how its properties combine, and
+    its reasons."""
+    combine = gate.get("combine")
+    return {
+        "outcome": _gate_badge(gate),
+        "gate_rule": _DECISION_RULES.get(gate.get("rule"), fmt(gate.get("rule"))),
+        "gate_combine": _COMBINE.get(combine, f"combine: {fmt(combine)}"),
+        "gate_reasons": [str(r) for r in gate.get("reasons") or []],
+    }
+
+
+def _c15_summary(rows: Iterable[Mapping]) -> list[dict]:
+    """Claim 15's properties (porosity, Sa, Sz) for the summary table: the value and whether
+    it holds, "n/a" for a property not in `rows`."""
+    by_name = {r["name"]: r for r in rows}
+    return [{"text": by_name[n]["short"], "met": by_name[n]["met"]} if n in by_name
+            else {"text": _NA, "met": None} for n in _C15_ORDER]
+
+
+def _claims_view(s: Mapping, metrics: Mapping) -> dict:
+    """Whether sample `s`'s particle claims are met, and the rows of its particle and layer
+    claims."""
+    particle = s.get("particle_claims") or {}
+    return {
+        "particle_met": _badge(particle.get("met")),
+        "particle_rows": _claim_rows(particle, _claim_value),
+        "layer_rows": _claim_rows(s.get("layer_claims") or {}, _layer_value(metrics)),
+    }
+
+
+def _failed_rows(images: Iterable[Mapping]) -> list[dict]:
+    """The files that could not be measured: path, file name, role and error."""
+    return [{"path": fmt(im.get("path")), "file": os.path.basename(fmt(im.get("path"))),
+             "role": fmt(im.get("role")), "error": fmt(im.get("error"))}
+            for im in images if im.get("status") == "error"]
 
 
 def _order_key(view: dict) -> tuple:
