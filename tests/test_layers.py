@@ -59,3 +59,19 @@ def test_own_modules_are_imported_at_the_top():
             if node.col_offset > 0:
                 inner.append(f"{path.relative_to(ROOT)}:{node.lineno} {module}")
     assert inner == []
+
+
+MAX_COMPLEXITY = 20
+
+
+def test_no_function_above_complexity_20():
+    """Small named steps: radon's cyclomatic complexity of every function and method."""
+    from radon.complexity import cc_visit
+
+    over = []
+    for path in _modules():
+        for block in cc_visit(path.read_text()):
+            for b in [block, *getattr(block, "methods", [])]:
+                if b.complexity > MAX_COMPLEXITY:
+                    over.append(f"{path.relative_to(ROOT)}:{b.lineno} {b.name} {b.complexity}")
+    assert over == []
