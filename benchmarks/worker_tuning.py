@@ -53,13 +53,32 @@ def mapped_for_an_array(_):
     return mapped
 
 
+def _both(_):
+    """`thread_pools` and `mapped_for_an_array` in one task."""
+    return thread_pools(_), mapped_for_an_array(_)
+
+
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from pipeline.batch.execute import execute
+    from pipeline.batch.execute import execute, prewarm, prewarm_local_cluster
+    from pipeline.batch.task import TASK_IMPORTS
 
     ok = True
     glibc = platform.libc_ver()[0] == "glibc"
-    for name, kw in (("pool", {"jobs": 2}), ("dask", {"jobs": 2, "scheduler": "auto"})):
+    cases = (("pool", {"jobs": 2}, None), ("dask", {"jobs": 2, "scheduler": "auto"}, None),
+             ("pool, warmed as a run warms it", {"jobs": 2}, prewarm),
+             ("dask, warmed as a run warms it", {"jobs": 2, "scheduler": "auto"},
+              prewarm_local_cluster))
+    for name, kw, warm in cases:
+        if warm is not None:  # one execute per warm start: the checks share its workers
+            warm(2, warm=TASK_IMPORTS)
+            both = list(execute(_both, [0, 1], **kw))
+            for i, ((pools, trim), mapped) in both:
+                good = set(pools.values()) == {1} and trim is None and (mapped == 0 or not glibc)
+                ok &= good
+                print(f"{name} worker {i}: threads {sorted(set(pools.values()))}, "
+                      f"{mapped} bytes mapped: {'ok' if good else 'FAIL'}")
+            continue
         for i, (pools, trim) in execute(thread_pools, [0, 1], **kw):
             good = bool(pools) and set(pools.values()) == {1} and \
                 any(api == "openmp" for api, _ in pools) and trim is None

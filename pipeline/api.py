@@ -24,7 +24,8 @@ from typing import Any
 import xarray as xr
 
 from pipeline.batch.config import RunConfig, load_run_config
-from pipeline.batch.measure import measure_file
+from pipeline.batch.measure import default_max_memory, measure_file
+from pipeline.batch.sample import file_context
 from pipeline.conformity import evaluate_spec, judge, load_spec
 from pipeline.ingest.dataarray import require_pixel_size
 from pipeline.ingest.registry import read as read_raw
@@ -43,7 +44,7 @@ __all__ = ["EqcAccessor", "evaluate_spec", "judge", "load_recipe", "load_spec", 
 
 def read(path: str | Path, *, kind: str | None = None, calibrate: bool = True,
          profiles: list[Profile] | None = None, today: _dt.date | None = None,
-         sha256: bool | str = True) -> xr.DataArray:
+         sha256: bool | str = True, as_xarray: bool = True):
     """Read an instrument file into a DataArray, with its matching instrument profile applied.
 
     Parameters
@@ -62,6 +63,9 @@ def read(path: str | Path, *, kind: str | None = None, calibrate: bool = True,
         The date a profile's validity is judged on (default: today).
     sha256 : bool or str
         As for `pipeline.ingest.registry.read`.
+    as_xarray : bool, default True
+        False gives a `pipeline.ingest.dataarray.Raster` (no xarray import) where no profile
+        applies; a profile that applies returns a DataArray.
 
     Examples
     --------
@@ -69,7 +73,7 @@ def read(path: str | Path, *, kind: str | None = None, calibrate: bool = True,
     >>> da.dims, da.attrs["kind"], da.attrs["pixel_size_um"]
     (('y', 'x'), 'height', {'x': 0.14, 'y': 0.14})
     """
-    da = read_raw(path, kind=kind, sha256=sha256)
+    da = read_raw(path, kind=kind, sha256=sha256, as_xarray=as_xarray)
     if not calibrate:
         return da
     return calibrate_image(da, profiles=profiles, today=today)
@@ -78,7 +82,9 @@ def read(path: str | Path, *, kind: str | None = None, calibrate: bool = True,
 def measure(path: str | Path, *, config: RunConfig | None = None,
             previews: bool = False) -> dict[str, Any]:
     """One file measured as a run measures it: read, profile, role from the discovery rules,
-    the recipe, the memory check, then the measurement of its role.
+    the recipe, the memory check (a run's default limit for one job), then the measurement
+    of its role. A manifest's per-sample settings (roles, expected particle size) apply only
+    in a run.
 
     Returns the per-file record of results.json (``path``, ``role``, ``status``, ``error``,
     ``exit_code``, the image's ``kind``, ``pixel_size_um``, ``calibration`` and other
@@ -91,10 +97,8 @@ def measure(path: str | Path, *, config: RunConfig | None = None,
     >>> rec["role"], rec["status"], round(rec["results"]["Sa_um"], 3)
     ('height', 'ok', 0.068)
     """
-    cfg = config or load_run_config()
-    ctx = {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
-           "today": cfg.today, "previews": previews, "max_memory": cfg.max_memory}
-    return measure_file(Path(path), ctx)["record"]
+    cfg = config or load_run_config(max_memory=default_max_memory(1))
+    return measure_file(Path(path), file_context({}, cfg, previews))["record"]
 
 
 def _like(da: xr.DataArray, values, **attrs: Any) -> xr.DataArray:

@@ -18,9 +18,9 @@ Where the files come from, first found wins, file by file:
 `calibration_file` finds one file; `calibration_dirs` lists the folders of a kind of file
 (the instrument profiles of the site and the packaged ones are used together).
 
-A file may name another of its kind with ``extends = "<id>"`` (`extend`): it then holds only
-what differs, its tables of ``[[name]]`` entries merged by name into the base's. Its identity
-carries the base's identity too, so a result names both files and their hashes.
+A spec may name another with ``extends = "<id>"`` (`extend`; the file ``<id>.toml``): it then
+holds only what differs, its ``[[property]]`` entries merged by name into the base's. Its
+identity carries the base's identity too, so a result names both files and their hashes.
 """
 
 from __future__ import annotations
@@ -232,15 +232,16 @@ def config_number(path, where: str, value: Any, *, lo: float | None = None,
     if not math.isfinite(v):
         raise ConfigError(path, f"{where} must be finite, found {value!r}")
     if positive and v <= 0:
-        raise ConfigError(path, f"{where} must be > 0, found {v:g}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi) or (not allow_zero and v == 0):
-        raise ConfigError(path, f"{where} = {v:g} is outside its range [{_bound(lo)}, "
-                                f"{_bound(hi)}]" + ("" if allow_zero else ", not 0"))
+        raise ConfigError(path, f"{where} must be > 0, found {v!r}")
+    if not allow_zero and v == 0:
+        raise ConfigError(path, f"{where} must not be 0")
+    if lo is not None and hi is not None and not lo <= v <= hi:
+        raise ConfigError(path, f"{where} = {v:g} is outside its range [{lo:g}, {hi:g}]")
+    if lo is not None and v < lo:
+        raise ConfigError(path, f"{where} = {v:g} is below its limit {lo:g}")
+    if hi is not None and v > hi:
+        raise ConfigError(path, f"{where} = {v:g} is above its limit {hi:g}")
     return v
-
-
-def _bound(b: float | None) -> str:
-    return "none" if b is None else f"{b:g}"
 
 
 MAX_EXTENDS = 4  # how deep a chain of ``extends`` may go
@@ -252,8 +253,9 @@ def extend(cf: CalibrationFile, *, merge_by_name: tuple[str, ...] = (), depth: i
            ) -> CalibrationFile:
     """`cf` on top of the file it ``extends`` (itself when it extends none).
 
-    The base is looked for beside `cf` (``<id>.toml`` in the same folder), else among the
-    calibration files of its kind (`calibration_file`: specs/, recipes/, instruments/). Top-level values of `cf`
+    The base, named by its file name without ``.toml``, is looked for beside `cf`, else
+    among the calibration files of its kind (`calibration_file`; `load_spec` uses this for
+    specs, the only kind that may extend another today). Top-level values of `cf`
     replace the base's; for each table array in `merge_by_name` (e.g. ``"property"``), an
     entry of `cf` with the ``name`` of a base entry updates that entry, and other entries are
     added after the base's. A chain longer than `MAX_EXTENDS`, a file that extends itself

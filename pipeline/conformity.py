@@ -158,13 +158,19 @@ def evaluate_layer_claims(claims: CalibrationFile, layers: dict[str, Any] | None
 
 def judge(value: float | None, U: float | None, limit: float, comparison: str,
           rule: str) -> str:
-    """"pass", "fail", "indeterminate", or for non_binary "conditional pass"/"conditional fail".
+    """"pass", "fail", "indeterminate", or for non_binary "conditional pass"/"conditional fail",
+    of `value` +/- `U` (expanded) against `limit` under the decision `rule` (`DECISION_RULES`;
+    another is a ValueError).
 
     Examples
     --------
-    >>> judge(0.36, 0.02, 0.40, "<=", "guard-band"), judge(0.39, 0.02, 0.40, "<=", "guard-band")
+    >>> judge(0.36, 0.02, 0.40, "<=", "guard_band"), judge(0.39, 0.02, 0.40, "<=", "guard_band")
     ('pass', 'indeterminate')
+    >>> judge(0.39, 0.02, 0.40, "<=", "simple"), judge(0.39, 0.02, 0.40, "<=", "non_binary")
+    ('pass', 'conditional pass')
     """
+    if rule not in DECISION_RULES:
+        raise ValueError(f"decision rule {rule!r}: expected one of {', '.join(DECISION_RULES)}")
     if value is None or not math.isfinite(value):
         return "indeterminate"
     ok = _OPS[comparison](value, limit)

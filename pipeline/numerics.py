@@ -32,11 +32,12 @@ def exact_edt(mask: np.ndarray) -> np.ndarray:
     OpenCV's exact transform returns the square root of an integer squared distance, but its
     last bit depends on how many threads it ran on; comparisons of the map with itself (local
     maxima, plateaus) then change with the machine. The squared distance is rounded to its
-    integer, so the map is the same everywhere.
+    integer, so the map is the same everywhere (exactly so up to about 1400 px from the
+    nearest False pixel, where float32 still tells neighbouring integers apart).
 
     >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True
-    >>> exact_edt(m)[2, 2]
-    np.float32(2.0)
+    >>> float(exact_edt(m)[2, 2])
+    2.0
     """
     import cv2
 

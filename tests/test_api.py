@@ -111,3 +111,11 @@ def test_accessor_refuses_a_map_without_pixel_size():
     bare.attrs["pixel_size_um"] = None
     with pytest.raises(MissingCalibration, match="no pixel size"):
         bare.eqc.level("plane")
+
+
+def test_read_without_xarray_gives_a_raster_where_no_profile_applies(monkeypatch):
+    from pipeline.ingest.dataarray import Raster
+
+    monkeypatch.delenv("ELECTRODE_QC_CALIBRATION", raising=False)
+    r = pipeline.read(ROOT / "sample_images" / "embodiment-1" / "psd-01.tif", as_xarray=False)
+    assert isinstance(r, Raster) and r.attrs["kind"] == "sem"

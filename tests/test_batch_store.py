@@ -227,17 +227,19 @@ def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     electrode(root / "v", seed=50, psd=False, surface=False)
     victim = root / "v" / "psd-09.tif"
     victim.write_bytes(b"soon gone")
-    from pipeline.batch import identity
+    from pipeline.batch import runner
 
-    real = identity.hash_files
+    real = runner.hash_files
+    calls = []
 
     def vanish_then_hash(paths):
+        calls.append(paths)
         victim.unlink(missing_ok=True)
         return real(paths)
 
-    monkeypatch.setattr(identity, "hash_files", vanish_then_hash)
+    monkeypatch.setattr(runner, "hash_files", vanish_then_hash)
     res = run(root, tmp_path / "out", report=False)
-    assert res.exit_code == 4
+    assert calls and res.exit_code == 4
     s = res.samples[0]
     assert any("psd-09.tif" in im["path"] and im["status"] == "error" for im in s["images"])
     assert s["claim15"]["properties"]["Sa"]["value"] is not None

@@ -58,3 +58,34 @@ def test_a_loop_of_extends_is_refused(tmp_path):
     (tmp_path / "b.toml").write_text('schema_version = 1\nid = "b"\nextends = "a"\n')
     with pytest.raises(ConfigError, match="at most"):
         load_spec(tmp_path / "a.toml")
+
+
+def test_a_change_to_the_base_spec_changes_the_idempotency_key(tmp_path):
+    """A stored verdict judged against the base's old limits must not be reused."""
+    import shutil
+
+    from pipeline.batch.config import load_run_config
+    from pipeline.batch.identity import idempotency_key
+    from pipeline.config_files import defaults_dir
+    from pipeline.ingest.discover import Sample
+
+    specs = defaults_dir() / "specs"
+    shutil.copy(specs / "gate-production.toml", tmp_path / "gate-production.toml")
+    base = tmp_path / "claim15.toml"
+    shutil.copy(specs / "claim15.toml", base)
+    sample = Sample("s1")
+
+    def key():
+        cfg = load_run_config(gate_spec=tmp_path / "gate-production.toml")
+        return idempotency_key(sample, cfg, {})
+
+    before = key()
+    base.write_text(base.read_text().replace("limit = 0.40", "limit = 0.30"))
+    assert key() != before
+
+
+def test_judge_refuses_an_unknown_rule():
+    from pipeline.conformity import judge
+
+    with pytest.raises(ValueError, match="guard-band"):
+        judge(0.3, 0.01, 0.4, "<=", "guard-band")

@@ -2,8 +2,7 @@
 
 The watcher runs in a thread (or, for signals, a subprocess) with short intervals; every
 wait has a timeout, so a broken watcher fails a test instead of hanging it. Each test runs
-against an in-memory fake of the store and, once `pipeline/batch/store.py` exists, the real one on
-SQLite.
+against an in-memory fake of the store and the real one on SQLite.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ idempotency key that makes a re-run of the same input a no-op in the results sto
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pipeline import __version__
 
@@ -28,7 +29,7 @@ def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
         "sidecars": sorted((p.name, file_sha256[str(p)]) for f in sample.files
                            for p in sidecars_of(Path(f))),
         "manifest": sample.manifest,
-        "config": {k: (v.get("sha256") if isinstance(v, dict) else
+        "config": {k: (_hashes(v) if isinstance(v, dict) else
                        [p.get("path") for p in v] if isinstance(v, list) else v)
                    for k, v in ident.items()},
         "profiles": [p.identity() for p in cfg.profiles],
@@ -38,6 +39,16 @@ def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
     }
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def _hashes(identity: dict[str, Any]):
+    """A configuration file's SHA-256; with the chain of files it extends, their hashes in
+    order (a change to the base spec changes the key of every spec built on it)."""
+    chain, ext = [identity.get("sha256")], identity.get("extends")
+    while isinstance(ext, dict):
+        chain.append(ext.get("sha256"))
+        ext = ext.get("extends")
+    return chain[0] if len(chain) == 1 else chain
 
 
 SIDECAR_SUFFIXES = (".txt", ".hdr")

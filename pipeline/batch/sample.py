@@ -17,7 +17,8 @@ from pipeline.gravimetric import gravimetric_porosity, void_reduction
 from pipeline.segmentation.psd import counted, size_distribution
 from pipeline.uncertainty import summarize
 
-__all__ = ["decision_record", "failed_inputs", "gate_record", "image_flags", "measure_sample"]
+__all__ = ["decision_record", "failed_inputs", "file_context", "gate_record", "image_flags",
+           "measure_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     ({"particles": DataFrame or None, "images": list of records}).
     """
     entry = sample.manifest
-    images, tables, art = _measure_files(sample, _file_context(entry, cfg, previews), advance)
+    images, tables, art = _measure_files(sample, file_context(entry, cfg, previews), advance)
     # failed files are in the decisions' reasons; skipped ones (no role) are flagged here
     flags = [im["error"] for im in images if im["status"] == "skipped"] + image_flags(images)
     pooled = _pool(tables) if tables else None  # every psd field's particles, once
@@ -321,7 +322,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
                          "images": images}
 
 
-def _file_context(entry: dict[str, Any], cfg, previews: bool) -> dict[str, Any]:
+def file_context(entry: dict[str, Any], cfg, previews: bool) -> dict[str, Any]:
     """What `measure_file` needs of the run and of the sample's manifest `entry`."""
     return {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
             "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,

@@ -239,7 +239,6 @@ class Watcher:
         """"image", "manifest", "skipped" (sidecars, notes), or None (not ours to look at)."""
         from fnmatch import fnmatch
 
-
         try:
             rel = path.relative_to(self.folder)
             # a link whose target leaves the folder is not ours to read (nor is a loop)
@@ -493,10 +492,10 @@ def watch(folder: str | Path, *, db_url: str | None = None, out: str | Path | No
     """`electrode-qc watch`: open the store, watch `folder` until SIGTERM/SIGINT; return 0.
 
     Results go to the store at `db_url` (default SQLite at ``out/results.db``); particle
-    tables to `out`. `process_sample` defaults to the runner's
-    ``process_sample_into_store(sample, store, out=out)``, and then `on_stored(record)`
-    is called for every sample stored (the command line prints its verdict line). Neither `out` nor a SQLite
-    database may lie inside the watched folder (the watcher would read its own outputs).
+    tables to `out`. `process_sample` defaults to
+    `pipeline.batch.persist.process_sample_into_store(sample, store, out=out)`, and then
+    `on_stored(record)` is called for every sample stored (the command line prints its
+    verdict line). Neither `out` nor a SQLite database may lie inside the watched folder (the watcher would read its own outputs).
     """
 
     folder = Path(folder)

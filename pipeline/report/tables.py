@@ -144,8 +144,8 @@ def _write_table(df, folder: Path, name: str) -> list[Path]:
 def retire_particle_tables(out: Path, sample_id: str, keep: str) -> None:
     """Move a sample's particle tables other than `keep` (a name without suffix) to
     tables/particles-superseded/, so that tables/particles/ read as one dataset holds each
-    sample once. The runner calls it once the new table's row is stored, so the stored
-    latest row never points at a moved file."""
+    sample once. `pipeline.batch.persist.retire_tables` calls it once the new table's row is
+    stored, so the stored latest row never points at a moved file."""
     import re
 
     pat = re.compile(rf"^{re.escape(sample_id)}-[0-9a-f]{{12}}\.(parquet|csv)$")

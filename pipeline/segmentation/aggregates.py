@@ -294,7 +294,6 @@ def aggregate_geometry(labels: np.ndarray, pixel_nm: float):
     """
     import pandas as pd
 
-
     px = _check_pixel(pixel_nm)
     lab = _check_labels(labels)
     n = int(lab.max())

@@ -686,7 +686,6 @@ def _instrument(m: SemModel, sig: np.ndarray, rng: np.random.Generator, bits: in
     """PSF, shading, scan lines, Poisson-Gaussian detection, detector blur, quantisation."""
     from scipy.ndimage import gaussian_filter
 
-
     ny, nx = sig.shape
     full = 255 if bits == 8 else 65535
     if m.psf_sigma_px > 0:

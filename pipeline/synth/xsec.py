@@ -299,7 +299,6 @@ def _instrument(m: XsecModel, sig: np.ndarray, top, bottom, rng) -> np.ndarray:
     """Shading, depth darkening, curtaining, PSF, Poisson-Gaussian noise, uint8."""
     from scipy.ndimage import gaussian_filter, gaussian_filter1d
 
-
     ny, nx = sig.shape
     rows = np.arange(ny)[:, None].astype(np.float32)
     depth = np.clip((rows - top[None, :]) / np.maximum(bottom - top, 1)[None, :], 0.0, 1.0)
