@@ -40,6 +40,7 @@ from pipeline.batch.persist import (
     report_from_store,
     reused_record,
 )
+from pipeline.batch.records import SampleRecord
 from pipeline.batch.results import (
     RESULTS_SCHEMA_VERSION,
     RunResult,
@@ -440,21 +441,12 @@ def _failed_record(sample, exc: Exception, cfg: RunConfig) -> dict[str, Any]:
         {"path": sample.id, "role": None, "status": "error", "error": msg, "exit_code": code,
          "results": None}]
     blockers = [f"failed input: {msg}"]
-    return {"sample_id": sample.id, "title": sample.manifest.get("title", sample.id),
-            "state": sample.state, "pair": sample.manifest.get("pair"),
-            "claim15": decision_record(evaluate_spec(cfg.spec, {}, blockers=blockers)),
-            "particle_claims": {"met": None, "claims": []},
-            "layer_claims": {"met": None, "claims": []},
-            "gate": gate_record(evaluate_spec(cfg.gate_spec, {}, blockers=blockers)),
-            "void_reduction_pct": None,
-            "metrics": {k: None for k in ("Sa_um", "Sz_um", "porosity_cross_section",
-                                          "thickness_cross_section_um", "porosity_gravimetric",
-                                          "protrusions_per_mm2", "protrusions_by_class",
-                                          "layers", "psd")},
-            "images": images, "flags": [], "notes": list(sample.notes),
-            "task_failed": True,
-            "provenance": {"inputs": [{"path": str(f), "sha256": None, "reader": None,
-                                       "pixel_size_source": None} for f in sample.files]}}
+    return SampleRecord.of(
+        sample, claim15=decision_record(evaluate_spec(cfg.spec, {}, blockers=blockers)),
+        gate=gate_record(evaluate_spec(cfg.gate_spec, {}, blockers=blockers)),
+        images=images, task_failed=True,
+        provenance={"inputs": [{"path": str(f), "sha256": None, "reader": None,
+                                "pixel_size_source": None} for f in sample.files]}).to_json()
 
 
 def gate(sample_folder: str | Path, *, spec: str | Path | None = None,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.batch.measure import measure_file
+from pipeline.batch.records import SampleRecord
 from pipeline.conformity import evaluate_layer_claims, evaluate_particle_claims, evaluate_spec
 from pipeline.errors import ElectrodeQCError
 from pipeline.gravimetric import gravimetric_porosity, void_reduction
@@ -301,23 +302,14 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
         _add_previews(art, m, pooled)
     if m["psd"] is not None:
         flags += [f"particles: {f}" for f in m["psd"]["flags"]]
-    record = {
-        "sample_id": sample.id,
-        "title": entry.get("title", sample.id),
-        "state": sample.state,
-        "pair": entry.get("pair"),
-        "claim15": decision_record(claim15),
-        "particle_claims": pclaims,
-        "layer_claims": evaluate_layer_claims(cfg.layer_claims, m["layers"]),
-        "gate": gate_record(gate),
-        "void_reduction_pct": vr,
-        "void_reduction_source": "gravimetric before/after (manifest)" if vr is not None else None,
-        "metrics": m,
-        "images": images,
-        "flags": flags,
-        "notes": list(sample.notes),
-        "provenance": {"inputs": _input_provenance(images)},
-    }
+    record = SampleRecord.of(
+        sample, claim15=decision_record(claim15), gate=gate_record(gate),
+        particle_claims=pclaims,
+        layer_claims=evaluate_layer_claims(cfg.layer_claims, m["layers"]),
+        void_reduction_pct=vr,
+        void_reduction_source="gravimetric before/after (manifest)" if vr is not None else None,
+        metrics=m, images=images, flags=flags,
+        provenance={"inputs": _input_provenance(images)}).to_json()
     return record, art, {"sample_id": sample.id, "particles": _particles(pooled, sample.id),
                          "images": images}
 
