@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.config_files import calibration_file, load_versioned
 from pipeline.errors import ConfigError, MeasurementError
+from pipeline.resultdict import GravimetricPorosity
 
 __all__ = [
     "Materials",
@@ -207,7 +208,7 @@ def gravimetric_porosity(
         raise MeasurementError(
             None, f"gravimetric porosity {porosity:.3f} is outside [0, {POROSITY_MAX}] for {where}; "
                   "check the thickness (um), the areal mass (mg/cm2, layer only) and the recipe")
-    return {
+    return GravimetricPorosity({
         "porosity_frac": porosity,
         "u_porosity_frac": u_p,
         "U_porosity_frac": 2.0 * u_p,
@@ -220,7 +221,7 @@ def gravimetric_porosity(
         "inputs": inputs,
         "materials": mats.identity(),
         "method": "gravimetric",
-    }
+    })
 
 
 def void_reduction(before: float, after: float) -> float:

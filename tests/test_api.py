@@ -19,7 +19,7 @@ FAST_DOCTESTS = ["pipeline.api", "pipeline.conformity", "pipeline.metrology.reci
                  "pipeline.segmentation.particles", "pipeline.segmentation.psd",
                  "pipeline.segmentation.protrusions", "pipeline.gravimetric",
                  "pipeline.numerics", "pipeline.jsonio", "pipeline.config_files",
-                 "pipeline.batch.results"]
+                 "pipeline.batch.results", "pipeline.resultdict", "pipeline.batch.records"]
 
 
 def _doctest(name: str, monkeypatch) -> None:
@@ -119,3 +119,19 @@ def test_read_without_xarray_gives_a_raster_where_no_profile_applies(monkeypatch
     monkeypatch.delenv("ELECTRODE_QC_CALIBRATION", raising=False)
     r = pipeline.read(ROOT / "sample_images" / "embodiment-1" / "psd-01.tif", as_xarray=False)
     assert isinstance(r, Raster) and r.attrs["kind"] == "sem"
+
+
+def test_science_results_read_well_and_stay_dicts():
+    import json
+    import pickle
+
+    from pipeline.jsonio import to_json
+
+    da = pipeline.read(ROOT / "sample_images" / "embodiment-1" / "height-01.x3p")
+    r = pipeline.surface_texture(da)
+    assert repr(r).startswith("SurfaceTexture(Sa_um=0.068") and isinstance(r, dict)
+    frame = r.to_frame()
+    assert frame.shape[0] == 1 and frame["Sa_um"].iloc[0] == r["Sa_um"]
+    again = pickle.loads(pickle.dumps(r))  # as a worker sends it back
+    assert type(again) is type(r) and again == r
+    assert json.loads(to_json(r))["Sa_um"] == r["Sa_um"]

@@ -22,6 +22,7 @@ from pipeline.metrology.height import height_parameters
 from pipeline.metrology.outliers import outlier_mask
 from pipeline.metrology.recipe import Recipe, check_level, load_recipe
 from pipeline.metrology.spatial import sdq, sdr
+from pipeline.resultdict import SurfaceTexture
 
 __all__ = ["scale_limited_surface", "surface_texture"]
 
@@ -220,7 +221,7 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
     surf, hp, sz_all, sz_clean, n_out = _outlier_heights(s, recipe, flags)
     acf = _autocorrelation(surf, dx, dy, recipe, flags)
     peaks = _optional(flags, "Spd", spd, surf, dx, dy, pruning_pct_sz=recipe.spd_pruning_pct_sz)
-    return {
+    return SurfaceTexture({
         "Sa_um": hp["Sa_um"],
         "Sq_um": hp["Sq_um"],
         "Sp_um": hp["Sp_um"],
@@ -246,4 +247,4 @@ def _texture(height, level, lambda_s, lambda_c, recipe) -> dict[str, Any]:
         "n_valid": hp["n_valid"],
         "flags": flags,
         "recipe": recipe.identity(),
-    }
+    })

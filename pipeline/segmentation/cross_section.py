@@ -79,6 +79,7 @@ import numpy as np
 from pipeline.errors import MeasurementError
 from pipeline.ingest.dataarray import refuse_blank, valid_mask
 from pipeline.numerics import mad_sigma
+from pipeline.resultdict import CrossSectionPorosity
 from pipeline.segmentation.edgefit import rim_offset
 from pipeline.segmentation.sublayers import inscribed_peaks, sublayers
 
@@ -664,7 +665,7 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
     top_i, bottom_i = _layer_image_rows(geo)
     log.debug("cross-section: collector %s, layer %d-%d, porosity %.4f (rim offset %.3f px)",
               geo["collector"], top_i, bottom_i, porosity, rim["offset_px"])
-    return {
+    return CrossSectionPorosity({
         "porosity_frac": float(porosity),
         "u_porosity_frac": float(u),
         "U_porosity_frac": float(2.0 * u),
@@ -685,7 +686,7 @@ def porosity_from_cross_section(sem, *, method: str = "rim-aware",
         "method": "rim-aware: collector = bright dense band, top surface per column, local "
                   "half-height threshold, rim offset fitted on the edge profile",
         "flags": flags,
-    }
+    })
 
 
 def _smoothed_image(sem, smooth_sigma_px: float):
@@ -920,7 +921,7 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
         flags.append("masked_regions_excluded")
     log.debug("cross-section: collector rows %d-%d, layer rows %d-%d, T=%.1f, porosity %.4f",
               c0, c1 - 1, top, bottom, thr, porosity)
-    return {
+    return CrossSectionPorosity({
         "porosity_frac": porosity,
         "band": band,
         "layer_top_row": int(top),
@@ -934,7 +935,7 @@ def _porosity_mid_median(sem, *, smooth_sigma_px: float = 1.0) -> dict[str, Any]
                   "layer's solid fraction, pores <= iterated mid-median threshold "
                   f"(Gaussian sigma {smooth_sigma_px:g} px)",
         "flags": flags,
-    }
+    })
 
 
 def _mid_median_image(sem, smooth_sigma_px: float):

@@ -41,6 +41,7 @@ import math
 import numpy as np
 
 from pipeline.errors import MeasurementError
+from pipeline.resultdict import SizeDistribution
 from pipeline.segmentation.aggregates import compare_with_instances, primary_mean
 
 __all__ = ["aggregate_primaries", "counted", "resolved_modes", "size_distribution", "weighted_quantiles"]
@@ -340,4 +341,4 @@ def size_distribution(particles, *, weights: str = "number", n_boot: int = 200, 
                    "area_frac": attrs.get("ag_area_frac")},
     }
     log.debug("%s: n=%d bic_k=%d", path, d.size, bic_k)
-    return out
+    return SizeDistribution(out)
