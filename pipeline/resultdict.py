@@ -1,6 +1,8 @@
-"""Results that read well in a notebook: a measurement's result is a plain dict (JSON-ready,
-picklable, compared as a dict: every consumer of the package keeps working) whose repr shows
-its headline values and whose `to_frame` gives its scalar values as a one-row table."""
+"""Results that read well in a notebook: a measurement's result is a dict subclass (JSON-ready,
+picklable, equal to the plain dict of its values, so the package's consumers keep working)
+whose repr shows its headline values and how many flags it carries, whose str (``print``) is
+the whole dict, and whose `to_frame` gives its scalar values as a one-row table. Copies made
+with ``dict(r)``, ``{**r}`` or ``r.copy()`` are plain dicts."""
 
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ __all__ = ["CrossSectionPorosity", "GravimetricPorosity", "Result", "SizeDistrib
 
 
 def _shown(v: Any) -> str:
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:  # a numpy scalar
+        v = v.item()
     if isinstance(v, float):
         return "nan" if not math.isfinite(v) else f"{v:.4g}"
     return repr(v)
@@ -25,10 +29,12 @@ def _scalar(v: Any) -> bool:
 class Result(dict):
     """A result dict with a readable repr (`headline` keys first) and `to_frame`.
 
-    >>> r = SurfaceTexture({"Sa_um": 0.0683, "Sz_um": 0.9012, "flags": []})
+    >>> r = SurfaceTexture({"Sa_um": 0.0683, "Sz_um": 0.9012, "flags": ["Spd_undefined"]})
     >>> r
-    SurfaceTexture(Sa_um=0.0683, Sz_um=0.9012, ... 1 more)
-    >>> r["Sa_um"], r == {"Sa_um": 0.0683, "Sz_um": 0.9012, "flags": []}
+    SurfaceTexture(Sa_um=0.0683, Sz_um=0.9012, flags=1)
+    >>> print(r)
+    {'Sa_um': 0.0683, 'Sz_um': 0.9012, 'flags': ['Spd_undefined']}
+    >>> r["Sa_um"], r == {"Sa_um": 0.0683, "Sz_um": 0.9012, "flags": ["Spd_undefined"]}
     (0.0683, True)
     """
 
@@ -36,9 +42,14 @@ class Result(dict):
 
     def __repr__(self) -> str:
         shown = [f"{k}={_shown(self[k])}" for k in self.headline if k in self]
+        if self.get("flags"):
+            shown.append(f"flags={len(self['flags'])}")
         rest = len(self) - len(shown)
         more = f", ... {rest} more" if rest and shown else ("..." if rest else "")
         return f"{type(self).__name__}({', '.join(shown)}{more})"
+
+    def __str__(self) -> str:
+        return dict.__repr__(self)
 
     def to_frame(self):
         """A one-row pandas DataFrame of the scalar values (lists and tables left out).

@@ -48,14 +48,16 @@ class SampleRecord:
 
     @classmethod
     def of(cls, sample, **fields: Any) -> SampleRecord:
-        """The record of a discovered `sample` (its id, title, state, pair and notes)."""
+        """The record of a discovered `sample` (its id, title, state, pair and, unless given,
+        notes)."""
+        fields.setdefault("notes", list(sample.notes))
         return cls(sample_id=sample.id, title=sample.manifest.get("title", sample.id),
-                   state=sample.state, pair=sample.manifest.get("pair"),
-                   notes=list(sample.notes), **fields)
+                   state=sample.state, pair=sample.manifest.get("pair"), **fields)
 
     def to_json(self) -> dict[str, Any]:
-        """The record as results.json holds it (``task_failed`` only when it failed, and then
-        without ``void_reduction_source``)."""
+        """The record as a JSON-ready dict, as results.json holds it once the run has added
+        its provenance (version, time, key, configuration identities); ``task_failed`` only
+        when it failed, and then without ``void_reduction_source``."""
         out = {"sample_id": self.sample_id, "title": self.title, "state": self.state,
                "pair": self.pair, "claim15": self.claim15,
                "particle_claims": self.particle_claims, "layer_claims": self.layer_claims,
