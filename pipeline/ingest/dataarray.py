@@ -10,9 +10,6 @@ that only look at a file (``inspect``); `Raster.to_xarray()` gives the DataArray
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ import numpy as np
 
 from pipeline.errors import MeasurementError, MissingCalibration, UnreadableInput
 from pipeline.ingest.limits import check_pixel_size, check_shape
+from pipeline.ingest.rasters import as_rasters, rasters_wanted
 
 __all__ = [
     "CONSTANT_HEIGHTS",
@@ -38,20 +36,6 @@ NO_VALID_POINT = "height map has no valid point (every height is NaN or infinite
 CONSTANT_HEIGHTS = "no height data (the block is constant: an interrupted copy?)"
 # An SEM image with at least this share of its analysed pixels at one grey value is blank.
 BLANK_SHARE = 0.99
-
-
-_RASTERS = contextvars.ContextVar("electrode_qc_rasters", default=False)
-
-
-@contextlib.contextmanager
-def as_rasters() -> Iterator[None]:
-    """Within this block (this thread or task), `sem_dataarray` and `height_dataarray`
-    return a `Raster` rather than an `xarray.DataArray`."""
-    token = _RASTERS.set(True)
-    try:
-        yield
-    finally:
-        _RASTERS.reset(token)
 
 
 @dataclass
@@ -88,7 +72,7 @@ class Raster:
 
 def _build(values: np.ndarray, coords: dict[str, tuple], attrs: dict[str, Any], name: str):
     raster = Raster(values, coords, attrs, name)
-    return raster if _RASTERS.get() else raster.to_xarray()
+    return raster if rasters_wanted() else raster.to_xarray()
 
 
 def _refuse_constant(path: str | Path, z: np.ndarray, *, all_finite: bool) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from pipeline.errors import ElectrodeQCError, UnreadableInput, WrongKind
-from pipeline.ingest.dataarray import as_rasters
+from pipeline.ingest.rasters import as_rasters
 from pipeline.ingest.sniff import describe_unrecognised
 
 __all__ = [
