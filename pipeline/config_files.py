@@ -245,7 +245,7 @@ def config_number(path, where: str, value: Any, *, lo: float | None = None,
 
 
 MAX_EXTENDS = 4  # how deep a chain of ``extends`` may go
-_FOLDERS = {"spec": "specs", "recipe": "recipes", "instrument": "instruments"}
+_FOLDERS = {"spec": "specs"}  # the kinds that may extend another, and their sub-folder
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")  # a file name in the same folder, no path
 
 

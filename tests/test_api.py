@@ -59,7 +59,7 @@ def _synth_site(tmp_path, monkeypatch, factor: float = 1.1):
         'uncertainty_rel = 0.01\n')
     monkeypatch.setenv("ELECTRODE_QC_CALIBRATION", str(site))
     img, _ = particle_image((256, 320), seed=3)
-    return write_sem_tiff(tmp_path / "psd-01.tif", img, pixel_um=0.002) or tmp_path / "psd-01.tif"
+    return write_sem_tiff(tmp_path / "psd-01.tif", img, pixel_um=0.002)
 
 
 def test_read_applies_the_matching_profile_as_production_does(tmp_path, monkeypatch):
