@@ -119,7 +119,7 @@ class Watcher:
         self.poll_interval_s = float(poll_interval_s)
         self.clock = clock
         self._rules = load_rules()
-        self._skip = [g.lower() for g in self._rules.data.get("grouping", {}).get("skip", [])]
+        self._skip = [g.lower() for g in self._rules.skip]
         self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._settling: dict[Path, _Settling] = {}

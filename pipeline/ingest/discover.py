@@ -49,6 +49,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_ID_BYTES",
     "ROLES",
+    "DiscoveryRules",
+    "RoleRule",
     "Sample",
     "assign_role",
     "discover",
@@ -132,12 +134,82 @@ def _check_rule(path, i: int, r: dict[str, Any]) -> None:
             raise ConfigError(path, f"[[rule]] {i}: {k} must be a positive number")
 
 
-def load_rules(path: str | Path | None = None) -> CalibrationFile:
-    """calibration/discovery.toml (or `path`), validated."""
+@dataclass(frozen=True)
+class RoleRule:
+    """One ``[[rule]]`` of the discovery rules: the role it gives, the reader's kind it needs
+    (None: any), the case-insensitive file-name globs of which one must match (none: any name)
+    and the pixel-size range in nm (None: open on that side)."""
+
+    role: str
+    kind: str | None
+    names: tuple[str, ...]
+    pixel_nm_min: float | None
+    pixel_nm_max: float | None
+
+    def matches(self, kind: str | None, name_lower: str, px_nm: float | None) -> bool:
+        """Whether an image of reader kind `kind`, lower-case file name `name_lower` and pixel
+        size `px_nm` (nm, None when unknown) meets the rule; an unknown pixel size meets no
+        rule with a pixel-size bound."""
+        if self.kind and self.kind != kind:
+            return False
+        if self.names and not any(fnmatch.fnmatch(name_lower, g.lower()) for g in self.names):
+            return False
+        lo, hi = self.pixel_nm_min, self.pixel_nm_max
+        if lo is None and hi is None:
+            return True
+        if px_nm is None:
+            return False
+        return not (lo is not None and px_nm < lo or hi is not None and px_nm > hi)
+
+
+@dataclass(frozen=True)
+class DiscoveryRules:
+    """Validated discovery rules: the ``[grouping]`` sample pattern (None: none) and skip
+    globs, the ``[[rule]]`` tables in order, the ``[magnification] pixel_nm_edges`` (nm), and
+    the file they came from (`identity`). Numbers are kept as the file gives them."""
+
+    file: CalibrationFile
+    sample_pattern: str | None
+    skip: tuple[str, ...]
+    rules: tuple[RoleRule, ...]
+    pixel_nm_edges: tuple[float, ...]
+
+    @property
+    def id(self) -> str:
+        """The rules file's id."""
+        return self.file.id
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the rules file."""
+        return self.file.sha256
+
+    @property
+    def path(self) -> str:
+        """Where the rules file was read from."""
+        return self.file.path
+
+    def identity(self) -> dict[str, Any]:
+        """What a result records of the rules (`CalibrationFile.identity`)."""
+        return self.file.identity()
+
+
+def load_rules(path: str | Path | None = None) -> DiscoveryRules:
+    """calibration/discovery.toml (or `path`), validated.
+
+    Examples
+    --------
+    >>> r = load_rules()
+    >>> r.identity()["id"], r.rules[0].role, r.rules[0].kind
+    ('discovery', 'height', 'height')
+    >>> r.rules[4].pixel_nm_max, r.pixel_nm_edges[:3]
+    (20.0, (1.0, 3.0, 10.0))
+    """
     path = Path(path) if path is not None else calibration_file("discovery.toml")
     cf = load_versioned(path, "discovery")
     d = cf.data
-    _check_grouping(path, d.get("grouping", {}))
+    grouping = d.get("grouping", {})
+    _check_grouping(path, grouping)
     rules = d.get("rule", [])
     if not isinstance(rules, list) or not rules:
         raise ConfigError(path, "discovery rules need at least one [[rule]]")
@@ -149,15 +221,24 @@ def load_rules(path: str | Path | None = None) -> CalibrationFile:
             or any(b <= a for a, b in itertools.pairwise(edges))):
         raise ConfigError(path, "[magnification] pixel_nm_edges must be increasing positive "
                                 "numbers (nm)")
-    return cf
+    return DiscoveryRules(
+        file=cf,
+        sample_pattern=grouping.get("sample_pattern") or None,
+        skip=tuple(grouping.get("skip", [])),
+        rules=tuple(RoleRule(role=r["role"], kind=r.get("kind"),
+                             names=tuple(r.get("name") or ()),
+                             pixel_nm_min=r.get("pixel_nm_min"),
+                             pixel_nm_max=r.get("pixel_nm_max"))
+                    for r in rules),
+        pixel_nm_edges=tuple(edges),
+    )
 
 
-def magnification_class(pixel_nm: float, rules: CalibrationFile | None = None) -> str:
+def magnification_class(pixel_nm: float, rules: DiscoveryRules | None = None) -> str:
     """The magnification class of a field of view: the band of
     ``[magnification] pixel_nm_edges`` (discovery rules) its pixel size falls in, named by
     that band ("100-300 nm/px"; "< 1 nm/px" and ">= 10000 nm/px" outside the edges)."""
-    cf = rules if rules is not None else load_rules()
-    edges = [float(e) for e in cf.data.get("magnification", {}).get("pixel_nm_edges", [])]
+    edges = [float(e) for e in (rules if rules is not None else load_rules()).pixel_nm_edges]
     p = float(pixel_nm)
     if not edges:
         return "all"
@@ -560,7 +641,7 @@ def _without_files(sid: str, entry: dict[str, Any], s: Sample, mname: str, singl
     return f"sample {sid!r} in {mname} {where}; {_NO_FILES}"
 
 
-def discover(folder: str | Path, *, rules: CalibrationFile | None = None, single: bool = False,
+def discover(folder: str | Path, *, rules: DiscoveryRules | None = None, single: bool = False,
              exclude: Iterable[str | Path] = (), notes: list[str] | None = None,
              ) -> tuple[list[Sample], dict[str, Any] | None]:
     """The samples of an export folder (or, with `single`, the folder as one sample).
@@ -570,7 +651,7 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None, single
     folder : path
         The export folder: a sub-folder per electrode, files named ``<sample>_<role>...``
         (``[grouping] sample_pattern``), an optional manifest (samples.toml / samples.csv).
-    rules : CalibrationFile, optional
+    rules : DiscoveryRules, optional
         Discovery rules (default calibration/discovery.toml, see `load_rules`).
     single : bool
         `folder` is one electrode: every file under it belongs to one sample, named by the
@@ -606,9 +687,8 @@ def discover(folder: str | Path, *, rules: CalibrationFile | None = None, single
     if not folder.is_dir():
         raise ConfigError(folder, "is not a folder")
     rules = rules or load_rules()
-    grouping = rules.data.get("grouping", {})
-    pattern = re.compile(grouping["sample_pattern"]) if grouping.get("sample_pattern") else None
-    walk = _Walk(folder, exclude, list(grouping.get("skip", [])),
+    pattern = re.compile(rules.sample_pattern) if rules.sample_pattern else None
+    walk = _Walk(folder, exclude, list(rules.skip),
                  logging.WARNING if notes is None else logging.INFO)
     name = Path(os.path.abspath(folder)).name
     manifest, ident = load_manifest(folder)
@@ -712,7 +792,7 @@ def _check_manifest_files(manifest: dict[str, Any], ident, samples: dict[str, Sa
         raise ConfigError(ident["path"], "\n".join(problems))
 
 
-def assign_role(da, path: str | Path, rules: CalibrationFile,
+def assign_role(da, path: str | Path, rules: DiscoveryRules,
                 overrides: dict[str, str] | None = None) -> str | None:
     """The role of an image as read (`da`, with kind and pixel size) named `path`.
 
@@ -726,17 +806,5 @@ def assign_role(da, path: str | Path, rules: CalibrationFile,
     kind = da.attrs.get("kind")
     ps = da.attrs.get("pixel_size_um")
     px_nm = max(float(ps["x"]), float(ps["y"])) * 1e3 if ps else None
-    for r in rules.data.get("rule", []):
-        if r.get("kind") and r["kind"] != kind:
-            continue
-        names = r.get("name") or []
-        if names and not any(fnmatch.fnmatch(name, g.lower()) for g in names):
-            continue
-        lo, hi = r.get("pixel_nm_min"), r.get("pixel_nm_max")
-        if (lo is not None or hi is not None) and px_nm is None:
-            continue
-        if lo is not None and px_nm < lo or hi is not None and px_nm > hi:
-            continue
-        return r["role"]
-    return None
+    return next((r.role for r in rules.rules if r.matches(kind, name, px_nm)), None)
 
