@@ -18,6 +18,7 @@ import numpy as np
 from pipeline.errors import ConfigError, MeasurementError
 from pipeline.fsutil import atomic_path, ensure_folder
 from pipeline.instruments import load_profile
+from pipeline.metrology.form import remove_plane
 
 __all__ = ["grating_pixel_size", "step_height", "write_profile"]
 
@@ -37,13 +38,12 @@ def _prepare(image) -> np.ndarray:
         raise MeasurementError(None, "grating image has non-finite values; fill or crop them")
     if max(z.shape) < 32:
         raise MeasurementError(None, f"grating image {z.shape} is too small (< 32 px)")
-    # Remove mean and tilt (a plane), so leakage from DC does not bias low-frequency bins.
+    # Remove mean and tilt (a plane), so leakage from DC does not bias low-frequency bins;
+    # a single profile (one row) has no y slope: a line.
     ny, nx = z.shape
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    a = np.column_stack([np.ones(z.size), xx.ravel() - nx / 2, yy.ravel() - ny / 2])
-    coef, *_ = np.linalg.lstsq(a, z.ravel(), rcond=None)
     scale = float(np.abs(z).max()) + 1.0
-    z = z - (a @ coef).reshape(z.shape)
+    z = remove_plane(z) if ny > 1 else z - np.polyval(np.polyfit(np.arange(nx), z[0], 1),
+                                                       np.arange(nx))[np.newaxis, :]
     if float(np.std(z)) <= 1e-9 * scale:
         raise MeasurementError(None, "no clear grating peak: the image is flat")
     wy = np.hanning(ny + 2)[1:-1] if ny > 1 else np.ones(1)
