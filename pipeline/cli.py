@@ -319,7 +319,9 @@ app.add_typer(calibrate_app, name="calibrate")
 
 
 def _verdict_line(s: dict[str, Any]) -> str:
-    props = s["claim15"]["properties"]
+    from pipeline.conformity import spec_name
+
+    props = s["spec"]["properties"]
 
     def fmt(name: str) -> str:
         p = props.get(name) or {}
@@ -329,12 +331,12 @@ def _verdict_line(s: dict[str, Any]) -> str:
         shown = f"{100 * v:.1f} %" if name == "porosity" else f"{v:.3g} um"
         return f"{name} {shown} {'ok' if p.get('met') else 'no'}"
 
-    met = {True: "met", False: "not met", None: "undecided"}[s["claim15"]["met"]]
+    met = {True: "met", False: "not met", None: "undecided"}[s["spec"]["met"]]
     gate = s["gate"]["outcome"]
     if gate == "conforming" and s["gate"].get("combine") == "any":
         gate = "conforming (any one property)"
     failed = sum(im.get("status") == "error" for im in s.get("images") or [])
-    return (f"{s['sample_id']}: claim 15 {met} ({', '.join(fmt(n) for n in props)}); "
+    return (f"{s['sample_id']}: {spec_name((s['spec'].get('spec') or {}).get('id'))} {met} ({', '.join(fmt(n) for n in props)}); "
             f"gate {gate}" + (f"; {failed} file(s) failed" if failed else ""))
 
 
@@ -466,9 +468,9 @@ def gate(
         s = res.samples[0]
         if json_out:
             _emit_json({"sample_id": s["sample_id"], "exit_code": res.exit_code, "gate": s["gate"],
-                        "claim15": s["claim15"], "flags": s["flags"]})
+                        "spec": s["spec"], "flags": s["flags"]})
         else:
-            typer.echo(f"{s['sample_id']}: {s['gate']['outcome']} ({s['gate']['rule']})")
+            typer.echo(f"{s['sample_id']}: {s['gate']['outcome']} ({s['gate']['decision_rule']})")
             for r in s["gate"]["reasons"]:
                 typer.echo(f"  {r}")
         return res.exit_code

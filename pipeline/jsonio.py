@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ __all__ = ["json_safe", "to_json"]
 
 
 def json_safe(v: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None, paths to strings."""
+    """Plain JSON values: numpy scalars to Python, NaN/inf to None, paths to strings, a
+    record (a dataclass with ``to_json()``) to its JSON form."""
+    if is_dataclass(v) and not isinstance(v, type) and hasattr(v, "to_json"):
+        v = v.to_json()
     if hasattr(v, "item") and not isinstance(v, (list, dict, str)):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):

@@ -13,18 +13,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["COVERAGE_K", "summarize"]
+__all__ = ["COVERAGE_K", "MetricSummary", "summarize"]
 
 COVERAGE_K = 2.0
 
 
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric over a sample's fields of view: mean, SD (None with one field), n, the
+    expanded uncertainty U (k = `COVERAGE_K`) and its components, the values, and flags."""
+
+    mean: float
+    sd: float | None
+    n: int
+    U: float | None
+    k: float
+    u_repeatability: float | None
+    u_calibration: float | None
+    values: tuple[float, ...]
+    flags: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """As results.json holds it (``sample.metrics``)."""
+        return {"mean": self.mean, "sd": self.sd, "n": self.n, "U": self.U, "k": self.k,
+                "u_repeatability": self.u_repeatability, "u_calibration": self.u_calibration,
+                "values": list(self.values), "flags": list(self.flags)}
+
+
 def summarize(values: Iterable[float], *, u_cal_rel: float | None = None,
-              u_other: Iterable[float] = ()) -> dict[str, Any] | None:
+              u_other: Iterable[float] = ()) -> MetricSummary | None:
     """Mean, SD, n and U (k = 2) of per-field values; None when there is no finite value.
+
+    >>> s = summarize([0.068, 0.072], u_cal_rel=0.02)
+    >>> round(s.mean, 4), s.n, round(s.U, 5)
+    (0.07, 2, 0.00488)
 
     Parameters
     ----------
@@ -51,14 +78,7 @@ def summarize(values: Iterable[float], *, u_cal_rel: float | None = None,
     u_c = math.sqrt(sum(u * u for u in comps)) if comps else None
     if dropped:
         flags.append(f"{dropped} non-finite value(s) left out")
-    return {
-        "mean": mean,
-        "sd": sd,
-        "n": int(v.size),
-        "U": COVERAGE_K * u_c if u_c is not None else None,
-        "k": COVERAGE_K,
-        "u_repeatability": u_rep,
-        "u_calibration": u_cal,
-        "values": [float(x) for x in v],
-        "flags": flags,
-    }
+    return MetricSummary(mean=mean, sd=sd, n=int(v.size),
+                         U=COVERAGE_K * u_c if u_c is not None else None, k=COVERAGE_K,
+                         u_repeatability=u_rep, u_calibration=u_cal,
+                         values=tuple(float(x) for x in v), flags=tuple(flags))

@@ -38,7 +38,7 @@ def test_rerun_is_a_no_op_and_force_supersedes(export, tmp_path):
     assert first.results["counts"]["reused_from_store"] == 0
     again = run(export, out, report=False)
     assert again.results["counts"]["reused_from_store"] == 3
-    assert [s["claim15"] for s in again.samples] == [s["claim15"] for s in first.samples]
+    assert [s["spec"] for s in again.samples] == [s["spec"] for s in first.samples]
     forced = run(export, out, report=False, force=True)
     assert forced.results["counts"]["reused_from_store"] == 0
     with Store.open(None, out=out) as st:
@@ -242,7 +242,7 @@ def test_unhashable_file_does_not_stop_the_run(tmp_path, monkeypatch):
     assert calls and res.exit_code == 4
     s = res.samples[0]
     assert any("psd-09.tif" in im["path"] and im["status"] == "error" for im in s["images"])
-    assert s["claim15"]["properties"]["Sa"]["value"] is not None
+    assert s["spec"]["properties"]["Sa"]["value"] is not None
 
 
 def test_report_needs_an_existing_store(tmp_path):
@@ -291,16 +291,16 @@ def test_input_a_then_b_then_a_again_is_current(export, tmp_path):
     shutil.copytree(export / "e0", src / "e0")
     out = tmp_path / "out"
     a = (src / "e0" / "height-01.x3p").read_bytes()
-    first = run(src, out, report=False).samples[0]["claim15"]["properties"]["Sa"]["value"]
+    first = run(src, out, report=False).samples[0]["spec"]["properties"]["Sa"]["value"]
     z, _ = synth.height_map((96, 128), pixel_um=0.2, sa_um=0.3, sz_um=2.0, seed=7)
     synth.write_x3p(src / "e0" / "height-01.x3p", z, dx_um=0.2, dy_um=0.2)
     run(src, out, report=False)
     (src / "e0" / "height-01.x3p").write_bytes(a)
     back = run(src, out, report=False).samples[0]
-    assert back["claim15"]["properties"]["Sa"]["value"] == pytest.approx(first)
+    assert back["spec"]["properties"]["Sa"]["value"] == pytest.approx(first)
     with Store.open(None, out=out) as st:
         latest = st.latest("e0")
-        assert latest["record"]["claim15"]["properties"]["Sa"]["value"] == pytest.approx(first)
+        assert latest["record"]["spec"]["properties"]["Sa"]["value"] == pytest.approx(first)
         assert latest["supersede_reason"] == "input restored to an earlier state"
         assert len(st.samples(latest_only=False)) == 3
 
@@ -403,8 +403,8 @@ def test_watched_pressed_sample_takes_its_stored_partner(tmp_path):
     with Store.open(None, out=tmp_path / "out") as st:
         before = process_sample_into_store(by["b-coated"], st)
         after = process_sample_into_store(by["a-pressed"], st)
-        b = before["claim15"]["properties"]["porosity"]["value"]
-        a = after["claim15"]["properties"]["porosity"]["value"]
+        b = before["spec"]["properties"]["porosity"]["value"]
+        a = after["spec"]["properties"]["porosity"]["value"]
         assert after["void_reduction_pct"] == pytest.approx(100 * (b - a) / b)
         assert st.history().set_index("sample_id").loc["a-pressed", "void_reduction_pct"] == \
             pytest.approx(after["void_reduction_pct"])

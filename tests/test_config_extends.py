@@ -14,13 +14,13 @@ CLAIM = {"porosity_frac": {"value": 0.39, "U": 0.02}, "Sa_um": {"value": 0.07, "
 
 def test_the_gate_is_claim_15_with_its_own_rules():
     claim, gate = load_spec(), load_spec(default="gate-production")
-    assert gate.data["property"] == claim.data["property"]
-    assert (gate.data["combine"], gate.data["decision_rule"]) == ("all", "guard_band")
+    assert gate.properties == claim.properties
+    assert (gate.combine, gate.decision_rule) == ("all", "guard_band")
     ident = gate.identity()
     assert ident["id"] == "gate-production" and ident["extends"] == claim.identity()
     # porosity 0.39 +/- 0.02 against 0.40: the guard band makes the gate undecided
-    assert evaluate_spec(claim, CLAIM)["outcome"] == "conforming"
-    assert evaluate_spec(gate, CLAIM)["outcome"] == "indeterminate"
+    assert evaluate_spec(claim, CLAIM).outcome == "conforming"
+    assert evaluate_spec(gate, CLAIM).outcome == "indeterminate"
 
 
 def test_a_site_spec_tightens_one_limit_and_adds_a_property(tmp_path):
@@ -30,13 +30,13 @@ def test_a_site_spec_tightens_one_limit_and_adds_a_property(tmp_path):
                  '[[property]]\nname = "Sq"\nmetric = "Sq_um"\ncomparison = "<"\nlimit = 0.12\n'
                  'unit = "um"\n')
     spec = load_spec(p)
-    props = {q["name"]: q for q in spec.data["property"]}
+    props = {q.name: q for q in spec.properties}
     assert list(props) == ["porosity", "Sa", "Sz", "Sq"]
-    assert props["Sa"]["limit"] == 0.08 and props["Sa"]["metric"] == "Sa_um"
-    assert props["porosity"]["limit"] == 0.40
+    assert props["Sa"].limit == 0.08 and props["Sa"].metric == "Sa_um"
+    assert props["porosity"].limit == 0.40
     r = evaluate_spec(spec, {**CLAIM, "Sa_um": {"value": 0.09, "U": 0.0},
                              "Sq_um": {"value": 0.1, "U": 0.0}})
-    assert r["properties"]["Sa"]["met"] is False and r["outcome"] == "non-conforming"
+    assert r.properties["Sa"].met is False and r.outcome == "non-conforming"
 
 
 @pytest.mark.parametrize("extends, match", [

@@ -52,9 +52,9 @@ def _summary(res):
     out = []
     for s in res.samples:
         psd = s["metrics"]["psd"] or {}
-        out.append((s["sample_id"], s["gate"]["outcome"], s["claim15"]["met"],
-                    s["claim15"]["properties"]["Sa"]["value"],
-                    s["claim15"]["properties"]["porosity"]["value"],
+        out.append((s["sample_id"], s["gate"]["outcome"], s["spec"]["met"],
+                    s["spec"]["properties"]["Sa"]["value"],
+                    s["spec"]["properties"]["porosity"]["value"],
                     psd.get("x50_nm"), tuple(m["mean_nm"] for m in psd.get("modes", [])),
                     tuple(im["status"] for im in s["images"])))
     return out

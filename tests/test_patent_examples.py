@@ -30,8 +30,8 @@ def test_exit_code_and_samples(result):
 def test_embodiment_1_meets_everything(result):
     _out, res = result
     s = next(s for s in res.samples if s["sample_id"] == "embodiment-1")
-    props = s["claim15"]["properties"]
-    assert s["claim15"]["met"] is True
+    props = s["spec"]["properties"]
+    assert s["spec"]["met"] is True
     assert all(props[k]["met"] is True for k in ("porosity", "Sa", "Sz"))
     assert props["porosity"]["value"] == pytest.approx(0.364, abs=0.001)
     assert props["Sa"]["value"] == pytest.approx(0.07, rel=1e-3)
@@ -44,8 +44,8 @@ def test_embodiment_1_meets_everything(result):
 def test_comparatives_meet_nothing(result, sid):
     _out, res = result
     s = next(s for s in res.samples if s["sample_id"] == sid)
-    assert s["claim15"]["met"] is False
-    assert not any(p["met"] for p in s["claim15"]["properties"].values())
+    assert s["spec"]["met"] is False
+    assert not any(p["met"] for p in s["spec"]["properties"].values())
     assert s["particle_claims"]["met"] is not True
     assert s["gate"]["outcome"] == "non-conforming"
 

@@ -1,5 +1,6 @@
-"""The sample record is defined once (`pipeline.batch.records.SampleRecord`): a measured
-sample and a failed one both follow results.schema.json's ``sample``."""
+"""The records are defined once (`pipeline.batch.records`): a measured sample and a failed one
+both follow results.schema.json's ``sample``, a file's record its ``image``, and a decision
+its ``decision``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import jsonschema
 
 from pipeline.batch.config import load_run_config
-from pipeline.batch.records import FAILED_METRICS, SampleRecord
+from pipeline.batch.records import FAILED_METRICS, ImageRecord, SampleRecord
 from pipeline.batch.sample import measure_sample
+from pipeline.conformity import evaluate_spec, load_spec
 from pipeline.errors import UnreadableInput
 from pipeline.ingest.discover import Sample, discover
 from pipeline.report.tables import results_schema
@@ -35,7 +37,7 @@ def test_a_failed_sample_record_follows_the_schema():
     assert rec["task_failed"] is True and "void_reduction_source" not in rec
     assert list(rec["metrics"]) == list(FAILED_METRICS)
     assert all(v is None for v in rec["metrics"].values())
-    assert rec["claim15"]["outcome"] == rec["gate"]["outcome"] == "indeterminate"
+    assert rec["spec"]["outcome"] == rec["gate"]["outcome"] == "indeterminate"
 
 
 def test_a_measured_sample_record_follows_the_schema():
@@ -49,5 +51,32 @@ def test_a_measured_sample_record_follows_the_schema():
 
 def test_a_record_of_a_manifest_sample_takes_its_title_and_pair():
     s = Sample("b", manifest={"title": "pressed B", "pair": "a"})
-    rec = SampleRecord.of(s, claim15={}, gate={}).to_json()
+    d = evaluate_spec(load_spec(), {})
+    rec = SampleRecord.of(s, spec=d, gate=d).to_json()
     assert (rec["title"], rec["pair"], rec["state"]) == ("pressed B", "a", "after")
+
+
+def _validate(value, name: str) -> None:
+    schema = results_schema()
+    jsonschema.validate(value, {"$defs": schema["$defs"], "$ref": f"#/$defs/{name}"})
+
+
+def test_image_records_follow_the_schema_and_keep_their_field_order():
+    ok = ImageRecord("a.tif", role="psd", results={"n_particles": 3},
+                     file={"sha256": "0" * 64, "reader": "tiff"})
+    failed = ImageRecord("b.tif", file={"reader": "tiff"})
+    failed.fail("b.tif: out of memory", 4, "MemoryError", retry=True)
+    for rec in (ok, failed):
+        _validate(rec.to_json(), "image")
+    assert list(ok.to_json()) == ["path", "role", "status", "error", "exit_code", "results",
+                                  "sha256", "reader"]
+    assert list(failed.to_json())[-2:] == ["error_type", "retry"]
+    assert "retry" not in ok.to_json() and "error_type" not in ok.to_json()
+
+
+def test_a_decision_follows_the_schema_and_names_its_spec():
+    spec = load_spec()
+    d = evaluate_spec(spec, {"porosity_frac": {"value": 0.3, "U": 0.01, "source": "x"}})
+    _validate(d.to_json(), "decision")
+    assert d.to_json()["spec"] == {"id": "claim15", "sha256": spec.sha256}
+    assert d.outcome == "conforming" and d.properties["Sa"].statement == "indeterminate"

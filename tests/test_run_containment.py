@@ -123,7 +123,7 @@ def test_loose_files_are_left_out_unless_the_folder_is_one_sample(tmp_path):
     r = CliRunner().invoke(app, ["run", str(folder), "--out", str(tmp_path / "o2"),
                                  "--single-sample"])
     assert r.exit_code == 0, r.output
-    assert r.stdout.startswith("one: claim 15")
+    assert r.stdout.startswith("one: Claim 15")
 
 
 def test_a_planted_link_at_an_output_name_does_not_redirect_the_write(small_export, tmp_path):

@@ -33,8 +33,8 @@ def test_verdicts_and_void_reduction(export):
     assert res.exit_code == 0
     by = {s["sample_id"]: s for s in res.samples}
     good, rough = by["good"], by["rough"]
-    assert good["claim15"]["met"] is True and rough["claim15"]["met"] is False
-    p = good["claim15"]["properties"]
+    assert good["spec"]["met"] is True and rough["spec"]["met"] is False
+    p = good["spec"]["properties"]
     assert p["porosity"]["value"] == pytest.approx(0.30, abs=0.002)
     assert p["porosity"]["source"].startswith("gravimetric")
     assert p["Sa"]["value"] == pytest.approx(0.051, rel=1e-4)
@@ -92,7 +92,7 @@ def test_unreadable_file_exit_4_and_the_rest_measured(tmp_path):
     s = res.samples[0]
     bad = [im for im in s["images"] if im["status"] == "error"]
     assert len(bad) == 1 and "broken-psd.tif" in bad[0]["error"]
-    assert s["claim15"]["properties"]["Sa"]["value"] is not None  # the rest was measured
+    assert s["spec"]["properties"]["Sa"]["value"] is not None  # the rest was measured
     assert (tmp_path / "out" / "results.json").is_file()
 
 
@@ -101,7 +101,7 @@ def test_strict_exit_1_on_non_conforming(export):
     r = CliRunner().invoke(app, ["run", str(root), "--out", str(root.parent / "o2"),
                                  "--no-html", "--strict"])
     assert r.exit_code == 1, r.output
-    assert "rough: claim 15 not met" in r.stdout
+    assert "rough: Claim 15 not met" in r.stdout
 
 
 def test_run_json_on_stdout(export):
@@ -196,7 +196,7 @@ def test_gate_api_matches_cli(export):
     res = gate(root / "good")
     assert res.exit_code == 0 and res.samples[0]["sample_id"] == "good"
     # the parent's manifest applies: gravimetric porosity is the claim's source
-    assert res.samples[0]["claim15"]["properties"]["porosity"]["source"].startswith("gravimetric")
+    assert res.samples[0]["spec"]["properties"]["porosity"]["source"].startswith("gravimetric")
 
 
 def test_paired_before_sample_gives_void_reduction(tmp_path):
@@ -205,8 +205,8 @@ def test_paired_before_sample_gives_void_reduction(tmp_path):
     root = paired_export(tmp_path / "export")
     res = run(root, None)
     by = {s["sample_id"]: s for s in res.samples}
-    before = by["as-coated"]["claim15"]["properties"]["porosity"]["value"]
-    after = by["pressed"]["claim15"]["properties"]["porosity"]["value"]
+    before = by["as-coated"]["spec"]["properties"]["porosity"]["value"]
+    after = by["pressed"]["spec"]["properties"]["porosity"]["value"]
     assert by["pressed"]["void_reduction_pct"] == pytest.approx(100 * (before - after) / before)
     assert by["pressed"]["void_reduction_pct"] == pytest.approx(100 * (0.55 - 0.30) / 0.55, abs=4)
     assert "paired" in by["pressed"]["void_reduction_source"]

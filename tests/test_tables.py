@@ -38,7 +38,7 @@ def hostile_results() -> dict:
     s["images"][0].update(path=SUM, status="error", error="+1 bad magic", reader="-x",
                           results={"note": "\tTAB", "n_particles": -3})
     s["images"][1].update(path="\r=1+1", error=None)
-    s["claim15"]["properties"]["porosity"]["source"] = "-gravimetric"
+    s["spec"]["properties"]["porosity"]["source"] = "-gravimetric"
     return results_for([s, _sample("plain-1")])
 
 

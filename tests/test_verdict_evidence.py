@@ -40,7 +40,7 @@ def test_good_electrode_is_conforming(good, tmp_path):
     res = run(good, tmp_path / "out", report=False)
     s = res.samples[0]
     assert res.exit_code == 0
-    assert s["gate"]["outcome"] == "conforming" and s["claim15"]["met"] is True
+    assert s["gate"]["outcome"] == "conforming" and s["spec"]["met"] is True
 
 
 def test_a_truncated_height_map_makes_every_verdict_indeterminate(good, tmp_path):
@@ -50,8 +50,8 @@ def test_a_truncated_height_map_makes_every_verdict_indeterminate(good, tmp_path
     s = res.samples[0]
     assert res.exit_code == 4
     assert s["gate"]["outcome"] == "indeterminate"
-    assert s["claim15"]["met"] is None and s["claim15"]["outcome"] == "indeterminate"
-    for decision in (s["gate"], s["claim15"]):
+    assert s["spec"]["met"] is None and s["spec"]["outcome"] == "indeterminate"
+    for decision in (s["gate"], s["spec"]):
         assert any("height-02.x3p" in r and r.startswith("unreadable input")
                    for r in decision["reasons"]), decision["reasons"]
     # results.json, the store and the report say the same
@@ -81,7 +81,7 @@ def test_production_gate_needs_every_property(tmp_path):
     manifest(root / "samples.toml", {"porous": (0.549, None)})
     res = run(root, None, strict=True)
     s = res.samples[0]
-    assert s["claim15"]["met"] is True and s["claim15"]["properties"]["porosity"]["met"] is False
+    assert s["spec"]["met"] is True and s["spec"]["properties"]["porosity"]["met"] is False
     assert s["gate"]["outcome"] == "non-conforming" and s["gate"]["combine"] == "all"
     assert s["gate"]["properties"]["porosity"]["statement"] == "fail"
     assert res.exit_code == 1
@@ -106,7 +106,7 @@ def test_only_height_maps_is_indeterminate_at_the_gate(tmp_path):
     (folder / "xsec-01.tif").unlink()
     res = run(root, None, strict=True)
     s = res.samples[0]
-    assert s["claim15"]["met"] is True  # Sa and Sz hold: the claim's "one or more"
+    assert s["spec"]["met"] is True  # Sa and Sz hold: the claim's "one or more"
     assert s["gate"]["outcome"] == "indeterminate"
     assert "porosity: not measured" in s["gate"]["reasons"]
     assert res.exit_code == 3
@@ -226,7 +226,7 @@ def test_a_failed_sample_is_stored_and_measured_again(good, tmp_path, monkeypatc
     res = run(good, out, report=False, jobs=1)
     s = res.samples[0]
     assert res.exit_code == 4 and s["task_failed"] is True
-    assert s["gate"]["outcome"] == "indeterminate" and s["claim15"]["met"] is None
+    assert s["gate"]["outcome"] == "indeterminate" and s["spec"]["met"] is None
     assert any("out of memory" in r for r in s["gate"]["reasons"])
     rows = _store_rows(out / "results.db")
     assert [(r[0], r[1]) for r in rows] == [("good", "indeterminate")]

@@ -600,7 +600,8 @@ def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
     import pipeline.batch.watch
     from pipeline.cli import app
 
-    record = {"sample_id": "S1", "claim15": {"met": None, "properties": {}},
+    record = {"sample_id": "S1", "spec": {"met": None, "properties": {},
+                                          "spec": {"id": "claim15", "sha256": "0" * 64}},
               "gate": {"outcome": "indeterminate", "combine": "all"},
               "images": [{"status": "error"}]}
 
@@ -612,7 +613,7 @@ def test_watch_prints_one_line_per_stored_sample(monkeypatch, tmp_path):
     r = CliRunner().invoke(app, ["watch", str(tmp_path), "--out", str(tmp_path / "o")])
     assert r.exit_code == 0, r.output
     assert r.output.strip().splitlines() == [
-        "S1: claim 15 undecided (); gate indeterminate; 1 file(s) failed"]
+        "S1: Claim 15 undecided (); gate indeterminate; 1 file(s) failed"]
 
 
 def test_a_link_out_of_the_folder_is_never_read(tmp_path, store, monkeypatch):

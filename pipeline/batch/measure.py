@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.batch.records import ImageRecord
 from pipeline.errors import (
     EXIT_INTERNAL,
     EXIT_UNREADABLE,
@@ -273,41 +274,43 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
         exit_code, attrs, results; ``retry`` True when the failure may not repeat: out of
         memory), ``table`` (particle table or None), ``artifact``.
     """
-    rec: dict[str, Any] = {"path": str(path), "role": None, "status": "ok", "error": None,
-                           "exit_code": 0, "results": None}
-    out = {"record": rec, "table": None, "artifact": None}
+    rec = ImageRecord(str(path))
+    out: dict[str, Any] = {"record": rec, "table": None, "artifact": None}
     try:
         da = read(path)
         da = calibrate_image(da, profiles=ctx.get("profiles"), today=ctx.get("today"))
-        rec.update(_attrs_record(da))
+        rec.file = _attrs_record(da)
         role = assign_role(da, path, ctx["rules"], ctx.get("role_overrides"))
-        rec["role"] = role
+        rec.role = role
         if role is None:
-            rec["status"] = "skipped"
-            rec["error"] = f"{path}: no discovery rule gives this image a role"
-            return out
+            rec.status = "skipped"
+            rec.error = f"{path}: no discovery rule gives this image a role"
+            return _json_record(out)
         if da.attrs.get("calibration") == "missing" or not da.attrs.get("pixel_size_um"):
             raise MissingCalibration(path, "the image has no pixel size; add an instrument "
                                            "profile (calibration/instruments) that supplies one")
         _check_memory(path, da.shape, role, ctx.get("max_memory"))
         results, table, art = _BY_ROLE[role](da, ctx)
-        rec["results"] = results
+        rec.results = results
         out["table"] = table
         if art:
             out["artifact"] = {"path": str(path), "role": role, **art}
     except ConfigError:
         raise  # a bad recipe or profile stops the run: it is not this file's fault
     except ElectrodeQCError as exc:
-        rec.update(status="error", error=str(exc), exit_code=exc.exit_code,
-                   error_type=type(exc).__name__)
-        if isinstance(exc, MemoryLimitExceeded):
-            rec["retry"] = True  # a larger limit may measure it: not reused from the store
+        # a larger memory limit may measure it: not reused from the store
+        rec.fail(str(exc), exc.exit_code, type(exc).__name__,
+                 retry=isinstance(exc, MemoryLimitExceeded))
     except MemoryError:
-        rec.update(status="error", error=f"{path}: out of memory while measuring it; lower "
-                   "--jobs, or measure it alone", exit_code=EXIT_UNREADABLE,
-                   error_type="MemoryError", retry=True)
+        rec.fail(f"{path}: out of memory while measuring it; lower --jobs, or measure it alone",
+                 EXIT_UNREADABLE, "MemoryError", retry=True)
     except Exception as exc:  # one file's failure must not stop the sample
         log.debug("internal error on %s", path, exc_info=True)
-        rec.update(status="error", error=f"{path}: internal error: {type(exc).__name__}: {exc}",
-                   exit_code=EXIT_INTERNAL, error_type="InternalError")
+        rec.fail(f"{path}: internal error: {type(exc).__name__}: {exc}", EXIT_INTERNAL,
+                 "InternalError")
+    return _json_record(out)
+
+
+def _json_record(out: dict[str, Any]) -> dict[str, Any]:
+    out["record"] = out["record"].to_json()
     return out

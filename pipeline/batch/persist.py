@@ -16,7 +16,7 @@ from pipeline import __version__
 from pipeline.batch.config import load_run_config
 from pipeline.batch.identity import hash_files, idempotency_key, inputs
 from pipeline.batch.measure import default_max_memory
-from pipeline.batch.results import RunResult, pair, write_results
+from pipeline.batch.results import RunHeader, RunResult, pair, write_results
 from pipeline.batch.store import DuplicateKey, Store
 from pipeline.batch.task import measure_task, table_name
 from pipeline.errors import ConfigError
@@ -194,6 +194,5 @@ def report_from_store(db: str | None, out: str | Path, *, spec: str | Path | Non
     from sqlalchemy.engine import make_url
 
     where = make_url(st.url).render_as_string(hide_password=True)
-    return write_results(records, {}, folder=f"results store {where}", out=out, cfg=cfg,
-                         manifest_id=None, created=created, strict=False, report=True,
-                         trends=trends(history, cfg.spec))
+    run = RunHeader(f"results store {where}", out, cfg, None, created)
+    return write_results(records, {}, run, trends=trends(history, cfg.spec))

@@ -19,10 +19,10 @@ from pipeline.errors import (
 from pipeline.gravimetric import void_reduction
 from pipeline.report.tables import write_outputs
 
-__all__ = ["EXIT_INTERRUPTED", "RESULTS_SCHEMA_VERSION", "RunResult", "pair", "pairs",
+__all__ = ["EXIT_INTERRUPTED", "RESULTS_SCHEMA_VERSION", "RunHeader", "RunResult", "pair", "pairs",
            "verdict_exit_code", "worst_exit_code", "write_results"]
 
-RESULTS_SCHEMA_VERSION = 1
+RESULTS_SCHEMA_VERSION = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as shells report it
 _EXIT_ORDER = (EXIT_OK, EXIT_NONCONFORMING, EXIT_INDETERMINATE, EXIT_UNREADABLE, EXIT_INTERNAL)
 
@@ -81,39 +81,55 @@ def pair(r: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> None:
     partner = r.get("pair")
     if not partner or partner not in by_id or r.get("void_reduction_pct") is not None:
         return
-    before = by_id[partner]["claim15"]["properties"].get("porosity", {}).get("value")
-    after = r["claim15"]["properties"].get("porosity", {}).get("value")
+    before = by_id[partner]["spec"]["properties"].get("porosity", {}).get("value")
+    after = r["spec"]["properties"].get("porosity", {}).get("value")
     if before is not None and after is not None:
         r["void_reduction_pct"] = 100.0 * void_reduction(before, after)
         r["void_reduction_source"] = f"paired sample {partner}"
 
 
-def write_results(records: list[dict[str, Any]], artifacts: dict[str, Any], *, folder, out,
-                  cfg, manifest_id: str | None, created: str, strict: bool, report: bool,
-                  trends=None, not_measured: int | None = None, pictures: dict | None = None,
-                  notes: list[str] | None = None) -> RunResult:
-    """results.json, tables and report of `records` (written when `out` is not None); the
-    run's exit code: the worst file's, or the verdict's with `strict`, or 130 for an
+@dataclass(frozen=True)
+class RunHeader:
+    """What results.json says of the run beside its samples: the folder measured, the output
+    folder (None: nothing is written), the configuration (`RunConfig`, whose identities it
+    records), the manifest's identity, the start time, whether the exit code is the verdict's
+    (`strict`) and whether the HTML report is written."""
+
+    folder: Any
+    out: Any
+    cfg: Any
+    manifest_id: dict[str, Any] | None
+    created: str
+    strict: bool = False
+    report: bool = True
+
+
+def write_results(records: list[dict[str, Any]], artifacts: dict[str, Any], run: RunHeader,
+                  *, trends=None, not_measured: int | None = None,
+                  pictures: dict | None = None, notes: list[str] | None = None) -> RunResult:
+    """results.json, tables and report of `records` (written when ``run.out`` is not None);
+    the run's exit code: the worst file's, or the verdict's with ``run.strict``, or 130 for an
     interrupted run, whose missing samples `not_measured` counts."""
     pairs(records)
-    code = _run_exit_code(records, strict, not_measured)
+    code = _run_exit_code(records, run.strict, not_measured)
+    out = run.out
     results = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "package_version": __version__,
-        "created_utc": created,
-        "folder": str(folder),
+        "created_utc": run.created,
+        "folder": str(run.folder),
         "out": None if out is None else str(out),
         "exit_code": code,
         "counts": _counts(records, not_measured),
-        **cfg.identities(),
-        "manifest": manifest_id,
+        **run.cfg.identities(),
+        "manifest": run.manifest_id,
         "notes": list(notes or []),
-        **({"report_pictures": pictures} if pictures and report else {}),
+        **({"report_pictures": pictures} if pictures and run.report else {}),
         "samples": records,
     }
     result = RunResult(code, results, None if out is None else Path(out))
     if out is not None:
-        result.files_written = write_outputs(Path(out), results, artifacts, html=report,
+        result.files_written = write_outputs(Path(out), results, artifacts, html=run.report,
                                              trends=trends)
     return result
 

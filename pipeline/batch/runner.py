@@ -40,14 +40,14 @@ from pipeline.batch.persist import (
     report_from_store,
     reused_record,
 )
-from pipeline.batch.records import SampleRecord
+from pipeline.batch.records import ImageRecord, SampleRecord
 from pipeline.batch.results import (
     RESULTS_SCHEMA_VERSION,
+    RunHeader,
     RunResult,
     verdict_exit_code,
     write_results,
 )
-from pipeline.batch.sample import decision_record, gate_record
 from pipeline.batch.store import Store
 from pipeline.batch.task import TASK_IMPORTS, measure_task, needs_attention
 from pipeline.conformity import evaluate_spec
@@ -194,7 +194,7 @@ def run(folder: str | Path, out: str | Path | None, options: RunOptions | None =
     Examples
     --------
     >>> res = run("sample_images", None, report=False, store=False)
-    >>> res.exit_code, [s["claim15"]["met"] for s in res.samples]
+    >>> res.exit_code, [s["spec"]["met"] for s in res.samples]
     (0, [False, False, False, True])
     """
     opts = _options(options, overrides)
@@ -264,9 +264,9 @@ class _Batch:
 
     def write(self, ordered: list[dict[str, Any]], **kwargs: Any) -> RunResult:
         """`write_results` of `ordered` with this run's artifacts and settings."""
-        return write_results(ordered, self.artifacts, folder=self.folder, out=self.out,
-                             cfg=self.cfg, manifest_id=self.manifest_id, created=self.created,
-                             strict=self.options.strict, report=self.options.report, **kwargs)
+        run = RunHeader(self.folder, self.out, self.cfg, self.manifest_id, self.created,
+                        strict=self.options.strict, report=self.options.report)
+        return write_results(ordered, self.artifacts, run, **kwargs)
 
 
 def _run_samples(samples, manifest_id, cfg, folder, out, options: RunOptions,
@@ -436,14 +436,12 @@ def _failed_record(sample, exc: Exception, cfg: RunConfig) -> dict[str, Any]:
     """A sample whose task failed as a whole: every file marked, nothing decided (both
     decisions indeterminate with the failure as their reason)."""
     msg, code = _task_failure(sample, exc)
-    images = [{"path": str(f), "role": None, "status": "error", "error": msg,
-               "exit_code": code, "results": None} for f in sample.files] or [
-        {"path": sample.id, "role": None, "status": "error", "error": msg, "exit_code": code,
-         "results": None}]
+    images = [ImageRecord(str(f), status="error", error=msg, exit_code=code).to_json()
+              for f in sample.files or [sample.id]]
     blockers = [f"failed input: {msg}"]
     return SampleRecord.of(
-        sample, claim15=decision_record(evaluate_spec(cfg.spec, {}, blockers=blockers)),
-        gate=gate_record(evaluate_spec(cfg.gate_spec, {}, blockers=blockers)),
+        sample, spec=evaluate_spec(cfg.spec, {}, blockers=blockers),
+        gate=evaluate_spec(cfg.gate_spec, {}, blockers=blockers),
         images=images, task_failed=True,
         provenance={"inputs": [{"path": str(f), "sha256": None, "reader": None,
                                 "pixel_size_source": None} for f in sample.files]}).to_json()

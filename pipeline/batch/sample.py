@@ -12,14 +12,19 @@ import numpy as np
 
 from pipeline.batch.measure import measure_file
 from pipeline.batch.records import SampleRecord
-from pipeline.conformity import evaluate_layer_claims, evaluate_particle_claims, evaluate_spec
+from pipeline.conformity import (
+    ClaimsDecision,
+    Decision,
+    evaluate_layer_claims,
+    evaluate_particle_claims,
+    evaluate_spec,
+)
 from pipeline.errors import ElectrodeQCError
 from pipeline.gravimetric import gravimetric_porosity, void_reduction
 from pipeline.segmentation.psd import counted, size_distribution
 from pipeline.uncertainty import summarize
 
-__all__ = ["decision_record", "failed_inputs", "file_context", "gate_record", "image_flags",
-           "measure_sample"]
+__all__ = ["failed_inputs", "file_context", "image_flags", "measure_sample"]
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +121,7 @@ def _xsec_thickness(xs: list[dict]) -> dict[str, Any] | None:
         return None
 
     s = summarize([v[0] for v in vals], u_other=[float(np.mean([v[1] / 2.0 for v in vals]))])
-    return {"mean": s["mean"], "U": s["U"], "n": s["n"]}
+    return {"mean": s.mean, "U": s.U, "n": s.n}
 
 
 def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
@@ -140,7 +145,7 @@ def _layers(xs: list[dict], flags: list[str]) -> dict[str, Any] | None:
 
     r = summarize([f["ratio_claim"] for f in found],
                   u_other=[float(np.mean([f["u_ratio"] for f in found]))])
-    out.update(ratio_claim=r["mean"], U_ratio=r["U"])
+    out.update(ratio_claim=r.mean, U_ratio=r.U)
     t = [f.get("thickness_um") for f in found]
     if all(x is not None for x in t):
         out["thickness_um"] = np.mean(np.array(t), axis=0).tolist()
@@ -172,7 +177,7 @@ def _metrics(images: list[dict], pooled, entry: dict[str, Any], gate_spec,
     ok = [im for im in images if im["status"] == "ok"]
     by = {r: [im for im in ok if im["role"] == r] for r in ("psd", "surface", "cross_section",
                                                           "height")}
-    default_rel = gate_spec.data.get("default_u_calibration_rel")
+    default_rel = gate_spec.default_u_calibration_rel
     m: dict[str, Any] = {}
     hts = by["height"]
     rel_z = _u_cal_rel(hts, "z_scale_uncertainty_rel", default_rel, flags, "height maps") \
@@ -214,14 +219,14 @@ def _claim_values(m: dict[str, Any]) -> dict[str, dict[str, Any] | None]:
         por = {"value": g["value"], "U": g["U"], "source": "gravimetric (thickness, areal mass, "
                                                           "recipe)"}
     elif x is not None:
-        por = {"value": x["mean"], "U": x["U"], "source": f"cross-sections (n={x['n']})"}
+        por = {"value": x.mean, "U": x.U, "source": f"cross-sections (n={x.n})"}
     else:
         por = None
     out: dict[str, dict[str, Any] | None] = {"porosity_frac": por}
     for key in ("Sa_um", "Sz_um"):
         s = m.get(key)
-        out[key] = None if s is None else {"value": s["mean"], "U": s["U"],
-                                           "source": f"height maps (n={s['n']})"}
+        out[key] = None if s is None else {"value": s.mean, "U": s.U,
+                                           "source": f"height maps (n={s.n})"}
     return out
 
 
@@ -247,8 +252,8 @@ def _gate_blockers(images: list[dict], m: dict[str, Any], gate_spec) -> list[str
         cal = str(im.get("calibration") or "")
         if cal.startswith("expired:"):
             out.append(f"expired calibration ({cal[8:]}): {im['path']}")
-    if gate_spec.data.get("require_particles"):
-        need = int(gate_spec.data.get("min_particles_per_mode", 500))
+    if gate_spec.require_particles:
+        need = gate_spec.min_particles_per_mode
         psd = m.get("psd")
         if psd is None:
             out.append("no particle-size measurement")
@@ -266,21 +271,6 @@ def image_flags(images: list[dict]) -> list[str]:
     return out
 
 
-def decision_record(ev: dict[str, Any]) -> dict[str, Any]:
-    """The JSON record of one spec's decision (`evaluate_spec` output)."""
-    return {"outcome": ev["outcome"], "met": ev["met"],
-            "rule": "one or more" if ev["combine"] == "any" else "all",
-            "combine": ev["combine"], "decision_rule": ev["rule"],
-            "reasons": ev["reasons"], "properties": ev["properties"], "spec": ev["spec"]}
-
-
-def gate_record(ev: dict[str, Any]) -> dict[str, Any]:
-    """The JSON record of the production gate's decision: ``rule`` is its decision rule
-    (simple, guard_band, non_binary), ``combine`` how the properties combine."""
-    return {"outcome": ev["outcome"], "rule": ev["rule"], "combine": ev["combine"],
-            "reasons": ev["reasons"], "properties": ev["properties"], "spec": ev["spec"]}
-
-
 def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     """Measure one `pipeline.ingest.discover.Sample` with the run's configuration `cfg`.
 
@@ -294,7 +284,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     flags = [im["error"] for im in images if im["status"] == "skipped"] + image_flags(images)
     pooled = _pool(tables) if tables else None  # every psd field's particles, once
     m = _metrics(images, pooled, entry, cfg.gate_spec, flags)
-    claim15, gate, pclaims = _decide(images, m, cfg)
+    spec, gate, pclaims = _decide(images, m, cfg)
     vr = _void_reduction_pct(m)
     if sample.state == "before":
         flags.append("before pressing: claim 15 is judged on the pressed electrode")
@@ -303,7 +293,7 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     if m["psd"] is not None:
         flags += [f"particles: {f}" for f in m["psd"]["flags"]]
     record = SampleRecord.of(
-        sample, claim15=decision_record(claim15), gate=gate_record(gate),
+        sample, spec=spec, gate=gate,
         particle_claims=pclaims,
         layer_claims=evaluate_layer_claims(cfg.layer_claims, m["layers"]),
         void_reduction_pct=vr,
@@ -342,19 +332,20 @@ def _measure_files(sample, ctx: dict[str, Any], advance) -> tuple[list, list, di
     return images, tables, art
 
 
-def _decide(images: list[dict], m: dict[str, Any], cfg) -> tuple[dict, dict, dict]:
-    """Claim 15's and the production gate's decisions (each held back by the failed files,
+def _decide(images: list[dict], m: dict[str, Any], cfg
+            ) -> tuple[Decision, Decision, ClaimsDecision]:
+    """The run's spec's (claim 15 by default) and the production gate's decisions (each held back by the failed files,
     the gate also by its own blockers) and the particle claims'."""
     values = _claim_values(m)
     failed = failed_inputs(images)
-    claim15 = evaluate_spec(cfg.spec, values, blockers=failed)
+    spec = evaluate_spec(cfg.spec, values, blockers=failed)
     gate = evaluate_spec(cfg.gate_spec, values,
                          blockers=failed + _gate_blockers(images, m, cfg.gate_spec))
-    min_n = int(cfg.gate_spec.data.get("min_particles_per_mode", 500))
+    min_n = cfg.gate_spec.min_particles_per_mode
     pclaims = evaluate_particle_claims(cfg.particle_claims, m["psd"],
                                        median_aspect_ratio=m["median_aspect_ratio"],
                                        min_particles_per_mode=min_n)
-    return claim15, gate, pclaims
+    return spec, gate, pclaims
 
 
 def _void_reduction_pct(m: dict[str, Any]) -> float | None:

@@ -42,7 +42,7 @@ SAMPLES = sa.Table(
     sa.Column("run_id", sa.String(36), sa.ForeignKey("runs.run_id"), nullable=False),
     sa.Column("created_utc", sa.String(32), nullable=False),
     sa.Column("package_version", sa.String(64), nullable=False),
-    sa.Column("claim15_met", sa.Boolean),
+    sa.Column("spec_met", sa.Boolean),  # named claim15_met before revision 0003
     sa.Column("gate_outcome", sa.String(32)),
     sa.Column("gate_rule", sa.String(64)),
     sa.Column("porosity_frac", sa.Float),
@@ -127,7 +127,7 @@ def _str(v: Any) -> str | None:
 def sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict, list[dict]]:
     """The `samples` columns (but run, version and supersedes) and the `images` rows of a
     sample record."""
-    props = (record.get("claim15") or {}).get("properties") or {}
+    props = (record.get("spec") or {}).get("properties") or {}
     gate = record.get("gate") or {}
     par = particles or {}
 
@@ -136,8 +136,8 @@ def sample_values(record: dict, key: str, particles: dict | None) -> tuple[dict,
 
     values = {
         "sample_id": str(record["sample_id"]), "idempotency_key": key, "created_utc": now(),
-        "claim15_met": (record.get("claim15") or {}).get("met"),
-        "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("rule")),
+        "spec_met": (record.get("spec") or {}).get("met"),
+        "gate_outcome": _str(gate.get("outcome")), "gate_rule": _str(gate.get("decision_rule")),
         "porosity_frac": finite_float(prop("porosity", "value")),
         "porosity_U": finite_float(prop("porosity", "U")),
         "porosity_source": _str(prop("porosity", "source")),

@@ -30,9 +30,10 @@ def table_name(sample_id: str, key: str) -> str:
 
 def needs_attention(rec: dict[str, Any]) -> bool:
     """A sample the report shows pictures of when only some get them: not conforming at
-    the gate, claim 15 not met (or undecided), or a file that could not be measured."""
+    the gate, the run's spec (claim 15 by default) not met or undecided, or a file that could
+    not be measured."""
     return (rec.get("gate", {}).get("outcome") != "conforming"
-            or rec.get("claim15", {}).get("met") is not True
+            or rec.get("spec", {}).get("met") is not True
             or any(im.get("status") == "error" for im in rec.get("images") or []))
 
 

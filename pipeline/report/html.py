@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.conformity import spec_name
 from pipeline.fsutil import atomic_write_bytes, ensure_folder
 from pipeline.report import figures as fg
 from pipeline.report.figures import data_uri, image_size
@@ -531,14 +532,14 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
     """The template's view of sample `s`, the `index`-th of the results, with its report
     pictures `art` (None when it has none)."""
     sid = str(s.get("sample_id", f"sample {index + 1}"))
-    claim15 = s.get("claim15") or {}
+    claim15 = s.get("spec") or {}
     gate = s.get("gate") or {}
     metrics = s.get("metrics") or {}
     images = s.get("images") or []
     art = art or {}
     rows = _property_rows(claim15, gate)
     psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
-    c15_rule = claim15.get("rule") or "one or more"
+    c15_rule = "all" if claim15.get("combine") == "all" else "one or more"
     prov = flatten(s.get("provenance") or {})
     return {
         "anchor": f"sample-{index + 1}",
@@ -546,6 +547,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "title": fmt(s.get("title")) if s.get("title") else "",
         "state": s.get("state") or "",
         **_gate_view(gate),
+        "spec_name": spec_name((claim15.get("spec") or {}).get("id")),
         "claim15_met": _badge(claim15.get("met"), yes=f"met ({c15_rule})"),
         "claim15_rule": c15_rule,
         "claim15_reasons": [str(r) for r in claim15.get("reasons") or []],
@@ -573,7 +575,8 @@ def _gate_view(gate: Mapping) -> dict:
     combine = gate.get("combine")
     return {
         "outcome": _gate_badge(gate),
-        "gate_rule": _DECISION_RULES.get(gate.get("rule"), fmt(gate.get("rule"))),
+        "gate_rule": _DECISION_RULES.get(gate.get("decision_rule"),
+                                         fmt(gate.get("decision_rule"))),
         "gate_combine": _COMBINE.get(combine, f"combine: {fmt(combine)}"),
         "gate_reasons": [str(r) for r in gate.get("reasons") or []],
     }
@@ -630,6 +633,7 @@ def _run_view(results: Mapping) -> dict:
         "created_utc": fmt(results.get("created_utc")),
         "package_version": fmt(results.get("package_version")),
         "spec_id": fmt(spec.get("id")),
+        "spec_name": spec_name(spec.get("id")),
         "gate_spec_id": fmt((results.get("gate_spec") or {}).get("id")),
         "exit_code": fmt(results.get("exit_code")),
         "counts": ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in counts.items()),
@@ -670,7 +674,7 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     ----------
     results : dict
         The run's results as written to ``results.json`` (``samples`` with ``sample_id``,
-        ``claim15``, ``particle_claims``, ``gate``, ``metrics``, ``images``, ``flags``,
+        ``spec``, ``particle_claims``, ``gate``, ``metrics``, ``images``, ``flags``,
         ``provenance``; run-level ``spec``, ``package_version``, ``created_utc``, ...).
         Missing keys are shown as "n/a".
     artifacts : dict

@@ -85,10 +85,10 @@ exit code {{ run.exit_code }} &middot; {{ run.counts }}</p>
 <section id="summary">
 <h2>Summary</h2>
 <p class="note">Failures first: non-conforming, then indeterminate, then conforming; within each,
-claim 15 not met first, then samples with failed files.</p>
+{{ run.spec_name }} not met first, then samples with failed files.</p>
 {% if samples %}
 <table>
-<tr><th>Sample</th><th>Title</th><th>Gate</th><th>Claim 15</th><th>Porosity</th><th>Sa</th>
+<tr><th>Sample</th><th>Title</th><th>Gate</th><th>{{ run.spec_name }}</th><th>Porosity</th><th>Sa</th>
 <th>Sz</th><th>Particle claims</th><th>Void reduction</th><th>Failed files</th><th>Flags</th></tr>
 {% for s in samples %}
 <tr class="summary-row" data-outcome="{{ s.outcome.key }}">
@@ -122,7 +122,7 @@ Samples measured before pressing are charted apart, without the claim's limits.<
 {% for s in samples %}
 <section class="sample" id="{{ s.anchor }}">
 <h2>{{ s.sample_id }}{% if s.title %} <small>{{ s.title }}</small>{% endif %}</h2>
-<p class="verdict">Production gate {{ badge(s.outcome) }} &middot; claim 15 {{ badge(s.claim15_met) }} &middot;
+<p class="verdict">Production gate {{ badge(s.outcome) }} &middot; {{ s.spec_name }} {{ badge(s.claim15_met) }} &middot;
 particle claims {{ badge(s.particle_met) }}{% if s.state %} &middot; state: {{ s.state }}{% endif %}</p>
 {% if s.failed %}
 <div class="alert failed"><strong>Failed files ({{ s.failed | length }}): not measured</strong>
@@ -135,12 +135,12 @@ particle claims {{ badge(s.particle_met) }}{% if s.state %} &middot; state: {{ s
 </div>
 {% endif %}
 
-<h3>Claim 15 and production gate</h3>
-<p class="note">Claim 15: met when {{ s.claim15_rule }} of the properties holds.
+<h3>{{ s.spec_name }} and production gate</h3>
+<p class="note">{{ s.spec_name }}: met when {{ s.claim15_rule }} of the properties holds.
 Production gate: {{ s.gate_combine }}; decision rule: {{ s.gate_rule }}.</p>
 {% if s.property_rows %}
 <table class="properties">
-<tr><th>Property</th><th>Value &plusmn; U (k = 2)</th><th>Limit</th><th>Margin</th><th>Claim 15</th><th>Gate</th><th>Source</th></tr>
+<tr><th>Property</th><th>Value &plusmn; U (k = 2)</th><th>Limit</th><th>Margin</th><th>{{ s.spec_name }}</th><th>Gate</th><th>Source</th></tr>
 {% for r in s.property_rows %}
 <tr data-property="{{ r.name }}"><td>{{ r.name }}</td><td class="num">{{ r.value }}</td><td class="num">{{ r.limit }}</td>
 <td class="num">{{ r.margin }}</td><td>{{ badge(r.met) }}</td><td class="gate">{{ badge(r.gate) }}{% if r.gate_note %} <span class="note">{{ r.gate_note }}</span>{% endif %}</td><td>{{ r.source }}</td></tr>

@@ -66,17 +66,19 @@ def image_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per sample: claim-15 values with U, verdicts, void reduction, modes."""
+    """One row per sample: the run's spec's values with U (claim 15 by default), verdicts,
+    void reduction, modes."""
     rows = []
     for s in results["samples"]:
         row: dict[str, Any] = {"sample_id": s["sample_id"], "state": s["state"],
-                               "claim15_met": s["claim15"]["met"],
+                               "spec_id": s["spec"]["spec"]["id"],
+                               "spec_met": s["spec"]["met"],
                                "gate_outcome": s["gate"]["outcome"],
-                               "gate_rule": s["gate"]["rule"],
+                               "gate_rule": s["gate"]["decision_rule"],
                                "particle_claims_met": s["particle_claims"]["met"],
                                "layer_claims_met": (s.get("layer_claims") or {}).get("met"),
                                "void_reduction_pct": s.get("void_reduction_pct")}
-        for name, p in s["claim15"]["properties"].items():
+        for name, p in s["spec"]["properties"].items():
             unit = "frac" if name == "porosity" else "um"
             row[f"{name.lower()}_{unit}"] = p["value"]
             row[f"{name.lower()}_U_{unit}"] = p["U"]

@@ -90,7 +90,7 @@ def trends(history, spec) -> list[dict[str, Any]]:
     ("... before pressing", state "before", without the claim's spec limits, which judge the
     pressed layer) and never share control limits with the pressed electrodes.
     """
-    limits = {p["name"]: p["limit"] for p in spec.data.get("property", [])}
+    limits = spec.limits()
     h = history
     if "superseded" in h:
         h = h[~h["superseded"].astype(bool)]

@@ -112,13 +112,14 @@ def sample_result(sample_id: str, *, outcome: str = "conforming", porosity: floa
                        "results": {}})
     return {
         "sample_id": sample_id, "title": title, "state": "after",
-        "claim15": {"met": any(p["met"] for p in props.values()), "rule": "one or more",
-                    "decision_rule": "simple", "properties": props},
+        "spec": {"met": any(p["met"] for p in props.values()), "combine": "any",
+                 "decision_rule": "simple", "properties": props,
+                 "spec": {"id": "claim15", "sha256": SHA}},
         "particle_claims": {"met": True, "claims": [
             {"claim": "2", "text": "average size ratio 1:1.2 to 1:4", "value": 2.0, "met": True},
             {"claim": "3, 17", "text": "first 5 to < 50 nm, second 50 to 90 nm",
              "value": [40.0, 80.0], "met": True}]},
-        "gate": {"outcome": outcome, "rule": "guard_band", "combine": combine,
+        "gate": {"outcome": outcome, "decision_rule": "guard_band", "combine": combine,
                  "reasons": [] if outcome == "conforming" else [f"{sample_id}: reason for {outcome}"],
                  "properties": gate_props, "spec": {"id": "gate-production", "sha256": SHA}},
         "void_reduction_pct": 36.2,

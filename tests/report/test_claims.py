@@ -53,25 +53,25 @@ def values(por, sa, sz, u=0.0):
 def test_claim15_one_or_more():
     spec = load_spec()
     r = evaluate_spec(spec, values(0.55, 0.08, 1.4))
-    assert r["met"] is True and r["outcome"] == "conforming"
-    assert r["properties"]["Sa"]["met"] is True and r["properties"]["Sz"]["met"] is False
-    assert r["properties"]["porosity"]["margin"] == pytest.approx(0.40 - 0.55)
+    assert r.met is True and r.outcome == "conforming"
+    assert r.properties["Sa"].met is True and r.properties["Sz"].met is False
+    assert r.properties["porosity"].margin == pytest.approx(0.40 - 0.55)
     r = evaluate_spec(spec, values(0.55, 0.12, 1.4))
-    assert r["met"] is False and r["outcome"] == "non-conforming"
+    assert r.met is False and r.outcome == "non-conforming"
     r = evaluate_spec(spec, values(None, 0.12, 1.4))  # porosity not measured
-    assert r["met"] is None and "porosity: not measured" in r["reasons"]
+    assert r.met is None and "porosity: not measured" in r.reasons
 
 
 def test_gate_guard_band_and_blockers():
     gate = load_spec(default="gate-production")
-    assert gate.data["decision_rule"] == "guard_band" and gate.data["combine"] == "all"
+    assert gate.decision_rule == "guard_band" and gate.combine == "all"
     r = evaluate_spec(gate, values(0.30, 0.095, 0.5, u=0.01))  # Sa within U of its limit
-    assert r["outcome"] == "indeterminate"
+    assert r.outcome == "indeterminate"
     r = evaluate_spec(gate, values(0.55, 0.095, 1.4, u=0.01))  # porosity and Sz fail
-    assert r["outcome"] == "non-conforming"
+    assert r.outcome == "non-conforming"
     r = evaluate_spec(gate, values(0.30, 0.05, 0.5, u=0.01),
                       blockers=["expired calibration (x): a.tif"])
-    assert r["outcome"] == "indeterminate" and r["reasons"][0].startswith("expired")
+    assert r.outcome == "indeterminate" and r.reasons[0].startswith("expired")
 
 
 def test_production_gate_needs_all_three_claim15_one():
@@ -79,13 +79,13 @@ def test_production_gate_needs_all_three_claim15_one():
     a property not measured leaves the gate indeterminate but can still meet the claim."""
     claim, gate = load_spec(), load_spec(default="gate-production")
     v = values(0.549, 0.07, 0.92, u=0.005)
-    assert evaluate_spec(claim, v)["outcome"] == "conforming"
-    assert evaluate_spec(gate, v)["outcome"] == "non-conforming"
+    assert evaluate_spec(claim, v).outcome == "conforming"
+    assert evaluate_spec(gate, v).outcome == "non-conforming"
     v = values(None, 0.07, 0.92, u=0.005)
-    assert evaluate_spec(claim, v)["outcome"] == "conforming"
+    assert evaluate_spec(claim, v).outcome == "conforming"
     r = evaluate_spec(gate, v)
-    assert r["outcome"] == "indeterminate" and "porosity: not measured" in r["reasons"]
-    assert evaluate_spec(gate, values(0.30, 0.07, 0.92, u=0.005))["outcome"] == "conforming"
+    assert r.outcome == "indeterminate" and "porosity: not measured" in r.reasons
+    assert evaluate_spec(gate, values(0.30, 0.07, 0.92, u=0.005)).outcome == "conforming"
 
 
 def test_spec_all_rule(tmp_path):
@@ -93,8 +93,8 @@ def test_spec_all_rule(tmp_path):
     p = tmp_path / "all.toml"
     p.write_text(text.replace('combine = "any"', 'combine = "all"'))
     spec = load_spec(p)
-    assert evaluate_spec(spec, values(0.30, 0.05, 0.9))["outcome"] == "conforming"
-    assert evaluate_spec(spec, values(0.30, 0.05, 1.1))["outcome"] == "non-conforming"
+    assert evaluate_spec(spec, values(0.30, 0.05, 0.9)).outcome == "conforming"
+    assert evaluate_spec(spec, values(0.30, 0.05, 1.1)).outcome == "non-conforming"
 
 
 @pytest.mark.parametrize("edit, match", [
@@ -119,32 +119,32 @@ def psd(m1, m2, bic_k=2, n=(900, 900)):
 def test_particle_claims_embodiment_and_comparatives():
     claims = load_particle_claims()
     emb = evaluate_particle_claims(claims, psd(40.7, 80.9), median_aspect_ratio=1.2)
-    assert emb["met"] is True
+    assert emb.met is True
     comp3 = evaluate_particle_claims(claims, psd(122.7, 201.9), median_aspect_ratio=1.2)
-    by = {c["claim"]: c for c in comp3["claims"]}
-    assert comp3["met"] is False
-    assert by["1, 16"]["met"] is True and by["3, 17"]["met"] is False
-    assert by["6, 18"]["met"] is False and by["6, 18"]["value"] == pytest.approx(201.9)
+    by = {c.claim: c for c in comp3.claims}
+    assert comp3.met is False
+    assert by["1, 16"].met is True and by["3, 17"].met is False
+    assert by["6, 18"].met is False and by["6, 18"].value == pytest.approx(201.9)
     one = evaluate_particle_claims(claims, psd(41.1, 57.9, bic_k=1, n=(871, 14)),
                                    median_aspect_ratio=1.2)
-    by = {c["claim"]: c for c in one["claims"]}
-    assert one["met"] is False and by["2"]["met"] is False  # ratio 1.4, but one mode
-    assert "1 mode(s) resolved" in by["2"]["note"]
+    by = {c.claim: c for c in one.claims}
+    assert one.met is False and by["2"].met is False  # ratio 1.4, but one mode
+    assert "1 mode(s) resolved" in by["2"].note
     few = evaluate_particle_claims(claims, psd(40.0, 80.0, n=(300, 300)),
                                    median_aspect_ratio=1.2)
-    assert few["met"] is None  # every claim would hold, on too few particles
-    assert evaluate_particle_claims(claims, None)["met"] is None
+    assert few.met is None  # every claim would hold, on too few particles
+    assert evaluate_particle_claims(claims, None).met is None
 
 
 def test_summarize_gum():
     s = summarize([0.068, 0.072], u_cal_rel=0.02)
     u_rep = 0.002828427 / math.sqrt(2)
-    assert s["mean"] == pytest.approx(0.070) and s["n"] == 2
-    assert s["U"] == pytest.approx(2 * math.sqrt(u_rep**2 + (0.02 * 0.07) ** 2), rel=1e-6)
+    assert s.mean == pytest.approx(0.070) and s.n == 2
+    assert s.U == pytest.approx(2 * math.sqrt(u_rep**2 + (0.02 * 0.07) ** 2), rel=1e-6)
     one = summarize([0.07], u_cal_rel=0.02)
-    assert one["sd"] is None and one["U"] == pytest.approx(2 * 0.0014)
-    assert "single field" in one["flags"][0]
+    assert one.sd is None and one.U == pytest.approx(2 * 0.0014)
+    assert "single field" in one.flags[0]
     assert summarize([]) is None and summarize([math.nan]) is None
-    assert summarize([1.0, math.nan])["flags"] == [("single field of view: repeatability not "
+    assert list(summarize([1.0, math.nan]).flags) == [("single field of view: repeatability not "
                                                    "known, U from calibration only"),
                                                    "1 non-finite value(s) left out"]

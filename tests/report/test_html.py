@@ -201,7 +201,7 @@ def test_missing_pieces_do_not_crash():
     bare = {"sample_id": "bare"}  # nothing but an id
     nulls = sample_result("nulls")
     nulls["metrics"] = {"porosity_gravimetric": None, "psd": None}
-    nulls["claim15"] = {"met": None, "properties": {"porosity": {"value": None, "U": None,
+    nulls["spec"] = {"met": None, "properties": {"porosity": {"value": None, "U": None,
                                                                  "limit": 0.4, "met": None}}}
     nulls["void_reduction_pct"] = None
     results = results_for([nulls, bare])

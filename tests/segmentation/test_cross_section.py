@@ -212,8 +212,8 @@ def test_run_with_the_fib_face_as_a_cross_section_is_indeterminate(tmp_path):
     bad = [im for im in s["images"] if im["status"] == "error"]
     assert len(bad) == 1 and bad[0]["exit_code"] == 3 and "not a porous layer" in bad[0]["error"]
     assert s["metrics"]["porosity_cross_section"] is None
-    assert s["claim15"]["properties"]["porosity"]["value"] is None
-    assert s["gate"]["outcome"] == "indeterminate" and s["claim15"]["met"] is not True
+    assert s["spec"]["properties"]["porosity"]["value"] is None
+    assert s["gate"]["outcome"] == "indeterminate" and s["spec"]["met"] is not True
     assert res.exit_code == 3
 
 

@@ -42,15 +42,15 @@ def _layers(n, ratio=None, U=None):
 
 def test_layer_claims_judged_with_their_uncertainty():
     spec = load_layer_claims()
-    by = lambda r: {c["claim"]: c["met"] for c in r["claims"]}
+    by = lambda r: {c.claim: c.met for c in r.claims}
     assert by(evaluate_layer_claims(spec, _layers(2, 0.15, 0.02))) == {"10": True, "11": True}
     assert by(evaluate_layer_claims(spec, _layers(2, 0.33, 0.04))) == {"10": True, "11": False}
     r = evaluate_layer_claims(spec, _layers(2, 0.19, 0.03))  # straddles 1:5
-    assert by(r) == {"10": True, "11": None} and "straddles" in r["claims"][1]["note"]
+    assert by(r) == {"10": True, "11": None} and "straddles" in r.claims[1].note
     assert by(evaluate_layer_claims(spec, _layers(1))) == {"10": False, "11": False}
     r = evaluate_layer_claims(spec, None)
-    assert by(r) == {"10": None, "11": None} and r["met"] is None
-    assert evaluate_layer_claims(spec, _layers(None))["claims"][0]["met"] is None
+    assert by(r) == {"10": None, "11": None} and r.met is None
+    assert evaluate_layer_claims(spec, _layers(None)).claims[0].met is None
 
 
 def test_layer_claims_spec_is_validated(tmp_path):

@@ -43,7 +43,7 @@ def test_the_failed_record_is_what_the_runner_makes(cfg):
     assert rec["gate"]["outcome"] == "indeterminate"
     assert all(v is None for v in rec["metrics"].values())
     assert [im["status"] for im in rec["images"]] == ["error", "error"]
-    assert all(p["value"] is None for p in rec["claim15"]["properties"].values())
+    assert all(p["value"] is None for p in rec["spec"]["properties"].values())
     values, images = sample_values(rec, key(1), None)
     assert values["gate_outcome"] == "indeterminate" and values["porosity_frac"] is None
     assert [im["status"] for im in images] == ["error", "error"]
@@ -66,7 +66,7 @@ def test_a_failed_sample_is_stored_and_read_back(db_url, cfg):
         assert latest["F1"]["row_id"] == again
         everything = st.samples(latest_only=False)
         (stored,) = [r for r in everything if r["row_id"] == row]
-        assert stored["gate_outcome"] == "indeterminate" and stored["claim15_met"] is None
+        assert stored["gate_outcome"] == "indeterminate" and stored["spec_met"] is None
         assert stored["porosity_frac"] is None and stored["sa_um"] is None
         assert stored["record"]["gate"]["outcome"] == "indeterminate"
         # the record keeps the reason as it was (its JSON escapes the NUL)

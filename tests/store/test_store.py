@@ -72,7 +72,7 @@ def test_migrations_create_the_schema_from_empty(db_url):
         with engine.connect() as conn:
             assert TABLES <= set(sa.inspect(conn).get_table_names())
             ctx = MigrationContext.configure(conn)
-            assert ctx.get_current_heads() == ("0002",)
+            assert ctx.get_current_heads() == ("0003",)
             # the migrations leave exactly the tables the store's queries describe
             assert compare_metadata(ctx, METADATA) == []
     finally:
@@ -89,7 +89,7 @@ def test_opening_twice_keeps_the_data_and_the_schema(db_url):
     with Store.open(db_url) as st:
         assert [r["row_id"] for r in st.samples()] == [row]
     assert raw_rows(db_url, "samples") == before
-    assert raw_rows(db_url, "alembic_version") == [("0002",)]
+    assert raw_rows(db_url, "alembic_version") == [("0003",)]
 
 
 def test_upgrade_from_0001_fills_the_state_of_stored_rows(db_url):
@@ -120,7 +120,48 @@ def test_upgrade_from_0001_fills_the_state_of_stored_rows(db_url):
         assert st.latest("A")["record"]["sample_id"] == "A"
     after = raw_rows(db_url, "samples")
     assert [r[:-1] for r in after] == before  # the new column is last; the rest unchanged
-    assert raw_rows(db_url, "alembic_version") == [("0002",)]
+    assert raw_rows(db_url, "alembic_version") == [("0003",)]
+
+
+def test_upgrade_to_0003_stores_the_decision_under_spec(db_url):
+    """A record stored under results schema 1 (``claim15``; the gate's decision rule under
+    ``rule``) is rewritten to schema 2 when the store is opened, its ``claim15_met`` column is
+    ``spec_met``, and a downgrade gives back what was stored."""
+    from pipeline.batch.store import normalize_url
+
+    v2 = sample_result("S1")
+    v1 = {k: v for k, v in v2.items() if k not in ("spec", "gate")}
+    v1 = {"sample_id": "S1", "claim15": {
+        "outcome": "conforming", "met": v2["spec"]["met"], "rule": "one or more",
+        "combine": "any", "decision_rule": "simple", "reasons": [],
+        "properties": v2["spec"]["properties"], "spec": v2["spec"]["spec"]},
+        "gate": {"outcome": v2["gate"]["outcome"], "rule": "guard_band",
+                 "combine": v2["gate"]["combine"], "reasons": v2["gate"]["reasons"],
+                 "properties": v2["gate"]["properties"], "spec": v2["gate"]["spec"]},
+        **{k: v for k, v in v1.items() if k != "sample_id"}}
+    text = json.dumps(v1)
+    engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            migrate(conn, "0002")
+            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
+                                 "'completed', '{}')")
+            conn.execute(sa.text(
+                "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
+                "created_utc, package_version, claim15_met, record_json) VALUES (1, 'S1', :k, "
+                "false, 'r1', 't', '0.1.0', true, :j)"), {"k": key(1), "j": text})
+    finally:
+        engine.dispose()
+    with Store.open(db_url) as st:
+        rec = st.latest("S1")["record"]
+        assert rec["spec"]["met"] is True and "claim15" not in rec and "rule" not in rec["spec"]
+        assert rec["gate"]["decision_rule"] == "guard_band" and "rule" not in rec["gate"]
+        assert rec["gate"]["met"] == {"conforming": True}.get(rec["gate"]["outcome"])
+        assert st.latest("S1")["spec_met"] is True
+        with st._write.begin() as conn:
+            migrate(conn, "0002", down=True)
+    back = raw_rows(db_url, "samples")[0]
+    assert json.loads(next(c for c in back if isinstance(c, str) and c.startswith("{"))) == v1
 
 
 def test_postgresql_url_goes_through_psycopg(pg_url):
@@ -155,7 +196,7 @@ def test_add_find_latest_samples_history(store, run_id):
     assert hit["record"] == sample_result("S1", porosity=0.31, sa_um=0.05, sz_um=0.8)
     assert hit["porosity_frac"] == pytest.approx(0.31) and hit["sa_U"] == pytest.approx(0.006)
     assert hit["sz_um"] == pytest.approx(0.8) and hit["porosity_source"] == "gravimetric"
-    assert hit["claim15_met"] is True and hit["gate_outcome"] == "conforming"
+    assert hit["spec_met"] is True and hit["gate_outcome"] == "conforming"
     assert hit["void_reduction_pct"] == pytest.approx(36.2)
     assert hit["package_version"] == "0.1.0" and hit["supersedes"] is None
     assert (hit["particles_path"], hit["particles_sha256"], hit["particles_rows"]) == \
@@ -359,17 +400,17 @@ def test_concurrent_writers_keep_one_chain(db_url, store, run_id):
 # ---- values ------------------------------------------------------------------------------
 def test_missing_values_are_null_never_nan(db_url, store, run_id):
     rec = sample_result("S1")
-    rec["claim15"]["properties"]["porosity"]["value"] = float("nan")
-    rec["claim15"]["properties"]["Sa"]["value"] = np.float64(0.07)
-    rec["claim15"]["properties"]["Sz"]["U"] = np.inf
-    rec["claim15"]["met"] = None
+    rec["spec"]["properties"]["porosity"]["value"] = float("nan")
+    rec["spec"]["properties"]["Sa"]["value"] = np.float64(0.07)
+    rec["spec"]["properties"]["Sz"]["U"] = np.inf
+    rec["spec"]["met"] = None
     rec["void_reduction_pct"] = None
     row = store.add_sample(rec, key=key(1), run_id=run_id)
     hit = store.find_key(key(1))
     assert hit["porosity_frac"] is None and hit["sz_U"] is None
-    assert hit["void_reduction_pct"] is None and hit["claim15_met"] is None
+    assert hit["void_reduction_pct"] is None and hit["spec_met"] is None
     assert hit["sa_um"] == pytest.approx(0.07) and type(hit["sa_um"]) is float
-    assert hit["record"]["claim15"]["properties"]["porosity"]["value"] is None
+    assert hit["record"]["spec"]["properties"]["porosity"]["value"] is None
     (stored,) = raw_rows(db_url, "samples", f"WHERE row_id = {row}")
     text = next(v for v in stored if isinstance(v, str) and v.startswith("{"))
     assert "NaN" not in text and json.loads(text)["void_reduction_pct"] is None
@@ -443,7 +484,7 @@ def test_a_newer_database_is_refused(db_url):
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0042_future'")
     engine.dispose()
     with pytest.raises(ConfigError, match=r"schema is at revision 0042_future, newer than "
-                                          r"electrode-qc .* knows \(newest: 0002\)"):
+                                          r"electrode-qc .* knows \(newest: 0003\)"):
         Store.open(db_url)
     assert raw_rows(db_url, "alembic_version") == [("0042_future",)]
 
