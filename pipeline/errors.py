@@ -1,6 +1,6 @@
 """Typed errors. Each knows the process exit code the command line maps it to.
 
-Exit codes (DESIGN.md): 0 conforming / done, 1 non-conforming, 2 usage or config error,
+Exit codes (docs/design.md): 0 conforming / done, 1 non-conforming, 2 usage or config error,
 3 indeterminate (guard band, missing calibration, a measurement that found nothing or cannot
 be made as asked), 4 unreadable input (the file cannot be read, or its data cannot be real:
 constant, blank, corrupt calibration; or it is too large for the memory limit), 70 internal

@@ -1,4 +1,4 @@
-"""Build the DataArrays that readers return, in the one shape DESIGN.md fixes.
+"""Build the DataArrays that readers return, in the one shape docs/design.md fixes.
 
 dims ("y", "x"); coords in micrometres at pixel centres, origin top-left, y down.
 

@@ -239,7 +239,7 @@ def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
 
 def read(path: str | Path, *, kind: str | None = None, sha256: bool | str = True,
          as_xarray: bool = True):
-    """Read an instrument file into an `xarray.DataArray` (see DESIGN.md, Data model).
+    """Read an instrument file into an `xarray.DataArray` (see docs/design.md, Data model).
 
     Parameters
     ----------
