@@ -261,7 +261,7 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
     Parameters
     ----------
     ctx : dict
-        ``rules`` (discovery CalibrationFile), ``profiles`` (instrument profiles),
+        ``rules`` (`DiscoveryRules`), ``profiles`` (instrument profiles),
         ``recipe`` (Recipe), ``role_overrides`` ({glob: role}), ``expected_min_diameter_nm``,
         ``previews`` (bool: build report previews), ``today`` (datetime.date),
         ``max_memory`` (bytes, or None: no limit): a file whose measurement would need more
