@@ -42,6 +42,7 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "SITE_ENV",
     "CalibrationFile",
+    "FromFile",
     "calibration_dirs",
     "calibration_file",
     "config_number",
@@ -92,6 +93,34 @@ class CalibrationFile:
         if self.extends is not None:
             out["extends"] = self.extends.identity()
         return out
+
+
+class FromFile:
+    """What a typed configuration read from one versioned file (its ``file``, a
+    `CalibrationFile`) answers for that file: id, SHA-256, path, the file it extends, and the
+    identity a result records."""
+
+    file: CalibrationFile
+
+    @property
+    def id(self) -> str:
+        return self.file.id
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+    @property
+    def extends(self) -> CalibrationFile | None:
+        return self.file.extends
+
+    def identity(self) -> dict[str, Any]:
+        """What a result records of the file (`CalibrationFile.identity`)."""
+        return self.file.identity()
 
 
 def defaults_dir() -> Path:

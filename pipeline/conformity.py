@@ -27,6 +27,7 @@ from typing import Any
 
 from pipeline.config_files import (
     CalibrationFile,
+    FromFile,
     calibration_file,
     config_number,
     extend,
@@ -81,7 +82,7 @@ class SpecProperty:
 
 
 @dataclass(frozen=True)
-class Spec:
+class Spec(FromFile):
     """A validated spec: its properties, how they combine (``"any"``: one or more must hold,
     as claim 15 says; ``"all"``), the decision rule for one property, the gate's own settings,
     and the file it came from (`identity`)."""
@@ -94,26 +95,6 @@ class Spec:
     default_u_calibration_rel: float | None = None
     min_particles_per_mode: int = 500
     require_particles: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.file.id
-
-    @property
-    def sha256(self) -> str:
-        return self.file.sha256
-
-    @property
-    def path(self) -> str:
-        return self.file.path
-
-    @property
-    def extends(self) -> CalibrationFile | None:
-        return self.file.extends
-
-    def identity(self) -> dict[str, Any]:
-        """What a result records of the spec (`CalibrationFile.identity`)."""
-        return self.file.identity()
 
     def limits(self) -> dict[str, float]:
         """Each property's limit, by property name."""
@@ -136,24 +117,12 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class ClaimSet:
+class ClaimSet(FromFile):
     """A validated claims spec (the particle claims or the layer claims) and its file."""
 
     file: CalibrationFile
     title: str
     claims: tuple[Claim, ...]
-
-    @property
-    def id(self) -> str:
-        return self.file.id
-
-    @property
-    def sha256(self) -> str:
-        return self.file.sha256
-
-    def identity(self) -> dict[str, Any]:
-        """What a result records of the claims spec (`CalibrationFile.identity`)."""
-        return self.file.identity()
 
 
 def _unknown_keys(cf: CalibrationFile, allowed: set[str], what: str) -> None:

@@ -42,7 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from pipeline.config_files import CalibrationFile, calibration_file, config_number, load_versioned
+from pipeline.config_files import (
+    CalibrationFile,
+    FromFile,
+    calibration_file,
+    config_number,
+    load_versioned,
+)
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -163,7 +169,7 @@ class RoleRule:
 
 
 @dataclass(frozen=True)
-class DiscoveryRules:
+class DiscoveryRules(FromFile):
     """Validated discovery rules: the ``[grouping]`` sample pattern (None: none) and skip
     globs, the ``[[rule]]`` tables in order, the ``[magnification] pixel_nm_edges`` (nm), and
     the file they came from (`identity`). Numbers are kept as the file gives them."""
@@ -173,25 +179,6 @@ class DiscoveryRules:
     skip: tuple[str, ...]
     rules: tuple[RoleRule, ...]
     pixel_nm_edges: tuple[float, ...]
-
-    @property
-    def id(self) -> str:
-        """The rules file's id."""
-        return self.file.id
-
-    @property
-    def sha256(self) -> str:
-        """The SHA-256 of the rules file."""
-        return self.file.sha256
-
-    @property
-    def path(self) -> str:
-        """Where the rules file was read from."""
-        return self.file.path
-
-    def identity(self) -> dict[str, Any]:
-        """What a result records of the rules (`CalibrationFile.identity`)."""
-        return self.file.identity()
 
 
 def load_rules(path: str | Path | None = None) -> DiscoveryRules:
