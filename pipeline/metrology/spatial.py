@@ -105,15 +105,17 @@ def sdq(z, dx_um: float, dy_um: float) -> float:
             r1 = min(r0 + 4 * _BLOCK_ROWS, m)
             gx = np.subtract(z[r0:r1, 1:], z[r0:r1, :-1])
             gx *= sx
-            total += 2.0 * float(np.vdot(gx, gx))
+            np.square(gx, out=gx)  # not a BLAS dot: one call per block would wake its threads
+            total += 2.0 * float(gx.sum())
             edge_rows = [i - r0 for i in (0, m - 1) if r0 <= i < r1]
-            total -= float(np.sum(gx[edge_rows] ** 2))
+            total -= float(np.sum(gx[edge_rows]))
             if r1 < m:
                 r1 += 1  # y differences across the block boundary
             gy = np.subtract(z[r0 + 1:r1], z[r0:r1 - 1])
             gy *= sy
-            total += 2.0 * float(np.vdot(gy, gy))
-            total -= float(np.sum(gy[:, 0] ** 2) + np.sum(gy[:, -1] ** 2))
+            np.square(gy, out=gy)
+            total += 2.0 * float(gy.sum())
+            total -= float(np.sum(gy[:, 0]) + np.sum(gy[:, -1]))
         return math.sqrt(total / (2.0 * (m - 1) * (n - 1)))
     total, count = 0.0, 0
     for r0 in range(0, m - 1, _BLOCK_ROWS):

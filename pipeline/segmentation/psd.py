@@ -111,12 +111,16 @@ def _mixture(ln_d: np.ndarray, k: int, seed: int):
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture
+    from threadpoolctl import threadpool_limits
 
     qs = np.quantile(ln_d, (np.arange(k) + 0.5) / k).reshape(-1, 1)
     gm = GaussianMixture(n_components=k, covariance_type="full", means_init=qs,
                          random_state=seed, max_iter=300, tol=1e-4)
-    with warnings.catch_warnings():  # reported through gm.converged_ instead
-        warnings.simplefilter("ignore", ConvergenceWarning)
+    # One thread: the k-means start and the EM steps on a few thousand diameters are too
+    # small to share, and in a busy process (a --jobs 1 run, gate, a notebook) OpenMP and
+    # BLAS threads only wait for each other; the fit is the same.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported through gm.converged_
         gm.fit(ln_d.reshape(-1, 1))
     return gm
 
