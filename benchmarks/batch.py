@@ -76,7 +76,7 @@ def timed_run(folder: Path, out: Path, *options: str, env: dict | None = None
 
 def summary(res: dict) -> list:
     return [(s["sample_id"], s["gate"]["outcome"],
-             s["claim15"]["properties"]["Sa"]["value"],
+             s["spec"]["properties"]["Sa"]["value"],
              (s["metrics"]["psd"] or {}).get("x50_nm")) for s in res["samples"]]
 
 

@@ -36,8 +36,8 @@ def main(argv=None) -> int:
     from pipeline.synth.xsec import xsec_dataarray
 
     spec = load_layer_claims()
-    claim11 = next(c for c in spec.data["claim"] if c["test"] == "sublayer_ratio")
-    lo, hi = float(claim11["min"]), float(claim11["max"])
+    claim11 = next(c for c in spec.claims if c.test == "sublayer_ratio")
+    lo, hi = float(claim11.min), float(claim11.max)
 
     errors, correct, n_cases, one_ok, n_one = [], 0, 0, 0, 0
     print(f"{'ratio':6s} {'seed':>4s} {'layers':>6s} {'found':>7s} {'U':>6s} {'truth':>6s} "
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
             errors.append(err)
             judged = evaluate_layer_claims(spec, {"n_layers": 2, "n_fields": 1,
                                                   "ratio_claim": s["ratio_claim"], "U_ratio": U})
-            met = next(c["met"] for c in judged["claims"] if c["test"] == "sublayer_ratio")
+            met = next(c.met for c in judged.claims if c.test == "sublayer_ratio")
             ok = met == t_met or (met is None and min(abs(truth - lo), abs(truth - hi)) <= U)
             correct += ok
             print(f"{label:6s} {seed:4d} {s['n_layers']:6d} {s['ratio_claim']:7.3f} {U:6.3f} "

@@ -126,10 +126,17 @@ class ClaimSet(FromFile):
 
 
 def _unknown_keys(cf: CalibrationFile, allowed: set[str], what: str) -> None:
+    """Refuse a setting not in `allowed`, naming the file that wrote it: the deepest file of
+    the ``extends`` chain that holds it (a base's settings are merged into the files built
+    on it)."""
     extra = sorted(set(cf.data) - allowed)
-    if extra:
-        raise ConfigError(cf.path, f"{what} has unknown setting(s) {', '.join(extra)}; "
-                                   f"known: {', '.join(sorted(allowed))}")
+    if not extra:
+        return
+    culprit = cf
+    while culprit.extends is not None and set(extra) & set(culprit.extends.data):
+        culprit = culprit.extends
+    raise ConfigError(culprit.path, f"{what} has unknown setting(s) {', '.join(extra)}; "
+                                    f"known: {', '.join(sorted(allowed))}")
 
 
 def load_spec(path: str | Path | None = None, *, default: str = "claim15") -> Spec:
@@ -205,7 +212,8 @@ def _claim(path: Path, c: Any, tests) -> Claim:
     if c.get("test") not in tests:
         raise ConfigError(path, f"claim {name!r}: test must be one of {sorted(tests)}")
     if not isinstance(name, str) or not isinstance(c.get("text"), str):
-        raise ConfigError(path, f"claim {name!r}: needs a claim (text) and a text")
+        raise ConfigError(path, f"claim {name!r}: claim and text must be strings (e.g. "
+                                'claim = "15", text = "what the patent says")')
     t = c["test"]
     known = {"claim", "text", "test", *_CLAIM_BOUNDS[t]}
     extra = sorted(set(c) - known)
@@ -215,6 +223,8 @@ def _claim(path: Path, c: Any, tests) -> Claim:
     fields: dict[str, Any] = {}
     for key in _CLAIM_BOUNDS[t]:
         where = f"claim {name!r} {key}"
+        if key not in c:
+            raise ConfigError(path, f"claim {name!r}: test {t} needs {key}")
         if key.startswith("mode"):
             pair = c.get(key)
             if not isinstance(pair, list) or len(pair) != 2:
@@ -446,7 +456,8 @@ def evaluate_spec(spec: Spec, values: dict[str, dict[str, Any] | None], *,
     -------
     Decision
         ``outcome``, ``met`` (True/False, None when indeterminate), ``combine``,
-        ``decision_rule``, ``properties`` {name: PropertyDecision}, ``reasons``.
+        ``decision_rule``, ``properties`` {name: PropertyDecision}, ``reasons``, and
+        ``spec`` (the spec's id and SHA-256).
 
     Examples
     --------

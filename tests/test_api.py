@@ -19,7 +19,8 @@ FAST_DOCTESTS = ["pipeline.api", "pipeline.conformity", "pipeline.metrology.reci
                  "pipeline.segmentation.particles", "pipeline.segmentation.psd",
                  "pipeline.segmentation.protrusions", "pipeline.gravimetric",
                  "pipeline.numerics", "pipeline.jsonio", "pipeline.config_files",
-                 "pipeline.batch.results", "pipeline.resultdict", "pipeline.batch.records"]
+                 "pipeline.batch.results", "pipeline.resultdict", "pipeline.batch.records",
+                 "pipeline.uncertainty", "pipeline.ingest.discover"]
 
 
 def _doctest(name: str, monkeypatch) -> None:

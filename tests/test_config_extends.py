@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.conformity import evaluate_spec, load_spec
+from pipeline.conformity import evaluate_spec, load_particle_claims, load_spec
 from pipeline.errors import ConfigError
 
 CLAIM = {"porosity_frac": {"value": 0.39, "U": 0.02}, "Sa_um": {"value": 0.07, "U": 0.005},
@@ -89,3 +89,21 @@ def test_judge_refuses_an_unknown_rule():
 
     with pytest.raises(ValueError, match="guard-band"):
         judge(0.3, 0.01, 0.4, "<=", "guard-band")
+
+
+def test_an_unknown_setting_is_blamed_on_the_file_that_wrote_it(tmp_path):
+    (tmp_path / "base.toml").write_text(
+        'schema_version = 1\nid = "base"\ncolour = "red"\n[[property]]\nname = "Sa"\n'
+        'metric = "Sa_um"\ncomparison = "<"\nlimit = 0.1\n')
+    child = tmp_path / "child.toml"
+    child.write_text('schema_version = 1\nid = "child"\nextends = "base"\ncombine = "all"\n')
+    with pytest.raises(ConfigError, match=r"base\.toml: a spec has unknown setting\(s\) colour"):
+        load_spec(child)
+
+
+def test_a_claim_without_its_bound_names_the_test_and_the_bound(tmp_path):
+    p = tmp_path / "claims.toml"
+    p.write_text('schema_version = 1\nid = "c"\n[[claim]]\nclaim = "2"\ntext = "t"\n'
+                 'test = "ratio"\nmin = 1.2\n')
+    with pytest.raises(ConfigError, match=r"claim '2': test ratio needs max"):
+        load_particle_claims(p)

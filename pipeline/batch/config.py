@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.conformity import load_layer_claims, load_particle_claims, load_spec
+from pipeline.conformity import ClaimSet, Spec, load_layer_claims, load_particle_claims, load_spec
 from pipeline.gravimetric import Materials, load_materials
-from pipeline.ingest.discover import load_rules
-from pipeline.instruments import load_profiles
-from pipeline.metrology.recipe import load_recipe
+from pipeline.ingest.discover import DiscoveryRules, load_rules
+from pipeline.instruments import Profile, load_profiles
+from pipeline.metrology.recipe import Recipe, load_recipe
 
 __all__ = ["RunConfig", "load_run_config"]
 
@@ -22,13 +22,13 @@ __all__ = ["RunConfig", "load_run_config"]
 class RunConfig:
     """The configuration files a run measures and decides with (see `load_run_config`)."""
 
-    spec: Any
-    gate_spec: Any
-    particle_claims: Any
-    layer_claims: Any
-    recipe: Any
-    rules: Any
-    profiles: list
+    spec: Spec
+    gate_spec: Spec
+    particle_claims: ClaimSet
+    layer_claims: ClaimSet
+    recipe: Recipe
+    rules: DiscoveryRules
+    profiles: list[Profile]
     materials: Materials
     today: _dt.date
     max_memory: int | None = None  # bytes one measurement may use; None: no limit

@@ -109,12 +109,11 @@ class SampleRecord:
         """The record as a JSON-ready dict, as results.json holds it once the run has added
         its provenance (version, time, key, configuration identities); ``task_failed`` only
         when it failed, and then without ``void_reduction_source``."""
-        undecided = {"met": None, "claims": []}
         out = {"sample_id": self.sample_id, "title": self.title, "state": self.state,
                "pair": self.pair, "spec": self.spec.to_json(),
-               "particle_claims": (undecided if self.particle_claims is None
+               "particle_claims": ({"met": None, "claims": []} if self.particle_claims is None
                                    else self.particle_claims.to_json()),
-               "layer_claims": (dict(undecided) if self.layer_claims is None
+               "layer_claims": ({"met": None, "claims": []} if self.layer_claims is None
                                 else self.layer_claims.to_json()),
                "gate": self.gate.to_json(), "void_reduction_pct": self.void_reduction_pct}
         if not self.task_failed:

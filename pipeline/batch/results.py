@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.batch.config import RunConfig
 from pipeline.errors import (
     EXIT_INDETERMINATE,
     EXIT_INTERNAL,
@@ -95,9 +96,9 @@ class RunHeader:
     records), the manifest's identity, the start time, whether the exit code is the verdict's
     (`strict`) and whether the HTML report is written."""
 
-    folder: Any
-    out: Any
-    cfg: Any
+    folder: str | Path
+    out: str | Path | None
+    cfg: RunConfig
     manifest_id: dict[str, Any] | None
     created: str
     strict: bool = False

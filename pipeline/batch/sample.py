@@ -18,6 +18,7 @@ from pipeline.conformity import (
     evaluate_layer_claims,
     evaluate_particle_claims,
     evaluate_spec,
+    spec_name,
 )
 from pipeline.errors import ElectrodeQCError
 from pipeline.gravimetric import gravimetric_porosity, void_reduction
@@ -287,7 +288,8 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
     spec, gate, pclaims = _decide(images, m, cfg)
     vr = _void_reduction_pct(m)
     if sample.state == "before":
-        flags.append("before pressing: claim 15 is judged on the pressed electrode")
+        flags.append(f"before pressing: {spec_name(cfg.spec.id)} is judged on the pressed "
+                     "electrode")
     if previews:
         _add_previews(art, m, pooled)
     if m["psd"] is not None:

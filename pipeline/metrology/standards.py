@@ -39,11 +39,14 @@ def _prepare(image) -> np.ndarray:
     if max(z.shape) < 32:
         raise MeasurementError(None, f"grating image {z.shape} is too small (< 32 px)")
     # Remove mean and tilt (a plane), so leakage from DC does not bias low-frequency bins;
-    # a single profile (one row) has no y slope: a line.
+    # a single row or column has one slope: a line along it.
     ny, nx = z.shape
     scale = float(np.abs(z).max()) + 1.0
-    z = remove_plane(z) if ny > 1 else z - np.polyval(np.polyfit(np.arange(nx), z[0], 1),
-                                                       np.arange(nx))[np.newaxis, :]
+    if min(ny, nx) > 1:
+        z = remove_plane(z)
+    else:
+        t = np.arange(z.size)
+        z = (z.ravel() - np.polyval(np.polyfit(t, z.ravel(), 1), t)).reshape(z.shape)
     if float(np.std(z)) <= 1e-9 * scale:
         raise MeasurementError(None, "no clear grating peak: the image is flat")
     wy = np.hanning(ny + 2)[1:-1] if ny > 1 else np.ones(1)

@@ -206,17 +206,18 @@ def _limit_text(p: Mapping, scale: float, unit: str) -> str:
     return f"{comp} {fmt(limit * scale)} {unit}".strip()
 
 
-def _property_rows(claim15: Mapping, gate: Mapping) -> list[dict]:
+def _property_rows(claim15: Mapping, gate: Mapping, name: str = "Claim 15") -> list[dict]:
     """One row per property of claim 15 and of the gate: value ± U, claim-15 limit and
     margin, whether claim 15 holds for it, and the gate's statement (with the gate's limit
     when it differs from the claim's)."""
     c15 = claim15.get("properties") or {}
     gp = gate.get("properties") or {}
     names = dict.fromkeys([n for n in _C15_ORDER if n in c15 or n in gp] + list(c15) + list(gp))
-    return [_property_row(name, c15.get(name), gp.get(name), gated=bool(gp)) for name in names]
+    return [_property_row(n, c15.get(n), gp.get(n), gated=bool(gp), spec=name) for n in names]
 
 
-def _property_row(name: str, p: Mapping | None, g: Mapping | None, *, gated: bool) -> dict:
+def _property_row(name: str, p: Mapping | None, g: Mapping | None, *, gated: bool,
+                  spec: str = "Claim 15") -> dict:
     """The row of property `name`: its claim-15 entry `p` and its gate entry `g` (either may
     be None; `gated` is whether the gate judges any property)."""
     src = p or g or {}
@@ -228,7 +229,7 @@ def _property_row(name: str, p: Mapping | None, g: Mapping | None, *, gated: boo
         "limit": _limit_text(p if p is not None else src, scale, unit),
         "margin": _margin_text(src, scale, "points" if percent else unit),
         "met": (_badge(p.get("met")) if p is not None
-                else {"text": "not in claim 15", "cls": "na", "key": "none"}),
+                else {"text": f"not in {spec}", "cls": "na", "key": "none"}),
         "gate": (_statement_badge(g.get("statement")) if g is not None
                  else {"text": "not gated" if gated else _NA, "cls": "na", "key": "none"}),
         "gate_note": ", ".join(_gate_notes(p, g, scale, unit)),
@@ -537,7 +538,8 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
     metrics = s.get("metrics") or {}
     images = s.get("images") or []
     art = art or {}
-    rows = _property_rows(claim15, gate)
+    name = spec_name((claim15.get("spec") or {}).get("id"))
+    rows = _property_rows(claim15, gate, name)
     psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
     c15_rule = "all" if claim15.get("combine") == "all" else "one or more"
     prov = flatten(s.get("provenance") or {})
@@ -547,7 +549,7 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "title": fmt(s.get("title")) if s.get("title") else "",
         "state": s.get("state") or "",
         **_gate_view(gate),
-        "spec_name": spec_name((claim15.get("spec") or {}).get("id")),
+        "spec_name": name,
         "claim15_met": _badge(claim15.get("met"), yes=f"met ({c15_rule})"),
         "claim15_rule": c15_rule,
         "claim15_reasons": [str(r) for r in claim15.get("reasons") or []],
@@ -638,15 +640,15 @@ def _run_view(results: Mapping) -> dict:
         "exit_code": fmt(results.get("exit_code")),
         "counts": ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in counts.items()),
         "provenance_rows": flatten(prov),
-        "pictures_note": _pictures_note(results.get("report_pictures")),
+        "pictures_note": _pictures_note(results.get("report_pictures"), spec_name(spec.get("id"))),
     }
 
 
-def _pictures_note(pics: Mapping | None) -> str | None:
+def _pictures_note(pics: Mapping | None, spec: str = "Claim 15") -> str | None:
     if not pics or pics.get("policy") != "attention":
         return None
     return (f"Pictures are shown for the {pics['with_pictures']} of {pics['samples']} samples "
-            "that need attention (not conforming, claim 15 not met, or a file that failed); "
+            f"that need attention (not conforming, {spec} not met, or a file that failed); "
             "in runs of more than "
             f"{pics['all_up_to']} samples the others are listed without them "
             "(electrode-qc run --pictures all shows every sample's).")

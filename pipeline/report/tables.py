@@ -71,10 +71,10 @@ def sample_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for s in results["samples"]:
         row: dict[str, Any] = {"sample_id": s["sample_id"], "state": s["state"],
-                               "spec_id": s["spec"]["spec"]["id"],
-                               "spec_met": s["spec"]["met"],
-                               "gate_outcome": s["gate"]["outcome"],
-                               "gate_rule": s["gate"]["decision_rule"],
+                               "spec_id": (s["spec"].get("spec") or {}).get("id"),
+                               "spec_met": s["spec"].get("met"),
+                               "gate_outcome": s["gate"].get("outcome"),
+                               "gate_rule": s["gate"].get("decision_rule"),
                                "particle_claims_met": s["particle_claims"]["met"],
                                "layer_claims_met": (s.get("layer_claims") or {}).get("met"),
                                "void_reduction_pct": s.get("void_reduction_pct")}

@@ -284,7 +284,7 @@ def test_gate_properties_not_in_claim_15_and_other_limits_are_shown():
     assert "judged on 0.950 \u00b1 0.050 \u00b5m" in property_row(html, "Sz")
     assert "judged on" not in property_row(html, "porosity")
     spd = property_row(html, "Spd")
-    assert "not in claim 15" in spd and "5000 /mm\u00b2" in spd and "&lt; 4000 /mm\u00b2" in spd
+    assert "not in Claim 15" in spd and "5000 /mm\u00b2" in spd and "&lt; 4000 /mm\u00b2" in spd
     assert "not gated" not in html
     del s["gate"]["properties"]["Sz"]
     assert '<span class="badge na">not gated</span>' in property_row(

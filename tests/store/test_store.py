@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 
+import jsonschema
 import numpy as np
 import pytest
 import sqlalchemy as sa
@@ -162,6 +163,46 @@ def test_upgrade_to_0003_stores_the_decision_under_spec(db_url):
             migrate(conn, "0002", down=True)
     back = raw_rows(db_url, "samples")[0]
     assert json.loads(next(c for c in back if isinstance(c, str) and c.startswith("{"))) == v1
+
+
+def test_upgrade_to_0003_completes_the_decisions_of_the_first_releases(db_url, tmp_path):
+    """Records of the first releases lack fields schema 2 requires (how the properties
+    combine, the outcome, the reasons; a failed task's gate recorded no combine): 0003
+    derives what it can, leaves the rest null, and the report of the store is written."""
+    from pipeline.batch.persist import report_from_store
+    from pipeline.batch.store import normalize_url
+    from pipeline.report.tables import results_schema
+
+    early = {"sample_id": "S1", "state": "after",
+             "claim15": {"met": None, "rule": "all", "properties": {}},
+             "gate": {"outcome": "indeterminate", "rule": "guard_band",
+                      "reasons": ["failed input: S1: truncated"]},
+             "particle_claims": {"met": None, "claims": []},
+             "layer_claims": {"met": None, "claims": []}, "void_reduction_pct": None,
+             "metrics": {}, "images": [], "flags": [], "notes": [], "task_failed": True,
+             "provenance": {}}
+    engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            migrate(conn, "0002")
+            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
+                                 "'completed', '{}')")
+            conn.execute(sa.text(
+                "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
+                "created_utc, package_version, record_json) VALUES (1, 'S1', :k, false, "
+                "'r1', 't', '0.1.0', :j)"), {"k": key(1), "j": json.dumps(early)})
+    finally:
+        engine.dispose()
+    with Store.open(db_url) as st:
+        rec = st.latest("S1")["record"]
+    schema = results_schema()
+    for name in ("spec", "gate"):
+        jsonschema.validate(rec[name], {"$defs": schema["$defs"], "$ref": "#/$defs/decision"})
+    assert (rec["spec"]["combine"], rec["spec"]["outcome"]) == ("all", "indeterminate")
+    assert rec["gate"]["decision_rule"] == "guard_band" and rec["gate"]["combine"] is None
+    res = report_from_store(db_url, tmp_path / "report")
+    assert res.samples[0]["spec"]["combine"] == "all"
+    assert (tmp_path / "report" / "report.html").is_file()
 
 
 def test_postgresql_url_goes_through_psycopg(pg_url):

@@ -26,15 +26,27 @@ branch_labels = None
 depends_on = None
 
 _MET = {"conforming": True, "non-conforming": False}
+_OUTCOME = {True: "conforming", False: "non-conforming", None: "indeterminate"}
 _ORDER = ("outcome", "met", "combine", "decision_rule", "reasons", "properties", "spec")
 
 
 def _decision_v2(d: dict, *, gate: bool) -> dict:
+    """A schema-1 decision in the schema-2 shape. Records of the first releases lack some
+    fields: ``combine`` comes from the spec's ``rule`` ("all" or "one or more"), the outcome
+    from ``met``, the reasons are empty; what cannot be known (a failed task's gate did not
+    record how its properties combine) is None."""
     d = dict(d)
+    rule = d.pop("rule", None)
     if gate:
-        d.setdefault("decision_rule", d.get("rule"))
+        d.setdefault("decision_rule", rule)
         d.setdefault("met", _MET.get(d.get("outcome")))
-    d.pop("rule", None)
+    else:
+        d.setdefault("combine", {"all": "all", "one or more": "any"}.get(rule))
+        d.setdefault("outcome", _OUTCOME.get(d.get("met"), "indeterminate"))
+    d.setdefault("combine", None)
+    d.setdefault("decision_rule", None)
+    d.setdefault("reasons", [])
+    d.setdefault("properties", {})
     return {**{k: d[k] for k in _ORDER if k in d}, **{k: v for k, v in d.items()
                                                       if k not in _ORDER}}
 
@@ -79,22 +91,27 @@ def record_v1(rec: dict) -> dict:
     return out
 
 
-def _rewrite(convert) -> None:
+def _rewrite(convert, page: int = 500) -> None:
+    """Rewrite each stored record with `convert`, `page` rows at a time (a large store is
+    never held in memory whole)."""
     samples = sa.table("samples", sa.column("row_id", sa.Integer),
                        sa.column("record_json", sa.Text))
     conn = op.get_bind()
-    rows = conn.execute(sa.select(samples.c.row_id, samples.c.record_json)).all()
-    for row_id, text in rows:
-        try:
-            rec = json.loads(text)
-        except ValueError:
-            continue
-        if not isinstance(rec, dict):
-            continue
-        new = convert(rec)
-        if new is not rec:
-            conn.execute(samples.update().where(samples.c.row_id == row_id)
-                         .values(record_json=json.dumps(new, ensure_ascii=False)))
+    ids = [r for (r,) in conn.execute(sa.select(samples.c.row_id).order_by(samples.c.row_id))]
+    for i in range(0, len(ids), page):
+        chunk = conn.execute(sa.select(samples.c.row_id, samples.c.record_json)
+                             .where(samples.c.row_id.in_(ids[i:i + page]))).all()
+        for row_id, text in chunk:
+            try:
+                rec = json.loads(text)
+            except ValueError:
+                continue
+            if not isinstance(rec, dict):
+                continue
+            new = convert(rec)
+            if new is not rec:
+                conn.execute(samples.update().where(samples.c.row_id == row_id)
+                             .values(record_json=json.dumps(new, ensure_ascii=False)))
 
 
 def upgrade() -> None:
