@@ -19,12 +19,13 @@ __all__ = ["acf_decay", "autocorrelation", "sal_str"]
 logger = logging.getLogger(__name__)
 
 
-def _acf_lags(z: np.ndarray, lag_y: int, lag_x: int, *, fast_counts: bool = False) -> np.ndarray:
+def _acf_lags(z: np.ndarray, lag_y: int, lag_x: int, *, single: bool = False) -> np.ndarray:
     """Normalised ACF for lags |τy| <= lag_y, |τx| <= lag_x pixels, origin at the centre.
 
-    ``fast_counts`` computes the number of valid pairs with a float32 FFT (half the time):
-    its absolute error, about 1e-6 of the number of valid points, is harmless where every
-    lag has many pairs (lags up to half the field) but not at the far corners.
+    ``single`` correlates in float32 (half the time and memory of float64): the ACF then
+    carries a relative error of about 1e-6 of the variance, and the number of valid pairs
+    an absolute error of about 1e-6 of the number of valid points, harmless where every lag
+    has many pairs (lags up to half the field) but not at the far corners.
     """
     import scipy.fft as sfft
 
@@ -35,27 +36,38 @@ def _acf_lags(z: np.ndarray, lag_y: int, lag_x: int, *, fast_counts: bool = Fals
         raise MeasurementError(None, "autocorrelation: every point of the height map is invalid")
     all_valid = n_valid == z.size
     mean = float(z.mean()) if all_valid else float(z[valid].mean())
-    f = z - mean
-    if not all_valid:
-        f[~valid] = 0.0
+    dtype = np.float32 if single else np.float64
     # Zero padding to at least M + lag: circular lags beyond the field then see no overlap.
     shape = (sfft.next_fast_len(m + lag_y, real=True), sfft.next_fast_len(n + lag_x, real=True))
     rows = np.r_[shape[0] - lag_y:shape[0], 0:lag_y + 1]
     cols = np.r_[shape[1] - lag_x:shape[1], 0:lag_x + 1]
 
-    def correlate(a: np.ndarray) -> np.ndarray:
-        spec = sfft.rfft2(a, s=shape)
-        spec *= spec.conj()  # power spectrum, imaginary part exactly 0
-        return sfft.irfft2(spec, s=shape)[np.ix_(rows, cols)]
+    def correlate(fill) -> np.ndarray:
+        a = np.zeros(shape, dtype=dtype)  # the padded input, written once
+        fill(a[:m, :n])
+        spec = sfft.rfft2(a, overwrite_x=True)
+        del a
+        re, im = spec.real, spec.imag  # |F|^2 in place: no complex temporary
+        np.multiply(re, re, out=re)
+        np.multiply(im, im, out=im)
+        re += im
+        im.fill(0.0)
+        out = sfft.irfft2(spec, s=shape, overwrite_x=True)
+        del spec
+        return out[np.ix_(rows, cols)].astype(np.float64)
 
-    num = correlate(f)
-    del f
+    def centred(a: np.ndarray) -> None:
+        np.subtract(z, mean, out=a, casting="same_kind")
+        if not all_valid:
+            a[~valid] = 0.0
+
+    num = correlate(centred)
     if all_valid:
         ty = np.arange(-lag_y, lag_y + 1)
         tx = np.arange(-lag_x, lag_x + 1)
         pairs = np.outer(m - np.abs(ty), n - np.abs(tx)).astype(np.float64)
     else:
-        pairs = np.rint(correlate(valid.astype(np.float32 if fast_counts else np.float64)))
+        pairs = np.rint(correlate(lambda a: np.copyto(a, valid)))
     variance = num[lag_y, lag_x] / pairs[lag_y, lag_x]
     if not variance > 0:
         raise MeasurementError(None, "autocorrelation: the height map has zero variance "
@@ -217,7 +229,8 @@ def acf_decay(z, dx_um: float, dy_um: float, *, s: float = 0.2,
         raise ValueError(f"n_directions must be >= 4; got {n_directions!r}")
     lag_y = max(1, int(max_lag_frac * (z.shape[0] - 1)))
     lag_x = max(1, int(max_lag_frac * (z.shape[1] - 1)))
-    acf = _acf_lags(z, lag_y, lag_x, fast_counts=max_lag_frac <= 0.5)
+    # float32 where every lag searched rests on at least half of the rows or columns
+    acf = _acf_lags(z, lag_y, lag_x, single=max_lag_frac <= 0.5)
     theta, length, searched = _decay_lengths(acf, float(dx_um), float(dy_um), s,
                                              int(n_directions))
     decayed = np.isfinite(length)

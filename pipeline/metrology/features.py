@@ -50,12 +50,19 @@ EDGE_POLICY = (
 
 # Neighbour offsets (drow, dcol) covering each 8-neighbour pair once.
 _PAIRS = ((0, 1), (1, 0), (1, 1), (1, -1))
+# The eight neighbours, in the order that breaks ties of steepest ascent.
+_OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+# Rows per block of the passes over the whole map: the block's temporaries stay in cache.
+_BLOCK_ROWS = 64
 
 
-def _pair_views(a: np.ndarray, dr: int, dc: int):
-    """Views (first, second) of ``a`` for all point pairs at offset (dr, dc)."""
+def _pair_views(a: np.ndarray, dr: int, dc: int, rows: slice | None = None):
+    """Views (first, second) of ``a`` for the point pairs at offset (dr, dc) whose first
+    point lies in `rows` (default: every row that has a partner)."""
     m, n = a.shape
-    rows_p, rows_q = slice(0, m - dr), slice(dr, m)
+    if rows is None:
+        rows = slice(0, m - dr)
+    rows_p, rows_q = rows, slice(rows.start + dr, rows.stop + dr)
     if dc >= 0:
         cols_p, cols_q = slice(0, n - dc), slice(dc, n)
     else:
@@ -64,18 +71,32 @@ def _pair_views(a: np.ndarray, dr: int, dc: int):
 
 
 def _saddles(hills: np.ndarray, z: np.ndarray, n_hills: int):
-    """Touching hill pairs (lo, hi) and the saddle height where each pair meets."""
+    """Touching hill pairs (lo, hi) and the saddle height where each pair meets.
+
+    Row block by row block (`_BLOCK_ROWS`), so the temporaries stay in cache; a hill label
+    of 0 (an invalid point) is looked for only when there is one.
+    """
+    m = hills.shape[0]
+    any_invalid = not hills.all()
     key_parts, h_parts = [], []
-    for dr, dc in _PAIRS:
-        a, b = _pair_views(hills, dr, dc)
-        za, zb = _pair_views(z, dr, dc)
-        touch = a != b
-        touch &= a > 0
-        touch &= b > 0
-        la, lb = a[touch].astype(np.int64), b[touch].astype(np.int64)
-        key = np.minimum(la, lb) * (n_hills + 1) + np.maximum(la, lb)
-        h = np.minimum(za[touch], zb[touch])
-        if key.size:  # runs of one pair along a boundary: keep the highest of each run
+    for r0 in range(0, m, _BLOCK_ROWS):
+        r1 = min(r0 + _BLOCK_ROWS, m)
+        for dr, dc in _PAIRS:
+            if r0 + dr >= m:
+                continue
+            rows = slice(r0, min(r1, m - dr))
+            a, b = _pair_views(hills, dr, dc, rows)
+            za, zb = _pair_views(z, dr, dc, rows)
+            touch = a != b
+            if any_invalid:
+                touch &= a > 0
+                touch &= b > 0
+            if not touch.any():
+                continue
+            la, lb = a[touch].astype(np.int64), b[touch].astype(np.int64)
+            key = np.minimum(la, lb) * (n_hills + 1) + np.maximum(la, lb)
+            h = np.minimum(za[touch], zb[touch])
+            # runs of one pair along a boundary: keep the highest of each run
             starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
             key_parts.append(key[starts])
             h_parts.append(np.maximum.reduceat(h, starts))
@@ -118,11 +139,32 @@ def _surviving_peaks(peak_z: np.ndarray, lo, hi, saddle, threshold: float) -> np
     return np.asarray(survivors + roots, dtype=np.int64)
 
 
+def _steepest_neighbour(pad: np.ndarray) -> np.ndarray:
+    """For each point of the padded map ``pad`` (a -inf border, -inf at invalid points): the
+    index into `_OFFSETS` of its highest strictly higher 8-neighbour (the first in that order
+    on a tie), or -1 when none is higher. Row block by row block."""
+    m, n = pad.shape[0] - 2, pad.shape[1] - 2
+    arg = np.full((m, n), -1, dtype=np.int8)
+    best = np.empty((_BLOCK_ROWS, n))
+    higher = np.empty((_BLOCK_ROWS, n), dtype=bool)
+    for r0 in range(0, m, _BLOCK_ROWS):
+        r1 = min(r0 + _BLOCK_ROWS, m)
+        b, h, a = best[:r1 - r0], higher[:r1 - r0], arg[r0:r1]
+        np.copyto(b, pad[1 + r0:1 + r1, 1:n + 1])
+        for k, (dr, dc) in enumerate(_OFFSETS):
+            nb = pad[1 + dr + r0:1 + dr + r1, 1 + dc:n + 1 + dc]
+            np.greater(nb, b, out=h)
+            np.maximum(b, nb, out=b)
+            np.copyto(a, k, where=h)
+    return arg
+
+
 def _hills(z: np.ndarray, valid: np.ndarray):
     """Hill segmentation by steepest ascent.
 
     See the module docstring. ``z`` may hold NaN where ``valid`` is False; invalid points
-    belong to no hill and never count as a neighbour.
+    belong to no hill and never count as a neighbour. Point indices are int32 (a map of up
+    to 2**31 - 1 points), which halves the memory the pointer jumping walks through.
 
     Returns
     -------
@@ -135,40 +177,39 @@ def _hills(z: np.ndarray, valid: np.ndarray):
     from scipy import ndimage
 
     m, n = z.shape
-    work = np.where(valid, z, -np.inf)
+    if m * n >= 2**31:
+        raise MeasurementError(None, f"Spd: a {m} x {n} map has more points than Spd indexes "
+                                     "(2**31 - 1); measure it in parts")
     pad = np.full((m + 2, n + 2), -np.inf)
-    pad[1:-1, 1:-1] = work
-    best = work.copy()
-    arg = np.full((m, n), -1, dtype=np.int8)
-    offsets = [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)]
-    for k, (dr, dc) in enumerate(offsets):
-        nb = pad[1 + dr:m + 1 + dr, 1 + dc:n + 1 + dc]
-        higher = nb > best
-        np.copyto(best, nb, where=higher)
-        np.copyto(arg, k, where=higher)
-    del best
+    work = pad[1:-1, 1:-1]
+    np.copyto(work, z, where=valid)
+    arg = _steepest_neighbour(pad)
     arg[~valid] = -1
-    flat_step = np.array([dr * n + dc for dr, dc in offsets] + [0], dtype=np.int64)
-    up = np.arange(m * n, dtype=np.int64)
+    flat_step = np.array([dr * n + dc for dr, dc in _OFFSETS] + [0], dtype=np.int32)
+    up = np.arange(m * n, dtype=np.int32)
     up += flat_step[arg.ravel()]  # arg == -1 picks the trailing 0: points to itself
 
     # Points with no strictly higher neighbour: connected sets of them are flat plateaus.
-    flat = (arg == -1) & valid
+    flat = arg == -1
+    flat &= valid
+    del arg
     comp, n_comp = ndimage.label(flat, structure=np.ones((3, 3), dtype=bool))
     rows, cols = np.nonzero(flat)
     labels_flat = comp[rows, cols]
-    idx = rows.astype(np.int64) * n + cols
+    idx = (rows * n + cols).astype(np.int32)
     z_flat = work[rows, cols]
     flat_pad = np.zeros((m + 2, n + 2), dtype=bool)
     flat_pad[1:-1, 1:-1] = flat
-    exit_to = np.full(n_comp + 1, -1, dtype=np.int64)
-    for dr, dc in offsets:
+    del flat
+    exit_to = np.full(n_comp + 1, -1, dtype=np.int32)
+    for dr, dc in _OFFSETS:
         r2, c2 = rows + (1 + dr), cols + (1 + dc)
         way_out = ~flat_pad[r2, c2] & (pad[r2, c2] == z_flat)
         exit_to[labels_flat[way_out]] = idx[way_out] + (dr * n + dc)
+    del flat_pad, pad, work
     is_peak = exit_to < 0
     is_peak[0] = False
-    rep = np.full(n_comp + 1, -1, dtype=np.int64)
+    rep = np.full(n_comp + 1, -1, dtype=np.int32)
     rep[labels_flat] = idx  # any point of the plateau represents it
     up[idx] = np.where(is_peak[labels_flat], rep[labels_flat], exit_to[labels_flat])
 
@@ -178,12 +219,14 @@ def _hills(z: np.ndarray, valid: np.ndarray):
         if np.array_equal(nxt, up):
             break
         up = nxt
+    del nxt
     hill_of_comp = np.zeros(n_comp + 1, dtype=np.int32)
     n_hills = int(np.count_nonzero(is_peak))
     hill_of_comp[is_peak] = np.arange(1, n_hills + 1, dtype=np.int32)
     hill_at = np.zeros(m * n, dtype=np.int32)
     hill_at[rep[is_peak]] = hill_of_comp[is_peak]
     hills = hill_at[up].reshape(m, n)
+    del up, hill_at
     peak_plateau = hill_of_comp[comp]
     return hills, peak_plateau, n_hills
 
