@@ -39,8 +39,6 @@ def _acf_lags(z: np.ndarray, lag_y: int, lag_x: int, *, single: bool = False) ->
     dtype = np.float32 if single else np.float64
     # Zero padding to at least M + lag: circular lags beyond the field then see no overlap.
     shape = (sfft.next_fast_len(m + lag_y, real=True), sfft.next_fast_len(n + lag_x, real=True))
-    rows = np.r_[shape[0] - lag_y:shape[0], 0:lag_y + 1]
-    cols = np.r_[shape[1] - lag_x:shape[1], 0:lag_x + 1]
 
     def correlate(fill) -> np.ndarray:
         a = np.zeros(shape, dtype=dtype)  # the padded input, written once
@@ -54,27 +52,33 @@ def _acf_lags(z: np.ndarray, lag_y: int, lag_x: int, *, single: bool = False) ->
         im.fill(0.0)
         out = sfft.irfft2(spec, s=shape, overwrite_x=True)
         del spec
-        return out[np.ix_(rows, cols)].astype(np.float64)
+        # lags -lag..lag with the origin at the centre: the four corners of the circular result
+        res = np.empty((2 * lag_y + 1, 2 * lag_x + 1))
+        for dst_r, src_r in ((slice(0, lag_y), slice(-lag_y, None)),
+                             (slice(lag_y, None), slice(0, lag_y + 1))):
+            res[dst_r, :lag_x] = out[src_r, -lag_x:]
+            res[dst_r, lag_x:] = out[src_r, :lag_x + 1]
+        return res
 
     def centred(a: np.ndarray) -> None:
         np.subtract(z, mean, out=a, casting="same_kind")
         if not all_valid:
             a[~valid] = 0.0
 
-    num = correlate(centred)
-    if all_valid:
-        ty = np.arange(-lag_y, lag_y + 1)
-        tx = np.arange(-lag_x, lag_x + 1)
-        pairs = np.outer(m - np.abs(ty), n - np.abs(tx)).astype(np.float64)
+    acf = correlate(centred)
+    if all_valid:  # every lag's number of pairs: (M - |ty|) (N - |tx|), divided in place
+        acf /= (m - np.abs(np.arange(-lag_y, lag_y + 1, dtype=np.float64)))[:, None]
+        acf /= (n - np.abs(np.arange(-lag_x, lag_x + 1, dtype=np.float64)))[None, :]
     else:
         pairs = np.rint(correlate(lambda a: np.copyto(a, valid)))
-    variance = num[lag_y, lag_x] / pairs[lag_y, lag_x]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acf /= pairs
+        acf[pairs < 0.5] = np.nan
+        del pairs
+    variance = acf[lag_y, lag_x]
     if not variance > 0:
         raise MeasurementError(None, "autocorrelation: the height map has zero variance "
                                      "(a flat surface has no autocorrelation length)")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acf = num / pairs
-    acf[pairs < 0.5] = np.nan
     acf /= variance
     return acf
 

@@ -45,12 +45,13 @@ def outlier_mask(
     valid = np.isfinite(z)
     if policy == "none":
         return np.zeros(z.shape, dtype=bool)
-    v = z[valid]
+    v = z[valid]  # a copy: the medians below may reorder it
     if policy == "n_sigma":
         if sigma == "robust":
-            centre = float(np.median(v))
-            dev = np.abs(v - centre)
-            s = MAD_TO_SIGMA * float(np.median(dev))
+            centre = float(np.median(v, overwrite_input=True))
+            np.subtract(v, centre, out=v)
+            dev = np.abs(v, out=v)
+            s = MAD_TO_SIGMA * float(np.median(dev, overwrite_input=True))
             if s == 0:
                 # More than half the points share one value (quantised counts, plateaus):
                 # the mean absolute deviation, scaled to a normal sigma, still sees the rest.
@@ -59,13 +60,26 @@ def outlier_mask(
             centre, s = float(v.mean()), float(v.std())
         else:
             raise ValueError(f"sigma must be 'robust' or 'std', got {sigma!r}")
+        del v
         if s == 0:
             return np.zeros(z.shape, dtype=bool)
-        with np.errstate(invalid="ignore"):
-            return valid & (np.abs(z - centre) > n_sigma * s)
+        return _beyond(z, centre, n_sigma * s, valid)
     if policy == "material_ratio":
         p = float(material_ratio_pct)
         lo, hi = np.percentile(v, [p, 100.0 - p])
         with np.errstate(invalid="ignore"):
             return valid & ((z > hi) | (z < lo))
     raise ValueError(f"unknown outlier policy {policy!r}; expected none, n_sigma or material_ratio")
+
+
+def _beyond(z: np.ndarray, centre: float, limit: float, valid: np.ndarray) -> np.ndarray:
+    """``valid & (|z - centre| > limit)``, row block by row block (no map-sized temporary)."""
+    out = np.empty(z.shape, dtype=bool)
+    block = 256
+    with np.errstate(invalid="ignore"):
+        for r0 in range(0, z.shape[0], block):
+            d = np.subtract(z[r0:r0 + block], centre)
+            np.abs(d, out=d)
+            np.greater(d, limit, out=out[r0:r0 + block])
+            out[r0:r0 + block] &= valid[r0:r0 + block]
+    return out
