@@ -119,10 +119,10 @@ def _task_loop(args) -> float:
     cfg = load_run_config()
     samples, _ = discover(folder, rules=cfg.rules)
     distinct = samples[:8]
-    measure_task((distinct[0], cfg, None, False, "0" * 64))  # imports and caches
+    measure_task((distinct[0], cfg, None, False, "0" * 64, {}))  # imports and caches
     t0 = time.perf_counter()
     for i in range(n):
-        measure_task((distinct[i % len(distinct)], cfg, None, False, "0" * 64))
+        measure_task((distinct[i % len(distinct)], cfg, None, False, "0" * 64, {}))
     return (time.perf_counter() - t0) / n
 
 

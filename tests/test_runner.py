@@ -329,3 +329,21 @@ def test_cross_section_thickness_checks_the_manifest(tmp_path):
     assert xs["mean"] == pytest.approx(8.0, abs=0.3) and 0 < xs["U"] < 0.5
     assert not any(f.startswith("thickness:") for f in by["agrees"]["flags"])
     assert any(f.startswith("thickness: the cross-sections give 8") for f in by["disagrees"]["flags"])
+
+
+def test_a_run_hashes_each_file_once(tmp_path, monkeypatch):
+    """The run hashes the inputs for the idempotency keys and hands the digests to the
+    readers: no file is hashed a second time, and each record's SHA-256 is the file's."""
+    import hashlib
+
+    from pipeline.ingest import registry
+
+    electrode(tmp_path / "export" / "S1")
+    read_time = []
+    real = registry.sha256_file
+    monkeypatch.setattr(registry, "sha256_file", lambda p, **kw: read_time.append(p) or real(p, **kw))
+    res = run(tmp_path / "export", None, report=False)
+    assert read_time == []
+    images = [im for s in res.samples for im in s["images"] if im["status"] == "ok"]
+    assert images and all(im["sha256"] == hashlib.sha256(Path(im["path"]).read_bytes()).hexdigest()
+                          for im in images)

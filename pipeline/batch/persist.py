@@ -134,14 +134,16 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     unit of work). Idempotent: a sample whose key is stored already is not measured again
     (unless `force`); the stored record is returned with ``stored.reused`` True."""
     cfg = cfg or load_run_config(max_memory=default_max_memory(1))
-    key = idempotency_key(sample, cfg, hash_files(inputs(sample.files)))
+    digests = hash_files(inputs(sample.files))
+    key = idempotency_key(sample, cfg, digests)
     hit = None if force else store.current([key]).get(key)
     again = None
     if hit is not None and needs_retry(hit["record"]):
         hit, again = None, RETRIED
     if hit is not None:
         return reused_record(hit)
-    res = measure_task((sample, cfg, None if out is None else Path(out), "none", key))
+    res = measure_task((sample, cfg, None if out is None else Path(out), "none", key,
+                        {str(f): digests[str(f)] for f in sample.files if str(f) in digests}))
     rec = res["record"]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rec["provenance"].update(package_version=__version__, created_utc=created,

@@ -257,6 +257,7 @@ class _Batch:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)
     write_errors: list[str] = field(default_factory=list)
+    digests: dict[str, str] = field(default_factory=dict)  # file path -> SHA-256, hashed once
 
     def ordered(self) -> list[dict[str, Any]]:
         """The records gathered so far, in the samples' order."""
@@ -280,6 +281,7 @@ def _run_samples(samples, manifest_id, cfg, folder, out, options: RunOptions,
     run_id, status, bar = None, "failed", None
     try:
         sha = hash_files(inputs(f for s in samples for f in s.files))
+        b.digests = sha
         keys = {s.id: idempotency_key(s, cfg, sha) for s in samples}
         run_id = _begin_run(st, b)
         retry: set[str] = set()
@@ -328,7 +330,8 @@ def _measure(b: _Batch, todo: list, reused: dict[str, dict[str, Any]], keys: dic
              settle: Settler, bar) -> None:
     """Measure the samples `todo` and settle each record as it comes (samples in `reused`
     are measured for their report pictures only)."""
-    payloads = [(s, b.cfg, None if b.out is None else Path(b.out), b.pictures, keys[s.id])
+    payloads = [(s, b.cfg, None if b.out is None else Path(b.out), b.pictures, keys[s.id],
+                 {str(f): b.digests[str(f)] for f in s.files if str(f) in b.digests})
                 for s in todo]
     try:
         for i, res in execute(measure_task, payloads, jobs=b.options.jobs,

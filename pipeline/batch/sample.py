@@ -272,15 +272,18 @@ def image_flags(images: list[dict]) -> list[str]:
     return out
 
 
-def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
-    """Measure one `pipeline.ingest.discover.Sample` with the run's configuration `cfg`.
+def measure_sample(sample, cfg, *, previews: bool = True, advance=None,
+                   digests: dict[str, str] | None = None):
+    """Measure one `pipeline.ingest.discover.Sample` with the run's configuration `cfg`;
+    `digests` (path -> SHA-256) are the files' hashes when the caller has them already.
 
     Returns ``(record, artifacts, tables)``: the JSON-ready sample record, the report
     previews ({"sem": [...], "height": [...], "histogram": ..., "layer_profile": ...}) and the tables
     ({"particles": DataFrame or None, "images": list of records}).
     """
     entry = sample.manifest
-    images, tables, art = _measure_files(sample, file_context(entry, cfg, previews), advance)
+    images, tables, art = _measure_files(sample, file_context(entry, cfg, previews, digests),
+                                         advance)
     # failed files are in the decisions' reasons; skipped ones (no role) are flagged here
     flags = [im["error"] for im in images if im["status"] == "skipped"] + image_flags(images)
     pooled = _pool(tables) if tables else None  # every psd field's particles, once
@@ -306,12 +309,14 @@ def measure_sample(sample, cfg, *, previews: bool = True, advance=None):
                          "images": images}
 
 
-def file_context(entry: dict[str, Any], cfg, previews: bool) -> dict[str, Any]:
-    """What `measure_file` needs of the run and of the sample's manifest `entry`."""
+def file_context(entry: dict[str, Any], cfg, previews: bool,
+                 digests: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `measure_file` needs of the run and of the sample's manifest `entry` (and the
+    files' SHA-256 when the caller hashed them already)."""
     return {"rules": cfg.rules, "profiles": cfg.profiles, "recipe": cfg.recipe,
             "role_overrides": entry.get("roles"), "today": cfg.today, "previews": previews,
             "expected_min_diameter_nm": entry.get("expected_min_diameter_nm"),
-            "max_memory": cfg.max_memory}
+            "max_memory": cfg.max_memory, "digests": dict(digests or {})}
 
 
 def _measure_files(sample, ctx: dict[str, Any], advance) -> tuple[list, list, dict[str, Any]]:

@@ -40,14 +40,16 @@ def needs_attention(rec: dict[str, Any]) -> bool:
 def measure_task(payload: tuple) -> dict[str, Any]:
     """One sample in a worker: measure, write its particle table, return a small record.
 
-    `payload` is ``(sample, config, out or None, pictures, key)``; the record is
+    `payload` is ``(sample, config, out or None, pictures, key, digests)``, `digests` the
+    SHA-256 of each file the run hashed already (path -> hex), so no file is hashed twice;
+    the record is
     ``{"record", "artifacts" (None without pictures), "particles" (the table's reference),
     "worker", "write_error"}``. The sample's older tables are retired by the parent once
     this record is stored.
     """
-    sample, cfg, out, pictures, key = payload
+    sample, cfg, out, pictures, key, digests = payload
     previews = pictures in ("all", "attention")
-    rec, art, tabs = measure_sample(sample, cfg, previews=previews)
+    rec, art, tabs = measure_sample(sample, cfg, previews=previews, digests=digests)
     if pictures == "attention" and not needs_attention(rec):
         art, previews = None, False
     ref = write_error = None
