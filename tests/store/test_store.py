@@ -49,6 +49,26 @@ def migrate(conn, revision: str, *, down: bool = False) -> None:
     (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
+def store_at_0002(url: str, record: dict, *, claim15_met: bool | None = None) -> None:
+    """A store at revision 0002 holding `record` as sample S1 (row 1), as a release of
+    results schema 1 wrote it."""
+    from pipeline.batch.store import normalize_url
+
+    engine = sa.create_engine(normalize_url(url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            migrate(conn, "0002")
+            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
+                                 "'completed', '{}')")
+            conn.execute(sa.text(
+                "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
+                "created_utc, package_version, claim15_met, record_json) VALUES (1, 'S1', :k, "
+                "false, 'r1', 't', '0.1.0', :m, :j)"),
+                {"k": key(1), "m": claim15_met, "j": json.dumps(record)})
+    finally:
+        engine.dispose()
+
+
 def raw_rows(url: str, table: str, where: str = "") -> list[tuple]:
     """Rows exactly as stored, read past the store (new engine, plain SQL)."""
     from pipeline.batch.store import normalize_url
@@ -128,7 +148,6 @@ def test_upgrade_to_0003_stores_the_decision_under_spec(db_url):
     """A record stored under results schema 1 (``claim15``; the gate's decision rule under
     ``rule``) is rewritten to schema 2 when the store is opened, its ``claim15_met`` column is
     ``spec_met``, and a downgrade gives back what was stored."""
-    from pipeline.batch.store import normalize_url
 
     v2 = sample_result("S1")
     v1 = {k: v for k, v in v2.items() if k not in ("spec", "gate")}
@@ -140,19 +159,7 @@ def test_upgrade_to_0003_stores_the_decision_under_spec(db_url):
                  "combine": v2["gate"]["combine"], "reasons": v2["gate"]["reasons"],
                  "properties": v2["gate"]["properties"], "spec": v2["gate"]["spec"]},
         **{k: v for k, v in v1.items() if k != "sample_id"}}
-    text = json.dumps(v1)
-    engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            migrate(conn, "0002")
-            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
-                                 "'completed', '{}')")
-            conn.execute(sa.text(
-                "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
-                "created_utc, package_version, claim15_met, record_json) VALUES (1, 'S1', :k, "
-                "false, 'r1', 't', '0.1.0', true, :j)"), {"k": key(1), "j": text})
-    finally:
-        engine.dispose()
+    store_at_0002(db_url, v1, claim15_met=True)
     with Store.open(db_url) as st:
         rec = st.latest("S1")["record"]
         assert rec["spec"]["met"] is True and "claim15" not in rec and "rule" not in rec["spec"]
@@ -170,7 +177,6 @@ def test_upgrade_to_0003_completes_the_decisions_of_the_first_releases(db_url, t
     combine, the outcome, the reasons; a failed task's gate recorded no combine): 0003
     derives what it can, leaves the rest null, and the report of the store is written."""
     from pipeline.batch.persist import report_from_store
-    from pipeline.batch.store import normalize_url
     from pipeline.report.tables import results_schema
 
     early = {"sample_id": "S1", "state": "after",
@@ -181,18 +187,7 @@ def test_upgrade_to_0003_completes_the_decisions_of_the_first_releases(db_url, t
              "layer_claims": {"met": None, "claims": []}, "void_reduction_pct": None,
              "metrics": {}, "images": [], "flags": [], "notes": [], "task_failed": True,
              "provenance": {}}
-    engine = sa.create_engine(normalize_url(db_url), poolclass=sa.pool.NullPool)
-    try:
-        with engine.begin() as conn:
-            migrate(conn, "0002")
-            conn.exec_driver_sql("INSERT INTO runs VALUES ('r1', 'f', '0.1.0', 't', NULL, "
-                                 "'completed', '{}')")
-            conn.execute(sa.text(
-                "INSERT INTO samples (row_id, sample_id, idempotency_key, forced, run_id, "
-                "created_utc, package_version, record_json) VALUES (1, 'S1', :k, false, "
-                "'r1', 't', '0.1.0', :j)"), {"k": key(1), "j": json.dumps(early)})
-    finally:
-        engine.dispose()
+    store_at_0002(db_url, early)
     with Store.open(db_url) as st:
         rec = st.latest("S1")["record"]
     schema = results_schema()
