@@ -19,7 +19,7 @@ SLOW_MODULES = {
     "test_patent_examples.py", "test_run_containment.py", "test_runner.py",
     "test_sample_images.py", "test_verdict_evidence.py", "test_watch.py",
     "test_cli_startup.py", "store/test_store.py", "store/test_stale_runs.py",
-    "store/test_failed_samples.py", "report/test_chromium.py",
+    "store/test_failed_samples.py", "report/test_chromium.py", "test_noop_rerun.py",
 }
 
 

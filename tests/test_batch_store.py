@@ -254,8 +254,9 @@ def test_report_needs_an_existing_store(tmp_path):
 
 
 def test_rerun_keeps_the_report_pictures_without_measuring(export, tmp_path, monkeypatch):
-    """The pictures of stored samples come from the previews their run kept; a sample whose
-    previews are gone is measured again for its pictures only (nothing stored again)."""
+    """The pictures of stored samples are the finished ones their run kept, else drawn from
+    the previews it kept; a sample with neither is measured again for its pictures only
+    (nothing stored again)."""
     from pipeline.batch import task as task_mod
 
     out = tmp_path / "out"
@@ -270,11 +271,19 @@ def test_rerun_keeps_the_report_pictures_without_measuring(export, tmp_path, mon
     again = run(export, out)
     assert again.results["counts"]["reused_from_store"] == 3 and calls == []
     assert (out / "report.html").read_text().count("<img") == n_img > 0
+    # the finished pictures suffice: their previews may go
+    next((out / "previews").glob("e0-*.npz")).unlink()
+    run(export, out)
+    assert calls == [] and (out / "report.html").read_text().count("<img") == n_img
+    # without finished pictures (gone, or unreadable) the previews are drawn; without
+    # those either, the sample is measured again for them
+    for sid in ("e0", "e1", "e2"):
+        next((out / "previews").glob(f"{sid}-*.pictures.json")).unlink()
     next((out / "previews").glob("e1-*.npz")).unlink()
     (out / "previews" / ".junk").write_bytes(b"x")
     next((out / "previews").glob("e2-*.npz")).write_bytes(b"not an npz")
     third = run(export, out)
-    assert sorted(calls) == ["e1", "e2"]
+    assert sorted(calls) == ["e0", "e1", "e2"]
     assert third.results["counts"]["reused_from_store"] == 3
     assert (out / "report.html").read_text().count("<img") == n_img
     assert len(list((out / "previews").glob("*.npz"))) == 3  # kept again
@@ -489,7 +498,8 @@ def test_pictures_none_and_a_bad_choice(mixed, tmp_path):
     res = run(mixed, tmp_path / "out", pictures="none")
     assert res.results["report_pictures"]["with_pictures"] == 0
     assert "data:image/png" not in (tmp_path / "out" / "report.html").read_text()
-    assert not (tmp_path / "out" / "previews").exists()
+    kept = [p.name for p in (tmp_path / "out" / "previews").glob("*")]
+    assert kept == ["tables.json"]  # no pictures kept; the tables' state only
     with pytest.raises(ConfigError, match="pictures 'some': expected one of auto, all"):
         run(mixed, tmp_path / "o2", pictures="some")
     r = CliRunner().invoke(app, ["run", str(mixed), "--out", str(tmp_path / "o3"),

@@ -62,6 +62,7 @@ from pipeline.errors import (
 from pipeline.fsutil import check_writable
 from pipeline.ingest.discover import discover
 from pipeline.report import preview_cache
+from pipeline.report.html import drawn_by
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "RunOptions", "RunResult", "gate",
            "process_sample_into_store", "report_from_store", "run", "verdict_exit_code"]
@@ -411,7 +412,11 @@ def _plan(samples, keys, st, force, pictures, out, records, artifacts, retry):
         reused[s.id] = hit
         records[s.id] = reused_record(hit)
         if pictures == "all" or (pictures == "attention" and needs_attention(hit["record"])):
-            # the pictures kept by the run that measured it, else measure it again for them
+            # its finished pictures, else the previews kept by the run that measured it
+            # (the report draws them), else measure it again for them
+            if preview_cache.load_pictures(Path(out), s.id, keys[s.id], drawn_by()) is not None:
+                artifacts[s.id] = {}  # it has pictures: the report shows the finished ones
+                continue
             kept = preview_cache.load(Path(out), s.id, keys[s.id])
             if kept is None:
                 todo.append(s)

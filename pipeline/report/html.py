@@ -14,16 +14,22 @@ digits, porosity in % and its margins in percentage points.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline import __version__
 from pipeline.conformity import spec_name
+from pipeline.errors import OutputError
 from pipeline.fsutil import atomic_write_bytes, ensure_folder
 from pipeline.report import figures as fg
+from pipeline.report import html_template, preview_cache
 from pipeline.report.figures import data_uri, image_size
 from pipeline.report.html_template import CSS, TEMPLATE
 from pipeline.report.trends import METRICS
@@ -529,15 +535,16 @@ def _input_rows(images: Iterable[Mapping]) -> list[dict]:
     return rows
 
 
-def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
+def _sample_view(index: int, s: Mapping, art: Mapping | None,
+                 pictures: dict | None = None) -> dict:
     """The template's view of sample `s`, the `index`-th of the results, with its report
-    pictures `art` (None when it has none)."""
+    pictures: finished (`pictures`), else drawn from its previews `art` (None when it has
+    none)."""
     sid = str(s.get("sample_id", f"sample {index + 1}"))
     claim15 = s.get("spec") or {}
     gate = s.get("gate") or {}
     metrics = s.get("metrics") or {}
     images = s.get("images") or []
-    art = art or {}
     name = spec_name((claim15.get("spec") or {}).get("id"))
     rows = _property_rows(claim15, gate, name)
     psd_rows, mode_rows = _psd_rows(metrics.get("psd"))
@@ -556,7 +563,6 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "property_rows": rows,
         "c15_summary": _c15_summary(rows),
         **_claims_view(s, metrics),
-        "layer_profile": _profile_view(art.get("layer_profile"), sid),
         "void_reduction": fmt_pm(s.get("void_reduction_pct"), unit="%"),
         "metric_rows": _metric_rows(metrics),
         "psd_rows": psd_rows,
@@ -565,10 +571,49 @@ def _sample_view(index: int, s: Mapping, art: Mapping | None) -> dict:
         "failed": _failed_rows(images),
         "inputs": _input_rows(images),
         "provenance_rows": prov,
-        "sem": _sem_views(art.get("sem") or []),
-        "histogram": _histogram_view(art.get("histogram"), sid),
-        "heights": _height_views(art.get("height") or []),
+        **(pictures if pictures is not None else picture_views(art, sid)),
     }
+
+
+def picture_views(art: Mapping | None, sample_id: str) -> dict:
+    """A sample's report pictures, drawn and encoded from its previews `art`: the layer
+    depth profile, the SEM images with their overlays, the size histogram, the height maps
+    (what `pipeline.report.preview_cache.save_pictures` keeps)."""
+    art = art or {}
+    return {"layer_profile": _profile_view(art.get("layer_profile"), sample_id),
+            "sem": _sem_views(art.get("sem") or []),
+            "histogram": _histogram_view(art.get("histogram"), sample_id),
+            "heights": _height_views(art.get("height") or [])}
+
+
+@functools.cache
+def drawn_by() -> str:
+    """What names the code that draws the report's pictures: the package version and a hash
+    of the report's drawing modules (kept pictures of other code are drawn again)."""
+    h = hashlib.sha256(__version__.encode("utf-8"))
+    for module in (fg, html_template, sys.modules[__name__]):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _kept_pictures(out: str | os.PathLike | None, s: Mapping, art: Mapping | None
+                   ) -> dict | None:
+    """Sample `s`'s finished pictures: kept ones when `out` keeps them for its key and this
+    drawing code, else drawn from `art` and kept there; None without `out`, a key or
+    pictures (the view then draws from `art`, or shows none)."""
+    key = (s.get("provenance") or {}).get("idempotency_key")
+    sid = str(s.get("sample_id", ""))
+    if out is None or not key or art is None or not sid:
+        return None
+    kept = preview_cache.load_pictures(Path(out), sid, str(key), drawn_by())
+    if kept is not None:
+        return kept
+    pictures = picture_views(art, sid)
+    try:
+        preview_cache.save_pictures(Path(out), sid, str(key), pictures, drawn_by())
+    except (OSError, OutputError) as exc:  # the report shows them all the same
+        log.warning("%s: finished pictures not kept for later runs: %s", sid, exc)
+    return pictures
 
 
 def _gate_view(gate: Mapping) -> dict:
@@ -669,7 +714,8 @@ def _trend_views(trends: Iterable[Mapping]) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ public API
-def render_html(results: dict, artifacts: dict, trends: list | None = None) -> str:
+def render_html(results: dict, artifacts: dict, trends: list | None = None, *,
+                keep_pictures: str | os.PathLike | None = None) -> str:
     """The report as one self-contained HTML string.
 
     Parameters
@@ -685,6 +731,10 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     trends : list, optional
         Trend charts from the store (`pipeline.report.trends.trends`): shown after the
         summary.
+    keep_pictures : path, optional
+        The output folder whose ``previews/`` keeps each sample's finished pictures under
+        its idempotency key: pictures kept there by the same drawing code are shown as they
+        are, the others are drawn and kept.
 
     Returns
     -------
@@ -697,7 +747,8 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
     import jinja2
 
     artifacts = artifacts or {}
-    views = [_sample_view(i, s, artifacts.get(s.get("sample_id")))
+    views = [_sample_view(i, s, artifacts.get(s.get("sample_id")),
+                          _kept_pictures(keep_pictures, s, artifacts.get(s.get("sample_id"))))
              for i, s in enumerate(results.get("samples") or [])]
     views.sort(key=_order_key)  # stable: ties keep the results' order
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
@@ -707,9 +758,11 @@ def render_html(results: dict, artifacts: dict, trends: list | None = None) -> s
 
 
 def write_html(path: str | os.PathLike, results: dict, artifacts: dict,
-               trends: list | None = None) -> Path:
-    """Render the report and write it to `path` (UTF-8, parent folders made); returns the path."""
+               trends: list | None = None, *,
+               keep_pictures: str | os.PathLike | None = None) -> Path:
+    """Render the report and write it to `path` (UTF-8, parent folders made); returns the
+    path. `keep_pictures` as in `render_html`."""
     path = Path(path)
-    html = render_html(results, artifacts, trends)
+    html = render_html(results, artifacts, trends, keep_pictures=keep_pictures)
     ensure_folder(path.parent)
     return atomic_write_bytes(path, html.encode("utf-8"))

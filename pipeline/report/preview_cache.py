@@ -1,6 +1,14 @@
 """Report pictures kept between runs, so that a re-run whose samples are all stored already
 measures nothing, report included.
 
+Two files per sample and key. The previews (below) are what the pictures are drawn from;
+the finished pictures (``<sample>-<key>.pictures.json``: the report's encoded images and
+their sizes, `save_pictures`) are what the report shows, so that a report of kept samples
+draws nothing again. The finished pictures name the drawing code they came from (a hash of
+the report's modules): pictures of other code are drawn again. The folder also keeps
+``tables.json``, what `pipeline.report.tables.write_outputs` wrote last (so that unchanged
+tables are not written again).
+
 The worker that measures a sample for a report writes its previews (SEM images, label
 images, height maps, the size histogram) to ``OUT/previews/<sample>-<12 hex digits of its
 idempotency key>.npz``: the arrays (label images in the smallest integer type, floats as
@@ -22,7 +30,7 @@ import numpy as np
 from pipeline.fsutil import atomic_open, ensure_folder
 from pipeline.jsonio import to_json
 
-__all__ = ["load", "path_for", "save"]
+__all__ = ["load", "load_pictures", "path_for", "pictures_path", "save", "save_pictures"]
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +122,40 @@ def load(out: Path, sample_id: str, key: str) -> dict[str, Any] | None:
         log.warning("%s: kept previews unreadable (%s); measuring the sample again for its "
                     "pictures", path, exc)
         return None
+
+
+def pictures_path(out: Path, sample_id: str, key: str) -> Path:
+    return Path(out) / "previews" / f"{sample_id}-{key[:12]}.pictures.json"
+
+
+def save_pictures(out: Path, sample_id: str, key: str, pictures: dict[str, Any],
+                  drawn_by: str) -> Path:
+    """Keep a sample's finished report pictures (JSON: data URIs and sizes), drawn by the
+    code `drawn_by` names, and remove its finished pictures of other keys. Raises
+    `pipeline.fsutil.OutputError` if the file cannot be written."""
+    target = pictures_path(out, sample_id, key)
+    ensure_folder(target.parent)
+    with atomic_open(target) as f:
+        f.write(to_json({"drawn_by": drawn_by, "pictures": pictures}).encode("utf-8"))
+    pat = re.compile(rf"^{re.escape(sample_id)}-[0-9a-f]{{12}}\.pictures\.json$")
+    for p in target.parent.glob(f"{sample_id}-*.pictures.json"):
+        if p != target and pat.match(p.name):
+            p.unlink(missing_ok=True)
+    return target
+
+
+def load_pictures(out: Path, sample_id: str, key: str, drawn_by: str) -> dict[str, Any] | None:
+    """The finished pictures kept for this sample and key by the code `drawn_by` names, or
+    None (none kept, unreadable, or drawn by other code)."""
+    path = pictures_path(out, sample_id, key)
+    try:
+        kept = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("%s: kept pictures unreadable (%s); drawing them again", path, exc)
+        return None
+    if not isinstance(kept, dict) or kept.get("drawn_by") != drawn_by:
+        return None
+    pictures = kept.get("pictures")
+    return pictures if isinstance(pictures, dict) else None

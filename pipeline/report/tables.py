@@ -132,6 +132,56 @@ def csv_safe(df):
     return df if out is None else out
 
 
+class _KeptTables:
+    """The images and samples tables are rewritten only when their rows change: the rows'
+    SHA-256 and the files' own are kept in ``previews/tables.json``, and a table whose rows
+    and files match what was written is left as it is (pandas is then not even imported)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / "previews" / "tables.json"
+        try:
+            self.state = json.loads(self.path.read_bytes())
+            if not isinstance(self.state, dict):
+                self.state = {}
+        except (OSError, ValueError):
+            self.state = {}
+        self.changed = False
+
+    def write(self, rows: list[dict[str, Any]], folder: Path, name: str) -> list[Path]:
+        import hashlib
+
+        digest = hashlib.sha256(to_json(rows, sort_keys=True).encode("utf-8")).hexdigest()
+        files = [folder / f"{name}.csv", folder / f"{name}.parquet"]
+        was = self.state.get(name) or {}
+        if was.get("rows") == digest and all(
+                was.get(p.name) == _sha256_or_none(p) for p in files):
+            return files
+        import pandas as pd
+
+        files = _write_table(pd.DataFrame(rows), folder, name)
+        self.state[name] = {"rows": digest, **{p.name: _sha256_or_none(p) for p in files}}
+        self.changed = True
+        return files
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            ensure_folder(self.path.parent)
+            atomic_write_bytes(self.path, to_json(self.state, indent=1).encode("utf-8"))
+        except OSError as exc:  # the tables are written; only the next run's shortcut is lost
+            log.warning("%s not written (%s): the next run rewrites the tables", self.path, exc)
+
+
+def _sha256_or_none(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _write_table(df, folder: Path, name: str) -> list[Path]:
     # CRLF ends a record (RFC 4180): a value holding a bare carriage return is then quoted,
     # where with LF it would split its row for a reader
@@ -195,13 +245,14 @@ def write_outputs(out: Path, results: dict[str, Any], artifacts: dict[str, Any],
                   html: bool = True, trends: list | None = None) -> list[Path]:
     """Write results.json, tables/{images,samples}.{csv,parquet} and report.html (the
     per-sample particle tables are written by the workers, `write_particle_table`)."""
-    import pandas as pd
-
     tdir = ensure_folder(out / "tables")
     written = [write_results_json(out / "results.json", results)]
-    written += _write_table(pd.DataFrame(image_rows(results)), tdir, "images")
-    written += _write_table(pd.DataFrame(sample_rows(results)), tdir, "samples")
+    kept = _KeptTables(out)
+    written += kept.write(image_rows(results), tdir, "images")
+    written += kept.write(sample_rows(results), tdir, "samples")
+    kept.save()
     if html:
-        written.append(write_html(out / "report.html", results, artifacts, trends))
+        written.append(write_html(out / "report.html", results, artifacts, trends,
+                                  keep_pictures=out))
     log.info("wrote %d files to %s", len(written), out)
     return written
