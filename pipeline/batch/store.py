@@ -44,6 +44,7 @@ from pipeline.batch.store_tables import (
     ROWS,
     RUNS,
     SAMPLES,
+    SCHEMA_HEAD,
     decode,
     json_text,
     now,
@@ -301,8 +302,20 @@ class Store:
                     "runs and accepts this user, and that the file's folder exists")
         return f"cannot bring the results database's schema up to date: {msg}"
 
+    def _at_head(self) -> bool:
+        """Whether the store is at `SCHEMA_HEAD` already, read with one plain query (Alembic,
+        slow to import, is loaded only when there is something to do or to refuse)."""
+        try:
+            with self._engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        except sa.exc.DBAPIError:  # no such table yet: a new store
+            return False
+        return [tuple(r) for r in rows] == [(SCHEMA_HEAD,)]
+
     def _migrate(self) -> None:
         """Bring the schema to the newest revision (under a write lock, only if needed)."""
+        if self._at_head():
+            return
         from alembic import command
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory

@@ -16,10 +16,12 @@ import sqlalchemy as sa
 
 from pipeline.jsonio import to_json
 
-__all__ = ["IMAGES", "IS_LATEST", "LATER", "METADATA", "QUARANTINE", "ROWS", "RUNS", "SAMPLES", "STATES",
+__all__ = ["IMAGES", "IS_LATEST", "LATER", "METADATA", "QUARANTINE", "ROWS", "RUNS", "SAMPLES",
+           "SCHEMA_HEAD", "STATES",
            "decode", "finite_float", "json_text", "now", "sample_values"]
 
 STATES = ("before", "after")  # samples.state; anything else is stored as NULL
+SCHEMA_HEAD = "0003"  # the newest migration (a test checks it against the migrations)
 
 # The tables as the migrations leave them (tests compare the two). Queries use these.
 METADATA = sa.MetaData()

@@ -100,6 +100,16 @@ def test_migrations_create_the_schema_from_empty(db_url):
         engine.dispose()
 
 
+def test_the_schema_head_constant_is_the_newest_migration():
+    """`Store` skips Alembic when the store is at SCHEMA_HEAD: it must be the newest."""
+    from alembic.script import ScriptDirectory
+
+    from pipeline.batch.store import _alembic_config
+    from pipeline.batch.store_tables import SCHEMA_HEAD
+
+    assert ScriptDirectory.from_config(_alembic_config()).get_current_head() == SCHEMA_HEAD
+
+
 def test_opening_twice_keeps_the_data_and_the_schema(db_url):
     with Store.open(db_url) as st:
         rid = st.begin_run(folder="f", package_version="0.1.0", meta={})
