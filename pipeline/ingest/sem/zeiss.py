@@ -40,7 +40,8 @@ from pipeline.ingest.sem.tiffio import (
     read_page,
 )
 
-__all__ = ["ZeissReader", "data_zone_rows", "parse_cz_sem", "zeiss_quantity"]
+__all__ = ["ZeissReader", "data_zone_rows", "parse_cz_sem", "parse_cz_sem_fields",
+           "zeiss_quantity"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,37 @@ def parse_cz_sem(text: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
         elif line and not named:
             unnamed.append(line)
     return named, unnamed
+
+
+def _key_lines(keys: tuple[str, ...]) -> re.Pattern:
+    """A parameter line of one of `keys` (upper case in the file) and the line after it."""
+    names = "|".join(re.escape(k.upper()) for k in keys)
+    return re.compile(rf"^[ \t\r\x00]*({names})[ \t\r\x00]*$\n?([^\n]*)", re.MULTILINE)
+
+
+_WANTED = _key_lines(_HEADER_KEYS)
+_ANY_KEY = re.compile(r"^[ \t\r\x00]*[A-Z][A-Z0-9_]*[ \t\r\x00]*$", re.MULTILINE)
+
+
+def parse_cz_sem_fields(text: str) -> tuple[dict[str, tuple[str, str]], list[str], bool]:
+    """What the reader uses of the tag 34118 text, without walking every line of it: the
+    `_HEADER_KEYS` parameters as `parse_cz_sem` gives them, the unnamed values before the
+    first parameter, and whether the text has any parameter line at all."""
+    if "\r" in text and "\n" not in text:  # old Mac line ends
+        text = text.replace("\r", "\n")
+    named: dict[str, tuple[str, str]] = {}
+    for m in _WANTED.finditer(text):
+        line = m.group(2).strip().strip("\x00")
+        for sep in ("=", ":"):
+            if sep in line:
+                label, _, value = line.partition(sep)
+                named[m.group(1).lower()] = (label.strip(), value.strip())  # the last wins
+                break
+    first = next((k for k in _ANY_KEY.finditer(text) if any(c.isalpha() for c in k.group())),
+                 None)
+    head = text if first is None else text[:first.start()]
+    unnamed = [ln for ln in (raw.strip().strip("\x00") for raw in head.splitlines()) if ln]
+    return named, unnamed, first is not None
 
 
 def zeiss_quantity(value: str) -> tuple[float, str] | None:
@@ -134,8 +166,8 @@ class ZeissReader:
             blob = raw_tag_bytes(path, tif, page, TAG_CZ_SEM)
             if blob is None:
                 raise UnreadableInput(path, "no Zeiss CZ_SEM tag (34118) on the first page")
-            named, unnamed = parse_cz_sem(decode_text(blob))
-            if not named:
+            named, unnamed, any_key = parse_cz_sem_fields(decode_text(blob))
+            if not any_key:
                 raise UnreadableInput(path, "Zeiss tag 34118 holds no AP_/DP_/SV_ parameter "
                                             "lines: corrupt metadata")
             image, colour_idx = _read_zeiss_page(path, page)

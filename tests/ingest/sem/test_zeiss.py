@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 import pipeline
-from pipeline.ingest.sem.zeiss import ZeissReader, zeiss_quantity
+from pipeline.ingest.sem.zeiss import (
+    _HEADER_KEYS,
+    ZeissReader,
+    parse_cz_sem,
+    parse_cz_sem_fields,
+    zeiss_quantity,
+)
 from tests.helpers import assert_unreadable, realfile
 
 tifffile = pytest.importorskip("tifffile")
@@ -118,3 +124,21 @@ def test_truncated(tmp_path):
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) - 5000])
     assert_unreadable(path, "truncated")
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_the_reader_s_fields_are_what_the_full_parse_gives(newline):
+    """The reader takes only the parameters it uses from tag 34118 (a regular expression
+    over the text, not a walk of its thousands of lines): the same values as the full parse,
+    the last of a repeated parameter, NULs and blanks stripped, the unnamed block kept."""
+    lines = ["0", "1024", "768", "0.000002615", "AP_WIDTH", " Width = 2.677 mm\x00",
+             "AP_NOT_USED", "Label = x", "AP_MAG", "Mag = 50.00 K X", "DP_DETECTOR_TYPE",
+             "Detector = InLens", "AP_WIDTH", "Width = 2.5 mm", "SV_SERIAL_NUMBER",
+             "Serial : 4711", "AP_ACTUALKV", "no separator here"]
+    text = newline.join(lines) + newline
+    full, unnamed = parse_cz_sem(text)
+    fields, unnamed_fast, any_key = parse_cz_sem_fields(text)
+    assert fields == {k: v for k, v in full.items() if k in _HEADER_KEYS}
+    assert fields["ap_width"] == ("Width", "2.5 mm") and "ap_actualkv" not in fields
+    assert unnamed_fast == unnamed == ["0", "1024", "768", "0.000002615"] and any_key
+    assert parse_cz_sem_fields("1\n2\n3\n") == ({}, ["1", "2", "3"], False)
