@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__
+from pipeline.ingest.registry import sha256_file
 
-__all__ = ["SIDECAR_SUFFIXES", "hash_files", "idempotency_key", "inputs", "sidecars_of"]
+__all__ = ["SIDECAR_SUFFIXES", "digests_of", "hash_files", "idempotency_key", "inputs",
+           "sidecars_of"]
 
 
 def idempotency_key(sample, cfg, file_sha256: dict[str, str]) -> str:
@@ -71,21 +73,25 @@ def inputs(files) -> list[Path]:
 
 
 def hash_files(paths: list[Path]) -> dict[str, str]:
-    import hashlib
+    """Each path (as str) to its SHA-256, or to ``"unreadable: <why>"`` when it cannot be
+    read (the file is then measured, and reported, with the rest of its sample)."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(p: Path) -> tuple[str, str]:
-        h = hashlib.sha256()
         try:
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        except OSError as exc:  # measured (and reported, exit 4) with the rest of its sample
+            return str(p), sha256_file(p)
+        except OSError as exc:
             return str(p), f"unreadable: {exc.strerror or exc}"
-        return str(p), h.hexdigest()
 
     with ThreadPoolExecutor(max_workers=4) as ex:  # hashlib releases the GIL
         return dict(ex.map(one, paths))
+
+
+def digests_of(files, hashed: dict[str, str]) -> dict[str, str]:
+    """The SHA-256 `hash_files` found for each of `files` that it could read: what a task
+    passes on to `read` so that no file is hashed twice."""
+    return {str(f): hashed[str(f)] for f in files
+            if not hashed.get(str(f), "unreadable").startswith("unreadable")}
 
 
 def _expired(cfg) -> list[str]:

@@ -142,16 +142,6 @@ def _shrink_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST).astype(np.int32)
 
 
-def _known_digest(ctx: dict[str, Any], path) -> str | bool:
-    """The SHA-256 the run computed for `path` already, or True (hash it while reading) when
-    there is none: no digest was passed, or the file could not be hashed (`hash_files`
-    says why instead, and reading it gives the error)."""
-    given = (ctx.get("digests") or {}).get(str(path))
-    if isinstance(given, str) and len(given) == 64 and all(c in "0123456789abcdef" for c in given):
-        return given
-    return True
-
-
 def _attrs_record(da) -> dict[str, Any]:
     a = da.attrs
     return {
@@ -287,7 +277,8 @@ def measure_file(path: str | Path, ctx: dict[str, Any]) -> dict[str, Any]:
     rec = ImageRecord(str(path))
     out: dict[str, Any] = {"record": rec, "table": None, "artifact": None}
     try:
-        da = read(path, sha256=_known_digest(ctx, path))
+        # the run's digest when it hashed the file already (`identity.digests_of`)
+        da = read(path, sha256=(ctx.get("digests") or {}).get(str(path), True))
         da = calibrate_image(da, profiles=ctx.get("profiles"), today=ctx.get("today"))
         rec.file = _attrs_record(da)
         role = assign_role(da, path, ctx["rules"], ctx.get("role_overrides"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline import __version__
 from pipeline.batch.config import load_run_config
-from pipeline.batch.identity import hash_files, idempotency_key, inputs
+from pipeline.batch.identity import digests_of, hash_files, idempotency_key, inputs
 from pipeline.batch.measure import default_max_memory
 from pipeline.batch.results import RunHeader, RunResult, pair, write_results
 from pipeline.batch.store import DuplicateKey, Store
@@ -143,7 +143,7 @@ def process_sample_into_store(sample, store, *, out: str | Path | None = None,
     if hit is not None:
         return reused_record(hit)
     res = measure_task((sample, cfg, None if out is None else Path(out), "none", key,
-                        {str(f): digests[str(f)] for f in sample.files if str(f) in digests}))
+                        digests_of(sample.files, digests)))
     rec = res["record"]
     created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     rec["provenance"].update(package_version=__version__, created_utc=created,

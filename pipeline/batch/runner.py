@@ -30,7 +30,7 @@ from pipeline.batch.execute import (
     prewarm,
     prewarm_local_cluster,
 )
-from pipeline.batch.identity import hash_files, idempotency_key, inputs
+from pipeline.batch.identity import digests_of, hash_files, idempotency_key, inputs
 from pipeline.batch.measure import default_max_memory
 from pipeline.batch.persist import (
     Settler,
@@ -62,7 +62,7 @@ from pipeline.errors import (
 from pipeline.fsutil import check_writable
 from pipeline.ingest.discover import discover
 from pipeline.report import preview_cache
-from pipeline.report.html import drawn_by
+from pipeline.report.html import FINISHED, drawn_by
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "RunOptions", "RunResult", "gate",
            "process_sample_into_store", "report_from_store", "run", "verdict_exit_code"]
@@ -332,8 +332,7 @@ def _measure(b: _Batch, todo: list, reused: dict[str, dict[str, Any]], keys: dic
     """Measure the samples `todo` and settle each record as it comes (samples in `reused`
     are measured for their report pictures only)."""
     payloads = [(s, b.cfg, None if b.out is None else Path(b.out), b.pictures, keys[s.id],
-                 {str(f): b.digests[str(f)] for f in s.files if str(f) in b.digests})
-                for s in todo]
+                 digests_of(s.files, b.digests)) for s in todo]
     try:
         for i, res in execute(measure_task, payloads, jobs=b.options.jobs,
                               scheduler=b.options.scheduler, security=b.options.security):
@@ -414,8 +413,9 @@ def _plan(samples, keys, st, force, pictures, out, records, artifacts, retry):
         if pictures == "all" or (pictures == "attention" and needs_attention(hit["record"])):
             # its finished pictures, else the previews kept by the run that measured it
             # (the report draws them), else measure it again for them
-            if preview_cache.load_pictures(Path(out), s.id, keys[s.id], drawn_by()) is not None:
-                artifacts[s.id] = {}  # it has pictures: the report shows the finished ones
+            finished = preview_cache.load_pictures(Path(out), s.id, keys[s.id], drawn_by())
+            if finished is not None:
+                artifacts[s.id] = {FINISHED: finished}
                 continue
             kept = preview_cache.load(Path(out), s.id, keys[s.id])
             if kept is None:

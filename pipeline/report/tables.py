@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.fsutil import atomic_open, atomic_write_bytes, ensure_folder
+from pipeline.ingest.registry import sha256_file
 from pipeline.jsonio import to_json
 from pipeline.report.html import write_html
 
@@ -174,10 +175,8 @@ class _KeptTables:
 
 
 def _sha256_or_none(path: Path) -> str | None:
-    import hashlib
-
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 
